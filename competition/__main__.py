@@ -1,0 +1,5 @@
+"""Entry point: python -m competition --help"""
+
+from competition.cli import app
+
+app()

@@ -1,0 +1,129 @@
+"""The command line behind `python -m competition …` and the Makefile.
+
+python -m competition --help
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from competition.config import Config, load_config
+from competition.errors import CompetitionError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="VQA competition toolkit: data to ranked submission.",
+)
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: key.sub=value (repeatable)")]
+
+
+def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a CompetitionError into one line on stderr and exit status 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CompetitionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def progress_bar() -> Progress:
+    """A rich progress bar with count, rate-friendly columns and ETA."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """A rich table of dict rows (floats to 4 digits)."""
+    t = Table(title=title)
+    for col in rows[0] if rows else []:
+        t.add_column(str(col), justify="right")
+    for r in rows:
+        t.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()))
+    return t
+
+
+def config_from(config: Path | None, overrides: list[str] | None) -> Config:
+    """Load the config named on the command line with its --set overrides."""
+    return load_config(config, overrides or [])
+
+
+@app.command()
+@fails_cleanly
+def data(
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to write the demo competition into")],
+    train_images: Annotated[int, typer.Option(help="training images")] = 800,
+    test_images: Annotated[int, typer.Option(help="test images")] = 200,
+    questions_per_image: Annotated[int, typer.Option(help="questions per image")] = 4,
+    seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+) -> None:
+    """Write the synthetic demo data set in the competition's layout."""
+    from competition.synthetic import generate
+
+    counts = generate(out_dir, train_images, test_images, questions_per_image, seed)
+    out.print(
+        f"wrote {out_dir}: {counts['train']} train / {counts['test']} test questions on "
+        f"{counts['train_images']} / {counts['test_images']} images"
+    )
+
+
+@app.command()
+@fails_cleanly
+def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Validate the tables and decode every image (full scan)."""
+    from competition.data import load_competition, scan_images
+
+    cfg = config_from(config, set_)
+    comp = load_competition(cfg.data)
+    with progress_bar() as bar:
+        task = bar.add_task("decoding images", total=None)
+
+        def track(items: list, total: int) -> Any:
+            bar.update(task, total=total)
+            for x in items:
+                yield x
+                bar.advance(task)
+
+        n = scan_images(comp, track)
+    out.print(f"ok: {len(comp.train)} train questions, {len(comp.test)} test questions, {n} images")
+
+
+@app.command()
+@fails_cleanly
+def folds(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Write experiments/<exp>/folds.csv: grouped by image, stratified by answer."""
+    from competition.data import load_competition
+    from competition.folds import write_folds
+
+    cfg = config_from(config, set_)
+    comp = load_competition(cfg.data)
+    path, report = write_folds(cfg, comp.train)
+    cfg.save()
+    out.print(table(f"{cfg.folds.k} folds (seed {cfg.split_seed})", report.to_dict("records")))
+    out.print(f"wrote {path}")

@@ -1,0 +1,161 @@
+"""Load and validate the competition tables and resolve image files by id.
+
+python -m competition validate -c configs/demo.yaml    # full scan, images included
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from competition.config import DataConfig
+from competition.errors import DataError
+
+MISSING_TEXT = {"", "nan", "<na>", "null"}
+
+
+@dataclass
+class Competition:
+    """The validated tables and the image file of every image id."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    sample: pd.DataFrame
+    train_image_paths: dict[str, Path]
+    test_image_paths: dict[str, Path]
+    cfg: DataConfig
+
+    def image_path(self, split: str, image_id: str) -> Path:
+        """The file of one image id of 'train' or 'test'."""
+        return (self.train_image_paths if split == "train" else self.test_image_paths)[image_id]
+
+    def load_image(self, split: str, image_id: str) -> Image.Image:
+        """Decode one image; a bad file's error also names the first table line that uses it."""
+        try:
+            return open_image(self.image_path(split, image_id))
+        except DataError as e:
+            df = self.train if split == "train" else self.test
+            table = Path(self.cfg.root) / (self.cfg.train_csv if split == "train" else self.cfg.test_csv)
+            i = int((df[self.cfg.image_col] == image_id).to_numpy().argmax())
+            raise DataError(f"{e} [{table}: line {_line(i)}, column '{self.cfg.image_col}']") from None
+
+
+def _line(i: int) -> int:
+    """CSV line number of 0-based data row i (the header is line 1)."""
+    return i + 2
+
+
+def read_table(path: Path, required: list[str]) -> pd.DataFrame:
+    """Read a CSV as strings (no NA guessing: 'none' is an answer); check required columns."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"{path}: cannot parse CSV: {str(e).splitlines()[0]}") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column '{missing[0]}' (columns found: {', '.join(df.columns)})")
+    return df
+
+
+def check_not_empty(df: pd.DataFrame, path: Path, columns: Iterable[str]) -> None:
+    """Refuse an empty or NaN cell, naming file, line and column."""
+    for col in columns:
+        bad = df[col].str.strip().str.lower().isin(MISSING_TEXT)
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise DataError(f"{path}: line {_line(i)}, column '{col}': empty or NaN value")
+
+
+def check_unique(df: pd.DataFrame, path: Path, col: str) -> None:
+    """Refuse a repeated value in `col`, naming both lines."""
+    dup = df[col].duplicated(keep=False)
+    if dup.any():
+        rows = dup.to_numpy().nonzero()[0]
+        value = df[col].iloc[rows[0]]
+        same = rows[(df[col].iloc[rows] == value).to_numpy()]
+        raise DataError(
+            f"{path}: line {_line(same[1])}, column '{col}': duplicate ID '{value}' (first on line {_line(same[0])})"
+        )
+
+
+def index_images(folder: Path, extensions: list[str]) -> dict[str, Path]:
+    """Map image id (file stem) -> file for every file in `folder` with a known extension."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: image folder not found")
+    rank = {e.lower(): i for i, e in enumerate(extensions)}
+    found: dict[str, tuple[int, Path]] = {}
+    with os.scandir(folder) as it:
+        for entry in it:
+            stem, ext = os.path.splitext(entry.name)
+            r = rank.get(ext.lower())
+            if r is not None and (stem not in found or r < found[stem][0]):
+                found[stem] = (r, Path(entry.path))
+    return {k: p for k, (_, p) in found.items()}
+
+
+def resolve_images(df: pd.DataFrame, path: Path, col: str, folder: Path, extensions: list[str]) -> dict[str, Path]:
+    """Index the folder and check that every image id of the table has a file."""
+    index = index_images(folder, extensions)
+    ids = df[col].unique()
+    present = pd.Series(ids).isin(index.keys()).to_numpy()
+    if not present.all():
+        missing = ids[~present][0]
+        i = int((df[col] == missing).to_numpy().argmax())
+        raise DataError(f"{path}: line {_line(i)}, column '{col}': image '{missing}' not found in {folder}")
+    return {i: index[i] for i in ids}
+
+
+def open_image(path: Path) -> Image.Image:
+    """Decode an image fully as RGB; a corrupt or truncated file is a DataError naming it."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable or truncated image ({e})") from None
+
+
+def load_competition(cfg: DataConfig) -> Competition:
+    """Read and validate train/test/sample tables and resolve every image id to a file."""
+    c = cfg
+    root = Path(c.root)
+    if not root.is_dir():
+        raise DataError(f"{root}: competition folder not found (set data.root)")
+    train_path, test_path, sample_path = root / c.train_csv, root / c.test_csv, root / c.sample_submission_csv
+    train = read_table(train_path, [c.id_col, c.image_col, c.question_col, c.answer_col])
+    test = read_table(test_path, [c.id_col, c.image_col, c.question_col])
+    sample = read_table(sample_path, [c.id_col, c.answer_col])
+    for df, path, cols in (
+        (train, train_path, [c.id_col, c.image_col, c.question_col, c.answer_col]),
+        (test, test_path, [c.id_col, c.image_col, c.question_col]),
+        (sample, sample_path, [c.id_col]),
+    ):
+        check_not_empty(df, path, cols)
+        check_unique(df, path, c.id_col)
+    extra = ~sample[c.id_col].isin(test[c.id_col])
+    if extra.any():
+        i = int(extra.to_numpy().argmax())
+        raise DataError(
+            f"{sample_path}: line {_line(i)}, column '{c.id_col}': ID '{sample[c.id_col].iloc[i]}' is not in {test_path}"
+        )
+    if len(sample) != len(test):
+        missing = test[c.id_col][~test[c.id_col].isin(sample[c.id_col])].iloc[0]
+        raise DataError(f"{sample_path}: column '{c.id_col}': test ID '{missing}' has no row")
+    train_paths = resolve_images(train, train_path, c.image_col, root / c.train_images, c.image_extensions)
+    test_paths = resolve_images(test, test_path, c.image_col, root / c.test_images, c.image_extensions)
+    return Competition(train, test, sample, train_paths, test_paths, cfg)
+
+
+def scan_images(comp: Competition, progress: Callable[[list, int], Iterable] | None = None) -> int:
+    """Decode every image of both splits; raise on the first unreadable one. Returns the count."""
+    items = [("train", i) for i in comp.train_image_paths] + [("test", i) for i in comp.test_image_paths]
+    for split, image_id in progress(items, len(items)) if progress else items:
+        comp.load_image(split, image_id)
+    return len(items)

@@ -1,0 +1,89 @@
+"""Grouped, answer-stratified K-fold: no image in two folds; deterministic for a seed.
+
+python -m competition folds -c configs/demo.yaml --set folds.k=5
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from competition.config import Config
+from competition.errors import DataError
+from competition.io import atomic_write_csv
+
+RARE = "__rare__"
+
+
+def strata(answers: pd.Series, max_strata: int, k: int) -> np.ndarray:
+    """Stratum per row: the answer when it is among the `max_strata` most common and seen >= k times."""
+    counts = answers.value_counts()
+    keep = counts.index[(counts >= k)][: max_strata - 1]
+    labels = answers.where(answers.isin(keep), RARE)
+    if 0 < (labels == RARE).sum() < k and len(keep):
+        labels = labels.replace(RARE, keep[0])
+    return pd.factorize(labels, sort=True)[0]
+
+
+def make_folds(
+    train: pd.DataFrame,
+    k: int,
+    seed: int,
+    max_strata: int,
+    id_col: str = "ID",
+    image_col: str = "image_id",
+    answer_col: str = "answer",
+) -> pd.DataFrame:
+    """Assign each question a fold; all questions of one image share it. Rows keep the table's order."""
+    n_images = train[image_col].nunique()
+    if n_images < k:
+        raise DataError(f"folds.k={k} but the training table has only {n_images} images")
+    y = strata(train[answer_col], max_strata, k)
+    groups = pd.factorize(train[image_col])[0]
+    fold = np.full(len(train), -1, dtype=np.int64)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for f, (_, val_idx) in enumerate(splitter.split(np.zeros(len(train)), y, groups)):
+        fold[val_idx] = f
+    return pd.DataFrame({"ID": train[id_col].to_numpy(), "image_id": train[image_col].to_numpy(), "fold": fold})
+
+
+def fold_report(folds: pd.DataFrame, answers: pd.Series, top: int = 20) -> pd.DataFrame:
+    """Per fold: questions, images, and the answer-distribution drift from the whole table.
+
+    Drift is the total variation distance over the `top` most common answers (the rest pooled).
+    """
+    common = answers.value_counts().index[:top]
+    pooled = answers.where(answers.isin(common), RARE).to_numpy()
+    overall = pd.Series(pooled).value_counts(normalize=True)
+    rows = []
+    for f, idx in folds.groupby("fold").indices.items():
+        dist = pd.Series(pooled[idx]).value_counts(normalize=True).reindex(overall.index, fill_value=0.0)
+        rows.append(
+            {
+                "fold": int(f),
+                "questions": len(idx),
+                "images": folds["image_id"].iloc[idx].nunique(),
+                "drift_tv": float(0.5 * (dist - overall).abs().sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_folds(cfg: Config, train: pd.DataFrame) -> tuple[Path, pd.DataFrame]:
+    """Compute the folds of the config and write experiments/<exp>/folds.csv atomically."""
+    d = cfg.data
+    folds = make_folds(train, cfg.folds.k, cfg.split_seed, cfg.folds.max_strata, d.id_col, d.image_col, d.answer_col)
+    path = cfg.exp_dir / "folds.csv"
+    atomic_write_csv(folds, path)
+    return path, fold_report(folds, train[d.answer_col])
+
+
+def read_folds(cfg: Config) -> pd.DataFrame:
+    """Read experiments/<exp>/folds.csv written by `folds`."""
+    path = cfg.exp_dir / "folds.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run `python -m competition folds` first")
+    return pd.read_csv(path, dtype={"ID": str, "image_id": str, "fold": int}, keep_default_na=False)

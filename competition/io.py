@@ -1,0 +1,59 @@
+"""Atomic file writes: every file the toolkit writes goes to a temporary name, then is renamed."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+import yaml
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text atomically."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a DataFrame as CSV (no index) atomically."""
+    with atomic_open(path, "w") as f:
+        df.to_csv(f, index=False)
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> None:
+    """Write JSON (indented, UTF-8) atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_yaml(obj: Any, path: str | Path) -> None:
+    """Write YAML atomically, keys in insertion order."""
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))

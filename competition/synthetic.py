@@ -1,0 +1,161 @@
+"""Demo data set in the Dacon VQA layout: shapes on a canvas and questions about them.
+
+    python -m competition data --out data/demo --train-images 800 --test-images 200
+
+Writes train.csv, test.csv, sample_submission.csv, image/{train,test}/*.png and
+solution.csv (the held-out test answers, for scoring the demo end to end).
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from competition.io import atomic_write_bytes, atomic_write_csv
+
+SHAPES = ("circle", "square", "triangle", "cross")
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 30),
+    "purple": (150, 60, 190),
+}
+ROWS = ("top", "middle", "bottom")
+COLS = ("left", "center", "right")
+SIZES = {"small": 0.26, "large": 0.40}
+GRID = 3
+
+
+@dataclass(frozen=True)
+class Obj:
+    """One drawn object: shape, colour, size and grid cell."""
+
+    shape: str
+    color: str
+    size: str
+    row: int
+    col: int
+
+
+def position_name(obj: Obj) -> str:
+    """Name of the grid cell: 'top left', 'center', 'bottom right', ..."""
+    row, col = ROWS[obj.row], COLS[obj.col]
+    if row == "middle" and col == "center":
+        return "center"
+    if row == "middle":
+        return col
+    if col == "center":
+        return row
+    return f"{row} {col}"
+
+
+def draw_scene(objects: list[Obj], width: int, height: int, rng: random.Random) -> Image.Image:
+    """Render objects on a light, slightly tinted canvas."""
+    shade = rng.randint(225, 250)
+    img = Image.new("RGB", (width, height), (shade, shade, shade - rng.randint(0, 10)))
+    d = ImageDraw.Draw(img)
+    cw, ch = width / GRID, height / GRID
+    for o in objects:
+        r = SIZES[o.size] * min(cw, ch)
+        cx = (o.col + 0.5) * cw + rng.uniform(-0.08, 0.08) * cw
+        cy = (o.row + 0.5) * ch + rng.uniform(-0.08, 0.08) * ch
+        fill = COLORS[o.color]
+        if o.shape == "circle":
+            d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        elif o.shape == "square":
+            d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        elif o.shape == "triangle":
+            d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+        else:
+            t = r / 2.6
+            d.rectangle([cx - r, cy - t, cx + r, cy + t], fill=fill)
+            d.rectangle([cx - t, cy - r, cx + t, cy + r], fill=fill)
+    return img
+
+
+def sample_scene(rng: random.Random) -> list[Obj]:
+    """1-4 objects in distinct cells, each (shape, colour) pair unique within the scene."""
+    n = rng.choice((1, 2, 2, 3, 3, 4))
+    cells = rng.sample(range(GRID * GRID), n)
+    objs: list[Obj] = []
+    used: set[tuple[str, str]] = set()
+    for cell in cells:
+        while True:
+            shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
+            if (shape, color) not in used:
+                break
+        used.add((shape, color))
+        objs.append(Obj(shape, color, rng.choice(list(SIZES)), cell // GRID, cell % GRID))
+    return objs
+
+
+def questions_for(objs: list[Obj], rng: random.Random, k: int) -> list[tuple[str, str]]:
+    """Up to k (question, answer) pairs of different types about one scene."""
+    qa: list[tuple[str, str]] = [("How many objects are in the image?", str(len(objs)))]
+    shape_counts = {s: sum(o.shape == s for o in objs) for s in SHAPES}
+    color_counts = {c: sum(o.color == c for o in objs) for c in COLORS}
+    s = rng.choice(SHAPES)
+    qa.append((f"How many {s}s are there?", str(shape_counts[s])))
+    o = rng.choice(objs)
+    if shape_counts[o.shape] == 1:
+        qa.append((f"What color is the {o.shape}?", o.color))
+    if color_counts[o.color] == 1:
+        qa.append((f"What shape is the {o.color} object?", o.shape))
+    qa.append((f"Where is the {o.color} {o.shape}?", position_name(o)))
+    qa.append((f"Is the {o.color} {o.shape} large or small?", o.size))
+    if rng.random() < 0.5:
+        qa.append((f"Is there a {o.color} {o.shape}?", "yes"))
+    else:
+        present = {(x.shape, x.color) for x in objs}
+        absent = [(sh, c) for sh in SHAPES for c in COLORS if (sh, c) not in present]
+        sh, c = rng.choice(absent)
+        qa.append((f"Is there a {c} {sh}?", "no"))
+    rng.shuffle(qa)
+    return qa[:k]
+
+
+def _write_split(out: Path, split: str, n_images: int, q_per_image: int, rng: random.Random) -> pd.DataFrame:
+    """Render one split's images and return its question table."""
+    folder = out / "image" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    width_digits = 6 if split == "train" else 5
+    for i in range(n_images):
+        image_id = f"{split}_{i:0{width_digits}d}"
+        objs = sample_scene(rng)
+        w, h = rng.choice(((128, 128), (128, 128), (160, 128), (128, 160)))
+        buf = _png_bytes(draw_scene(objs, w, h, rng))
+        atomic_write_bytes(folder / f"{image_id}.png", buf)
+        for q, a in questions_for(objs, rng, q_per_image):
+            rows.append({"image_id": image_id, "question": q, "answer": a})
+    df = pd.DataFrame(rows)
+    df.insert(0, "ID", [f"{split.upper()}_{j:0{width_digits}d}" for j in range(len(df))])
+    return df
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    """Encode an image as PNG bytes."""
+    b = io.BytesIO()
+    img.save(b, format="PNG", compress_level=1)
+    return b.getvalue()
+
+
+def generate(
+    out: Path, train_images: int = 800, test_images: int = 200, q_per_image: int = 4, seed: int = 0
+) -> dict[str, int]:
+    """Write the whole demo competition folder; returns row counts."""
+    rng = random.Random(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    train = _write_split(out, "train", train_images, q_per_image, rng)
+    test = _write_split(out, "test", test_images, q_per_image, rng)
+    atomic_write_csv(train[["ID", "image_id", "question", "answer"]], out / "train.csv")
+    atomic_write_csv(test[["ID", "image_id", "question"]], out / "test.csv")
+    atomic_write_csv(test[["ID"]].assign(answer="yes"), out / "sample_submission.csv")
+    atomic_write_csv(test[["ID", "answer"]], out / "solution.csv")
+    return {"train": len(train), "test": len(test), "train_images": train_images, "test_images": test_images}
