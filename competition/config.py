@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,6 +51,86 @@ class FoldsConfig(Section):
     )
 
 
+class TinyModelConfig(Section):
+    """A random-init LLaVA small enough to train on CPU (used when model.source is 'tiny')."""
+
+    image_size: int = Field(64, ge=8, description="square input resolution of the vision tower")
+    patch_size: int = Field(8, ge=1, description="ViT patch size; image tokens = (image_size / patch_size)^2")
+    vision_hidden: int = 128
+    vision_intermediate: int = 256
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_hidden: int = 128
+    text_intermediate: int = 256
+    text_layers: int = 2
+    text_heads: int = 4
+
+
+class ModelConfig(Section):
+    """Which LLaVA to build or load, and how images are shaped for it."""
+
+    source: Literal["tiny", "pretrained", "from_parts"] = Field(
+        "tiny", description="tiny: random-init offline model; pretrained: llava-hf id/path; from_parts: vision + LM"
+    )
+    name_or_path: str | None = Field(None, description="pretrained: hub id or local folder of a llava-hf checkpoint")
+    vision_tower: str | None = Field(None, description="from_parts: CLIP vision model id or folder")
+    language_model: str | None = Field(None, description="from_parts: causal LM id or folder (e.g. Vicuna-7B)")
+    projector: str | None = Field(None, description="from_parts: original-LLaVA mm_projector.bin to import")
+    projector_type: Literal["mlp2x_gelu", "linear"] = Field("mlp2x_gelu", description="from_parts projector shape")
+    vision_feature_layer: int = Field(-2, description="vision hidden layer fed to the projector")
+    vision_feature_select_strategy: Literal["default", "full"] = Field("default", description="default drops CLS")
+    image_aspect_ratio: Literal["pad", "resize"] = Field(
+        "pad", description="pad: expand to a square with the mean colour, then resize; resize: stretch"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto: flash_attention_2 when flash-attn is installed, else sdpa"
+    )
+    tiny: TinyModelConfig = TinyModelConfig()
+
+
+class LoraSettings(Section):
+    """PEFT LoRA on the language model (train.mode: lora); the projector trains fully."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = 32
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainConfig(Section):
+    """One fold's fine-tuning on HF Trainer."""
+
+    mode: Literal["projector", "lora", "full"] = Field("full", description="what trains")
+    prompt: str = Field("short_answer", description="prompt template the model is trained on")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: epochs decide)")
+    learning_rate: float = Field(2e-3, gt=0, description="language model (and default) learning rate")
+    vision_lr: float | None = Field(None, description="vision tower learning rate (default: learning_rate)")
+    projector_lr: float | None = Field(None, description="projector learning rate (default: learning_rate)")
+    weight_decay: float = 0.0
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    scheduler: str = Field("cosine", description="transformers lr_scheduler_type")
+    per_device_batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (ignored if effective_batch_size set)")
+    effective_batch_size: int | None = Field(
+        None, ge=1, description="per-device batch x accumulation x processes; accumulation is derived from it"
+    )
+    max_length: int = Field(128, ge=8, description="text tokens per example; image tokens come on top")
+    bf16: bool = False
+    tf32: bool = False
+    gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    cache_images: bool = Field(False, description="keep preprocessed images in memory (small data sets)")
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    report_to: list[str] = Field([], description="e.g. [wandb] or [tensorboard]")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json)")
+    dataloader_workers: int = 0
+    lora: LoraSettings = LoraSettings()
+
+
 class Config(Section):
     """The whole run: one YAML file."""
 
@@ -61,6 +141,8 @@ class Config(Section):
     seed: int = 42
     data: DataConfig = DataConfig()
     folds: FoldsConfig = FoldsConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
 
     @property
     def exp_dir(self) -> Path:

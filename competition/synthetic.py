@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from competition.io import atomic_write_bytes, atomic_write_csv
 
 SHAPES = ("circle", "square", "triangle", "cross")
+PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
 COLORS = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -101,7 +102,7 @@ def questions_for(objs: list[Obj], rng: random.Random, k: int) -> list[tuple[str
     shape_counts = {s: sum(o.shape == s for o in objs) for s in SHAPES}
     color_counts = {c: sum(o.color == c for o in objs) for c in COLORS}
     s = rng.choice(SHAPES)
-    qa.append((f"How many {s}s are there?", str(shape_counts[s])))
+    qa.append((f"How many {PLURALS[s]} are there?", str(shape_counts[s])))
     o = rng.choice(objs)
     if shape_counts[o.shape] == 1:
         qa.append((f"What color is the {o.shape}?", o.color))

@@ -1,0 +1,115 @@
+"""Questions as model inputs: prompt encoding with image-token expansion, images, collation.
+
+    python -c "from competition.dataset import TRAIN_FIELDS; print(TRAIN_FIELDS)"
+
+Text is tokenized once up front (cheap lengths for length-grouped batching); images are decoded
+when a batch is built, once per image when `cache` is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from competition.data import Competition
+from competition.errors import DataError
+from competition.modeling import ImageTransform
+from competition.prompts import render
+
+IGNORE = -100
+KEEP_TAIL = 8
+TRAIN_FIELDS = ("input_ids", "labels", "image_id")
+
+
+class Images:
+    """Preprocessed pixel tensors by image id, decoded lazily, optionally kept in memory."""
+
+    def __init__(self, comp: Competition, split: str, transform: ImageTransform, cache: bool) -> None:
+        self.comp, self.split, self.transform = comp, split, transform
+        self.cache: dict[str, torch.Tensor] | None = {} if cache else None
+
+    def __call__(self, image_ids: Sequence[str]) -> torch.Tensor:
+        """(N, 3, H, W) pixels for the ids, in order."""
+        if self.cache is None:
+            return self.transform([self.comp.load_image(self.split, i) for i in image_ids])
+        todo = sorted({i for i in image_ids if i not in self.cache})
+        if todo:
+            for i, px in zip(todo, self.transform([self.comp.load_image(self.split, i) for i in todo]), strict=True):
+                self.cache[i] = px
+        return torch.stack([self.cache[i] for i in image_ids])
+
+
+def encode_prompts(processor: Any, prompt: str, questions: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of each rendered prompt (one image placeholder), cut to `max_length` text tokens.
+
+    Overlong prompts lose question tokens just after the image placeholder, never the placeholder
+    nor the last KEEP_TAIL tokens (the answer cue).
+    """
+    tok = processor.tokenizer
+    image_id = tok.convert_tokens_to_ids(tok.image_token if hasattr(tok, "image_token") else "<image>")
+    texts = [render(prompt, q, processor) for q in questions]
+    out = []
+    for row, ids in enumerate(tok(texts, add_special_tokens=True)["input_ids"]):
+        if ids.count(image_id) != 1:
+            raise DataError(f"prompt '{prompt}' for question {row} has {ids.count(image_id)} image placeholders, not 1")
+        over = len(ids) - max_length
+        if over > 0:
+            start = ids.index(image_id) + 1
+            if len(ids) - KEEP_TAIL - start < over:
+                raise DataError(f"max_length={max_length} leaves no room for the prompt '{prompt}' (question {row})")
+            ids = ids[:start] + ids[start + over :]
+        out.append(ids)
+    return out
+
+
+def encode_answers(processor: Any, answers: Sequence[str]) -> list[list[int]]:
+    """Answer token ids followed by EOS."""
+    tok = processor.tokenizer
+    return [ids + [tok.eos_token_id] for ids in tok(list(answers), add_special_tokens=False)["input_ids"]]
+
+
+class TrainSet(torch.utils.data.Dataset):
+    """Pre-tokenized (prompt + answer) examples; labels mask everything but the answer and EOS."""
+
+    def __init__(self, processor: Any, prompt: str, rows: Any, max_length: int, question_col: str, answer_col: str, image_col: str) -> None:
+        prompts = encode_prompts(processor, prompt, rows[question_col].tolist(), max_length - 2)
+        answers = encode_answers(processor, rows[answer_col].tolist())
+        self.items = []
+        for p, a, image in zip(prompts, answers, rows[image_col].tolist(), strict=True):
+            a = a[: max(2, max_length - len(p))]
+            self.items.append({"input_ids": p + a, "labels": [IGNORE] * len(p) + a, "image_id": image})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def expand_image_tokens(ids: list[int], image_token_id: int, n: int) -> list[int]:
+    """Replace the single image placeholder by the n image tokens the vision tower yields."""
+    i = ids.index(image_token_id)
+    return ids[:i] + [image_token_id] * n + ids[i + 1 :]
+
+
+class TrainCollator:
+    """Expand image tokens, pad on the right, attach pixel values."""
+
+    def __init__(self, images: Images, image_token_id: int, n_image_tokens: int, pad_id: int) -> None:
+        self.images, self.image_token_id, self.n, self.pad_id = images, image_token_id, n_image_tokens, pad_id
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = [expand_image_tokens(b["input_ids"], self.image_token_id, self.n) for b in batch]
+        labels = [[IGNORE] * (self.n - 1) + b["labels"] for b in batch]
+        width = max(map(len, ids))
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        label_t = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, (x, y) in enumerate(zip(ids, labels, strict=True)):
+            input_ids[r, : len(x)] = torch.tensor(x)
+            label_t[r, : len(y)] = torch.tensor(y)
+            mask[r, : len(x)] = 1
+        pixels = self.images([b["image_id"] for b in batch])
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": label_t, "pixel_values": pixels}

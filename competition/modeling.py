@@ -1,0 +1,368 @@
+"""Build or load a LLaVA model + processor from config; apply a training mode; save and reload.
+
+    python -m competition train -c configs/seed_llava_vicuna7b.yaml --fold 0 --dry-run
+
+Sources: `tiny` (random-init, word-level tokenizer trained on the data, offline), `pretrained`
+(a llava-hf checkpoint: hub id or folder), `from_parts` (CLIP vision tower + causal LM + a new
+projector, optionally imported from an original-LLaVA `mm_projector.bin`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoProcessor,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+from competition.config import ModelConfig, TrainConfig
+from competition.errors import ConfigError
+from competition.prompts import IMAGE_TOKEN, vocabulary_text
+
+SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN]
+META = "competition_model.json"
+PROJECTOR_FILE = "projector.safetensors"
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """torch dtype from its config name."""
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def attn_implementation(name: str) -> str:
+    """'auto' becomes flash_attention_2 when flash-attn and CUDA are there, else sdpa."""
+    if name != "auto":
+        return name
+    if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def image_token_count(config: LlavaConfig) -> int:
+    """Image tokens per image: patches of the vision tower, plus CLS under the 'full' strategy."""
+    v = config.vision_config
+    n = (v.image_size // v.patch_size) ** 2
+    return n + (1 if config.vision_feature_select_strategy == "full" else 0)
+
+
+def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over the given texts and the prompt templates' words (BOS added)."""
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=1)
+    tok.train_from_iterator([*vocabulary_text(), *texts], trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        padding_side="left",
+    )
+
+
+def make_processor(tokenizer: Any, image_size: int, patch_size: int, strategy: str) -> LlavaProcessor:
+    """A LlavaProcessor whose image processor yields square `image_size` inputs."""
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1,
+    )
+
+
+def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[LlavaForConditionalGeneration, Any]:
+    """Random-init LLaVA from small CLIP-vision and Llama configs; nothing is downloaded."""
+    t = cfg.tiny
+    if t.image_size % t.patch_size:
+        raise ConfigError(f"model.tiny.image_size={t.image_size} is not a multiple of patch_size={t.patch_size}")
+    tok = train_word_tokenizer(texts)
+    vision = CLIPVisionConfig(
+        hidden_size=t.vision_hidden,
+        intermediate_size=t.vision_intermediate,
+        num_hidden_layers=t.vision_layers,
+        num_attention_heads=t.vision_heads,
+        image_size=t.image_size,
+        patch_size=t.patch_size,
+        attention_dropout=0.0,
+    )
+    n_image = (t.image_size // t.patch_size) ** 2 + (cfg.vision_feature_select_strategy == "full")
+    text = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=t.text_hidden,
+        intermediate_size=t.text_intermediate,
+        num_hidden_layers=t.text_layers,
+        num_attention_heads=t.text_heads,
+        num_key_value_heads=t.text_heads,
+        max_position_embeddings=n_image + 512,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        image_seq_length=n_image,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    set_generation_ids(model, tok)
+    return model, make_processor(tok, t.image_size, t.patch_size, cfg.vision_feature_select_strategy)
+
+
+def set_generation_ids(model: Any, tokenizer: Any) -> None:
+    """Pad/EOS/BOS ids of the tokenizer in the generation config (custom tokenizers lack them)."""
+    gc = model.generation_config
+    gc.pad_token_id = tokenizer.pad_token_id
+    gc.eos_token_id = tokenizer.eos_token_id
+    gc.bos_token_id = tokenizer.bos_token_id
+
+
+def load_pretrained(name_or_path: str, cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, Any]:
+    """A llava-hf checkpoint (hub id or local folder) with its processor."""
+    model = LlavaForConditionalGeneration.from_pretrained(
+        name_or_path, dtype=torch_dtype(cfg.dtype), attn_implementation=attn_implementation(cfg.attn_implementation)
+    )
+    processor = AutoProcessor.from_pretrained(name_or_path)
+    if processor.tokenizer.pad_token_id is None:
+        processor.tokenizer.pad_token = processor.tokenizer.unk_token or processor.tokenizer.eos_token
+    processor.tokenizer.padding_side = "left"
+    set_generation_ids(model, processor.tokenizer)
+    return model, processor
+
+
+def build_from_parts(cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, Any]:
+    """CLIP vision tower + causal LM + a new projector (the original LLaVA recipe)."""
+    if not cfg.vision_tower or not cfg.language_model:
+        raise ConfigError("model.source=from_parts needs model.vision_tower and model.language_model")
+    dtype, attn = torch_dtype(cfg.dtype), attn_implementation(cfg.attn_implementation)
+    vision = CLIPVisionModel.from_pretrained(cfg.vision_tower, dtype=dtype, attn_implementation=attn)
+    lm = AutoModelForCausalLM.from_pretrained(cfg.language_model, dtype=dtype, attn_implementation=attn)
+    tok = AutoTokenizer.from_pretrained(cfg.language_model, padding_side="left", extra_special_tokens={"image_token": IMAGE_TOKEN})
+    if tok.pad_token is None:
+        tok.pad_token = tok.unk_token or tok.eos_token
+    tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    if len(tok) > lm.get_input_embeddings().num_embeddings:
+        lm.resize_token_embeddings(len(tok))
+    v = vision.config
+    config = LlavaConfig(
+        vision_config=v,
+        text_config=lm.config,
+        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        projector_hidden_act="linear" if cfg.projector_type == "linear" else "gelu",
+        image_seq_length=(v.image_size // v.patch_size) ** 2 + (cfg.vision_feature_select_strategy == "full"),
+    )
+    with torch.device("meta"):
+        model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower = vision
+    model.model.language_model = lm.model
+    model.lm_head = lm.lm_head
+    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
+    if cfg.projector:
+        import_llava_projector(model, Path(cfg.projector), cfg.projector_type)
+    set_generation_ids(model, tok)
+    return model, make_processor(tok, v.image_size, v.patch_size, cfg.vision_feature_select_strategy)
+
+
+def import_llava_projector(model: LlavaForConditionalGeneration, path: Path, projector_type: str) -> None:
+    """Load an original-LLaVA `mm_projector.bin` (keys model.mm_projector.*) into the HF projector.
+
+    `linear` projectors become linear_1 with an identity linear_2 (the act is 'linear' then).
+    Embedding rows saved beside it (model.embed_tokens.weight) are loaded into the LM.
+    """
+    if not path.is_file():
+        raise ConfigError(f"{path}: projector file not found (model.projector)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    proj = {k.split("mm_projector.", 1)[1]: v for k, v in state.items() if "mm_projector." in k}
+    if not proj:
+        raise ConfigError(f"{path}: no 'model.mm_projector.*' keys (found: {', '.join(list(state)[:5])})")
+    target = model.model.multi_modal_projector
+    if projector_type == "linear":
+        mapped = {"linear_1.weight": proj["weight"], "linear_1.bias": proj["bias"]}
+        eye = torch.eye(target.linear_2.weight.shape[0], dtype=target.linear_2.weight.dtype)
+        mapped |= {"linear_2.weight": eye, "linear_2.bias": torch.zeros(eye.shape[0])}
+    else:
+        mapped = {f"linear_{1 if k.startswith('0.') else 2}.{k.split('.', 1)[1]}": v for k, v in proj.items()}
+    try:
+        target.load_state_dict({k: v.to(target.linear_1.weight.dtype) for k, v in mapped.items()})
+    except (RuntimeError, KeyError) as e:
+        raise ConfigError(f"{path}: projector does not fit model.projector_type={projector_type}: {e}") from None
+    emb = next((v for k, v in state.items() if k.endswith("embed_tokens.weight")), None)
+    if emb is not None:
+        table = model.get_input_embeddings().weight
+        rows = min(emb.shape[0], table.shape[0])
+        with torch.no_grad():
+            table[:rows] = emb[:rows].to(table.dtype)
+
+
+def build_base(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[LlavaForConditionalGeneration, Any]:
+    """The model training starts from, per model.source."""
+    if cfg.source == "tiny":
+        return build_tiny(cfg, texts, seed)
+    if cfg.source == "pretrained":
+        if not cfg.name_or_path:
+            raise ConfigError("model.source=pretrained needs model.name_or_path (hub id or local folder)")
+        return load_pretrained(cfg.name_or_path, cfg)
+    return build_from_parts(cfg)
+
+
+def part_of(name: str) -> str:
+    """'vision', 'projector' or 'language' for a parameter name of a (PEFT-wrapped) LLaVA."""
+    if "vision_tower" in name:
+        return "vision"
+    if "multi_modal_projector" in name:
+        return "projector"
+    return "language"
+
+
+def apply_mode(model: LlavaForConditionalGeneration, train: TrainConfig) -> Any:
+    """Freeze or wrap the model for train.mode: projector only, LoRA on the LM (+ projector), or full."""
+    if train.mode == "full":
+        model.requires_grad_(True)
+        return model
+    if train.mode == "projector":
+        model.requires_grad_(False)
+        model.model.multi_modal_projector.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = train.lora
+    targets = r"^model\.language_model\..*\.(" + "|".join(lora.target_modules) + r")$"
+    peft_cfg = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        modules_to_save=["multi_modal_projector"],
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def save_trained(model: Any, processor: Any, out: Path, mode: str, base: str | None) -> None:
+    """Write the fine-tuned model to `out` atomically: full weights, a LoRA adapter, or the projector.
+
+    `base` names what adapter-only saves sit on (a hub id/folder); None saves the base beside them.
+    """
+    from safetensors.torch import save_file
+
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    meta: dict[str, Any] = {"mode": mode, "base": base}
+    if mode == "lora":
+        model.save_pretrained(tmp)
+        if base is None:
+            model.get_base_model().save_pretrained(tmp / "base")
+    elif mode == "projector":
+        proj = model.model.multi_modal_projector.state_dict()
+        save_file({k: v.contiguous() for k, v in proj.items()}, str(tmp / PROJECTOR_FILE))
+        if base is None:
+            model.save_pretrained(tmp / "base")
+    else:
+        model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def load_trained(model_dir: Path, cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, Any]:
+    """Load what save_trained wrote, ready for inference (LoRA merged, eval mode)."""
+    meta_path = model_dir / META
+    if not meta_path.is_file():
+        raise ConfigError(f"{model_dir}: no trained model here (missing {META}); run `train` first")
+    meta = json.loads(meta_path.read_text())
+    dtype, attn = torch_dtype(cfg.dtype), attn_implementation(cfg.attn_implementation)
+    processor = AutoProcessor.from_pretrained(model_dir)
+    if meta["mode"] == "full":
+        model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype, attn_implementation=attn)
+    else:
+        base_dir = meta["base"] or str(model_dir / "base")
+        if meta["base"] and cfg.source == "from_parts":
+            model, _ = build_from_parts(cfg)
+        else:
+            model = LlavaForConditionalGeneration.from_pretrained(base_dir, dtype=dtype, attn_implementation=attn)
+        if meta["mode"] == "lora":
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, model_dir).merge_and_unload()
+        else:
+            from safetensors.torch import load_file
+
+            model.model.multi_modal_projector.load_state_dict(load_file(str(model_dir / PROJECTOR_FILE)))
+    set_generation_ids(model, processor.tokenizer)
+    processor.tokenizer.padding_side = "left"
+    return model.eval(), processor
+
+
+def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """Pad an image to a square canvas of colour `fill`, centred (LLaVA-1.5's 'pad')."""
+    w, h = image.size
+    if w == h:
+        return image
+    side = max(w, h)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+class ImageTransform:
+    """PIL image -> pixel tensor, the same way in training and inference (model.image_aspect_ratio)."""
+
+    def __init__(self, processor: Any, aspect: str) -> None:
+        self.image_processor = processor.image_processor
+        crop = self.image_processor.crop_size
+        self.size = (crop["width"], crop["height"])
+        self.aspect = aspect
+        self.fill = tuple(int(m * 255) for m in self.image_processor.image_mean)
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        """A (N, 3, H, W) float tensor."""
+        if self.aspect == "pad":
+            images = [expand_to_square(im, self.fill) for im in images]
+        images = [im.resize(self.size, Image.BICUBIC) for im in images]
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]

@@ -1,0 +1,52 @@
+"""Named prompt templates and the conversation format they are rendered in.
+
+    python -c "from competition.prompts import render; print(render('short_answer', 'What color is the cube?'))"
+
+A template only words the request; the conversation around it comes from the processor's chat
+template when the model has one (llava-hf checkpoints), else from the LLaVA v1 USER/ASSISTANT
+format. The rendered text holds one image placeholder, expanded to the image tokens later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from competition.errors import ConfigError
+
+IMAGE_TOKEN = "<image>"
+LLAVA_V1_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
+TEMPLATES: dict[str, str] = {
+    "plain": "{question}",
+    "short_answer": "{question}\nAnswer the question using a single word or phrase.",
+    "one_word": "{question}\nAnswer with one word.",
+    "llava_v1": "{question}",
+}
+SYSTEMS: dict[str, str] = {"llava_v1": LLAVA_V1_SYSTEM}
+
+
+def check_prompt(name: str) -> str:
+    """Return `name` if it is a known template, else a ConfigError listing them."""
+    if name not in TEMPLATES:
+        raise ConfigError(f"unknown prompt '{name}' (known prompts: {', '.join(TEMPLATES)})")
+    return name
+
+
+def render(name: str, question: str, processor: Any | None = None, image_block: str = IMAGE_TOKEN) -> str:
+    """The model input for one question, up to and including the assistant's turn marker."""
+    text = TEMPLATES[check_prompt(name)].format(question=question.strip())
+    system = SYSTEMS.get(name)
+    template = getattr(processor, "chat_template", None) if processor is not None else None
+    if template:
+        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]})
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+    head = f"{system} " if system else ""
+    return f"{head}USER: {image_block}\n{text} ASSISTANT:"
+
+
+def vocabulary_text() -> list[str]:
+    """Every fixed word the templates can emit, for training a tokenizer that knows them."""
+    return [render(name, "") for name in TEMPLATES]

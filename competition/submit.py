@@ -1,0 +1,248 @@
+"""Write, validate and rank submissions: `<stamp>-<name>.csv` + `.json` sidecar, leaderboard by local CV.
+
+python -m competition submit validate submissions/20250101-120000-vote.csv -c configs/demo.yaml
+python -m competition submit leaderboard -c configs/demo.yaml
+python -m competition submit record submissions/20250101-120000-vote.csv --public 0.8123 -c configs/demo.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from competition.data import MISSING_TEXT, check_unique, read_table
+from competition.errors import CompetitionError
+from competition.io import atomic_write_csv, atomic_write_json, atomic_write_text
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+LEADERBOARD_COLUMNS = ["rank", "file", "name", "cv", "public", "gap", "method", "members", "created"]
+
+
+class SubmissionError(CompetitionError):
+    """A submission file, its sidecar or its contents are wrong."""
+
+
+def _line(i: int) -> int:
+    """CSV line number of 0-based data row i (the header is line 1)."""
+    return i + 2
+
+
+def _ids(n: int, what: str) -> str:
+    """'1 extra ID' / '3 extra IDs'."""
+    return f"{n} {what} ID{'s' * (n != 1)}"
+
+
+def check_columns(sub: pd.DataFrame, sample: pd.DataFrame, name: str) -> None:
+    """Refuse a header that is not exactly the sample's (same names, same order)."""
+    found, expected = list(sub.columns), list(sample.columns)
+    if found != expected:
+        hint = " (same names, wrong order)" if sorted(map(str, found)) == sorted(map(str, expected)) else ""
+        raise SubmissionError(
+            f"{name}: header is '{','.join(map(str, found))}' but the sample's is '{','.join(expected)}'{hint}"
+        )
+
+
+def check_ids(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str, name: str) -> None:
+    """Refuse a duplicated, missing or extra ID, or IDs not in the sample's order."""
+    ids, want = sub[id_col], sample[id_col]
+    dup = ids.duplicated()
+    if dup.any():
+        i = int(dup.to_numpy().argmax())
+        first = int((ids == ids.iloc[i]).to_numpy().argmax())
+        raise SubmissionError(
+            f"{name}: line {_line(i)}, column '{id_col}': duplicate ID '{ids.iloc[i]}' (first on line {_line(first)})"
+        )
+    missing = ~want.isin(ids)
+    if missing.any():
+        first = want[missing].iloc[0]
+        raise SubmissionError(f"{name}: {_ids(int(missing.sum()), 'sample')} missing, first '{first}'")
+    extra = ~ids.isin(want)
+    if extra.any():
+        i = int(extra.to_numpy().argmax())
+        raise SubmissionError(
+            f"{name}: line {_line(i)}, column '{id_col}': ID '{ids.iloc[i]}' is not in the sample "
+            f"({_ids(int(extra.sum()), 'extra')})"
+        )
+    moved = np.flatnonzero(ids.to_numpy() != want.to_numpy())
+    if len(moved):
+        i = int(moved[0])
+        raise SubmissionError(
+            f"{name}: line {_line(i)}, column '{id_col}': ID '{ids.iloc[i]}' is out of order "
+            f"(the sample has '{want.iloc[i]}' on that line)"
+        )
+
+
+def check_answers(sub: pd.DataFrame, id_col: str, answer_col: str, name: str) -> None:
+    """Refuse an empty, whitespace-only or NaN answer, naming its line and ID."""
+    answers = sub[answer_col]
+    bad = answers.isna() | answers.astype(str).str.strip().str.lower().isin(MISSING_TEXT)
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise SubmissionError(
+            f"{name}: line {_line(i)}, column '{answer_col}': empty or NaN answer for ID '{sub[id_col].iloc[i]}'"
+        )
+
+
+def validate_submission(
+    sub: pd.DataFrame, sample: pd.DataFrame, id_col: str = "ID", answer_col: str = "answer", name: str = "submission"
+) -> None:
+    """Raise SubmissionError unless `sub` has the sample's columns and IDs, in its order, with every answer filled."""
+    check_columns(sub, sample, name)
+    check_ids(sub, sample, id_col, name)
+    check_answers(sub, id_col, answer_col, name)
+
+
+def read_submission(path: str | Path) -> pd.DataFrame:
+    """Read a submission CSV as strings with no NA guessing ('none' and 'NA' are answers, empty cells are '')."""
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"{path}: file not found")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise SubmissionError(f"{path}: cannot parse CSV: {str(e).splitlines()[0]}") from None
+
+
+def validate_file(
+    path: str | Path, sample_path: str | Path, id_col: str = "ID", answer_col: str = "answer"
+) -> pd.DataFrame:
+    """Read and validate a submission file against the sample submission; returns the submission."""
+    sample_path = Path(sample_path)
+    sample = read_table(sample_path, [id_col, answer_col])
+    check_unique(sample, sample_path, id_col)
+    sub = read_submission(path)
+    validate_submission(sub, sample, id_col, answer_col, name=str(path))
+    return sub
+
+
+def join_answers(
+    answers: pd.Series, sample: pd.DataFrame, id_col: str = "ID", answer_col: str = "answer"
+) -> pd.DataFrame:
+    """Rows in the sample's order, each ID with its answer (joined by ID); IDs the sample lacks go last."""
+    sub = pd.DataFrame({id_col: answers.index.to_numpy(), answer_col: answers.to_numpy()})
+    rank = sub[id_col].map(dict(zip(sample[id_col], range(len(sample)), strict=True))).fillna(len(sample))
+    return sub.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def check_score(value: Any, what: str) -> float:
+    """`value` as a float if it is a finite number, else a SubmissionError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise SubmissionError(f"{what}: must be a finite number, got {value!r}")
+    return float(value)
+
+
+def plain_json(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with numpy/pandas values as plain numbers and lists (anything else unknown as its str)."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def write_submission(
+    answers: pd.Series,
+    sample: pd.DataFrame,
+    out_dir: Path,
+    name: str,
+    meta: dict[str, Any],
+    id_col: str = "ID",
+    answer_col: str = "answer",
+    stamp: str | None = None,
+) -> Path:
+    """Join `answers` (indexed by ID) to the sample, validate, then write `<stamp>-<name>.csv` + `.json`; rerank.
+
+    Nothing is written unless the submission is valid. Returns the CSV path.
+    """
+    now = datetime.now(UTC)
+    stem = f"{stamp or now.strftime('%Y%m%d-%H%M%S')}-{name}"
+    if not SAFE_NAME.fullmatch(name) or not SAFE_NAME.fullmatch(stem):
+        raise SubmissionError(f"submission name '{stem}' is not a safe file name (letters, digits, '.', '_', '-')")
+    path, sidecar = Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.json"
+    if path.exists() or sidecar.exists():
+        raise SubmissionError(f"{path}: already exists; choose another name")
+    if meta.get("cv") is not None:
+        check_score(meta["cv"], f"{sidecar}: 'cv'")
+    sub = join_answers(answers, sample, id_col, answer_col)
+    validate_submission(sub, sample, id_col, answer_col, name=str(path))
+    info = plain_json({"created": now.isoformat(timespec="seconds"), **meta, "name": name, "file": path.name})
+    atomic_write_csv(sub, path)
+    atomic_write_json(info, sidecar)
+    write_leaderboard(out_dir)
+    return path
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The JSON sidecar at `path` as a dict."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SubmissionError(f"{path}: unreadable sidecar ({e})") from None
+    if not isinstance(info, dict):
+        raise SubmissionError(f"{path}: sidecar is not a JSON object")
+    return info
+
+
+def leaderboard_row(sidecar: Path) -> dict[str, Any]:
+    """One leaderboard row from a sidecar; scores as floats (NaN when absent)."""
+    info = read_sidecar(sidecar)
+    members = info.get("members") or []
+    cv, public = (float("nan") if info.get(k) is None else float(info[k]) for k in ("cv", "public"))
+    return {
+        "file": sidecar.with_suffix(".csv").name,
+        "name": info.get("name", sidecar.stem),
+        "cv": cv,
+        "public": public,
+        "gap": public - cv,
+        "method": info.get("method", ""),
+        "members": members if isinstance(members, str) else ", ".join(map(str, members)),
+        "created": info.get("created", ""),
+    }
+
+
+def leaderboard(out_dir: str | Path) -> pd.DataFrame:
+    """Every submission in `out_dir` with a sidecar, ranked by local CV (best first; ties: earliest created)."""
+    sidecars = [p for p in sorted(Path(out_dir).glob("*.json")) if p.with_suffix(".csv").is_file()]
+    board = pd.DataFrame([leaderboard_row(p) for p in sidecars], columns=LEADERBOARD_COLUMNS[1:])
+    board = board.sort_values(["cv", "created", "file"], ascending=[False, True, True], na_position="last")
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board.reset_index(drop=True)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """`df` as a GitHub markdown table: floats to 4 decimals, missing values blank."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4f}"
+        return str(v).replace("|", "\\|")
+
+    rows = [" | ".join(map(str, df.columns)), " | ".join("---" for _ in df.columns)]
+    rows += [" | ".join(cell(v) for v in r) for r in df.itertuples(index=False)]
+    return "".join(f"| {r} |\n" for r in rows)
+
+
+def write_leaderboard(out_dir: str | Path) -> pd.DataFrame:
+    """Rank the submissions of `out_dir` and write leaderboard.csv and leaderboard.md there."""
+    board = leaderboard(out_dir)
+    atomic_write_csv(board, Path(out_dir) / "leaderboard.csv")
+    atomic_write_text(Path(out_dir) / "leaderboard.md", markdown_table(board))
+    return board
+
+
+def record_public(path: str | Path, score: float) -> None:
+    """Store the public LB score in the submission's sidecar (key 'public') and rewrite the leaderboard."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if path.suffix != ".csv" or not path.is_file():
+        raise SubmissionError(f"{path}: submission CSV not found")
+    if not sidecar.is_file():
+        raise SubmissionError(f"{path}: no sidecar {sidecar.name}; only submissions written by the toolkit are ranked")
+    info = read_sidecar(sidecar)
+    info["public"] = check_score(score, f"{path}: public score")
+    atomic_write_json(info, sidecar)
+    write_leaderboard(path.parent)

@@ -1,0 +1,251 @@
+"""Fine-tune LLaVA on one fold's training split with HF Trainer; resumes from the last checkpoint.
+
+    python -m competition train -c configs/demo.yaml --fold 0
+    accelerate launch --num_processes 8 -m competition train -c configs/seed_llava_vicuna7b.yaml --fold 0
+
+Writes experiments/<exp>/fold<k>/trainer/ (checkpoints), model/ (the final model),
+train_log.jsonl (one line per logging step) and train_metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from competition.config import Config
+from competition.data import Competition
+from competition.dataset import Images, TrainCollator, TrainSet
+from competition.errors import ConfigError
+from competition.io import atomic_write_json
+from competition.modeling import ImageTransform, apply_mode, build_base, count_parameters, image_token_count, part_of, save_trained
+
+
+def world_size() -> int:
+    """Processes in this run (torchrun / accelerate set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def grad_accum(cfg: Config) -> int:
+    """Accumulation steps that keep train.effective_batch_size across process counts."""
+    t = cfg.train
+    if t.effective_batch_size is None:
+        return t.grad_accum
+    per_step = t.per_device_batch_size * world_size()
+    if t.effective_batch_size % per_step:
+        raise ConfigError(
+            f"train.effective_batch_size={t.effective_batch_size} is not a multiple of "
+            f"per_device_batch_size={t.per_device_batch_size} x {world_size()} processes"
+        )
+    return t.effective_batch_size // per_step
+
+
+def tokenizer_texts(comp: Competition) -> list[str]:
+    """Text a tiny model's tokenizer is trained on: questions of both splits and training answers."""
+    c = comp.cfg
+    return [*comp.train[c.question_col], *comp.train[c.answer_col], *comp.test[c.question_col]]
+
+
+def fold_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> pd.DataFrame:
+    """Training rows of the fold's train ('train') or validation ('val') part."""
+    f = folds.set_index("ID")["fold"]
+    in_fold = comp.train[comp.cfg.id_col].map(f)
+    if in_fold.isna().any():
+        raise ConfigError("folds.csv does not cover train.csv; rerun `python -m competition folds`")
+    mask = in_fold == fold if split == "val" else in_fold != fold
+    return comp.train[mask.to_numpy()].reset_index(drop=True)
+
+
+class PartsTrainer(Trainer):
+    """Trainer with one learning rate per model part (vision tower, projector, language model)."""
+
+    def __init__(self, *args: Any, part_lrs: dict[str, float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.part_lrs = part_lrs
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """AdamW over (part x decay) parameter groups."""
+        if self.optimizer is None:
+            m = self.model if model is None else model
+            decay = set(self.get_decay_parameter_names(m))
+            groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+            for n, p in m.named_parameters():
+                if p.requires_grad:
+                    groups.setdefault((part_of(n), n in decay), []).append(p)
+            self.optimizer = torch.optim.AdamW(
+                [
+                    {"params": ps, "lr": self.part_lrs[part], "weight_decay": self.args.weight_decay if d else 0.0}
+                    for (part, d), ps in sorted(groups.items())
+                ],
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+            )
+        return self.optimizer
+
+
+class JsonlLog(TrainerCallback):
+    """Append every Trainer log (loss, lr, step) to a JSONL file on the main process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+        if state.is_world_process_zero and logs:
+            with self.path.open("a") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+@dataclass
+class Plan:
+    """What a training run will do, printed by --dry-run and at the start of a run."""
+
+    source: str
+    parts: str
+    mode: str
+    trainable: int
+    total: int
+    examples: int
+    per_device: int
+    grad_accum: int
+    processes: int
+    steps_per_epoch: int
+    epochs: float
+
+    @property
+    def effective_batch(self) -> int:
+        return self.per_device * self.grad_accum * self.processes
+
+    def lines(self) -> list[str]:
+        return [
+            f"model: {self.source} ({self.parts})",
+            f"mode: {self.mode}; trainable parameters {self.trainable:,} of {self.total:,}",
+            f"batch: {self.per_device} per device x {self.grad_accum} accumulation x {self.processes} processes"
+            f" = effective {self.effective_batch}",
+            f"data: {self.examples:,} examples; {self.steps_per_epoch:,} optimizer steps per epoch; {self.epochs:g} epochs",
+        ]
+
+
+def describe_parts(cfg: Config) -> str:
+    """Human-readable model parts of the config."""
+    m = cfg.model
+    if m.source == "tiny":
+        t = m.tiny
+        return f"CLIP-vision {t.vision_layers}x{t.vision_hidden} @ {t.image_size}px/{t.patch_size} + Llama {t.text_layers}x{t.text_hidden}"
+    if m.source == "pretrained":
+        return str(m.name_or_path)
+    proj = f" + projector {m.projector}" if m.projector else " + new projector"
+    return f"{m.vision_tower} (layer {m.vision_feature_layer}) + {m.language_model}{proj} [{m.projector_type}]"
+
+
+def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
+    """The run's plan from the config, the (possibly meta-device) model and the example count."""
+    trainable, total = count_parameters(model)
+    ga = grad_accum(cfg)
+    per_step = cfg.train.per_device_batch_size * ga * world_size()
+    return Plan(
+        cfg.model.source, describe_parts(cfg), cfg.train.mode, trainable, total, examples,
+        cfg.train.per_device_batch_size, ga, world_size(), max(1, -(-examples // per_step)), cfg.train.epochs,
+    )  # fmt: skip
+
+
+def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
+    """TrainingArguments from the config's train section."""
+    t = cfg.train
+    return TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=grad_accum(cfg),
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type=t.scheduler,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        bf16=t.bf16,
+        tf32=t.tf32 or None,
+        gradient_checkpointing=t.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        remove_unused_columns=False,
+        report_to=t.report_to or "none",
+        deepspeed=t.deepspeed,
+        dataloader_num_workers=t.dataloader_workers,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=False,
+        save_only_model=False,
+    )
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory if on CUDA, else the process's peak resident memory, in MB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print) -> dict[str, Any]:
+    """Train one fold (resuming if checkpoints exist) and save its model; returns train metrics."""
+    fdir = cfg.fold_dir(fold)
+    rows = fold_rows(comp, folds, fold, "train")
+    model, processor = build_base(cfg.model, tokenizer_texts(comp), cfg.seed)
+    base_name = None if cfg.model.source == "tiny" else (cfg.model.name_or_path or "from_parts")
+    model = apply_mode(model, cfg.train)
+    if cfg.train.gradient_checkpointing:
+        model.enable_input_require_grads()
+    c = cfg.data
+    dataset = TrainSet(processor, cfg.train.prompt, rows, cfg.train.max_length, c.question_col, c.answer_col, c.image_col)
+    plan = make_plan(cfg, model, len(dataset))
+    for line in plan.lines():
+        log(line)
+    llava_config = model.config
+    images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cfg.train.cache_images)
+    tok = processor.tokenizer
+    collator = TrainCollator(images, llava_config.image_token_id, image_token_count(llava_config), tok.pad_token_id)
+    t = cfg.train
+    lrs = {"language": t.learning_rate, "vision": t.vision_lr or t.learning_rate, "projector": t.projector_lr or t.learning_rate}
+    trainer_dir = fdir / "trainer"
+    trainer_dir.mkdir(parents=True, exist_ok=True)
+    trainer = PartsTrainer(
+        model=model,
+        args=training_arguments(cfg, trainer_dir),
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tok,
+        callbacks=[JsonlLog(fdir / "train_log.jsonl")],
+        part_lrs=lrs,
+    )
+    last = get_last_checkpoint(str(trainer_dir))
+    if last:
+        log(f"resuming from {last}")
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - start
+    metrics = {
+        "fold": fold,
+        "loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "resumed_from": last,
+        "examples": len(dataset),
+        "train_seconds": seconds,
+        "samples_per_second": result.metrics.get("train_samples_per_second"),
+        "peak_memory_mb": peak_memory_mb(),
+        "trainable_parameters": plan.trainable,
+        "effective_batch_size": plan.effective_batch,
+    }
+    if trainer.is_world_process_zero():
+        save_trained(trainer.model, processor, fdir / "model", cfg.train.mode, base_name)
+        atomic_write_json(metrics, fdir / "train_metrics.json")
+    return metrics

@@ -1,0 +1,196 @@
+"""Submissions: every validation rejection, join by ID, nothing written when invalid, leaderboard ranking."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from competition.errors import CompetitionError
+from competition.submit import (
+    SubmissionError,
+    leaderboard,
+    read_submission,
+    record_public,
+    validate_file,
+    validate_submission,
+    write_submission,
+)
+
+IDS = [f"TEST_{i:03d}" for i in range(6)]
+ANSWERS = ["2", "red", "none", "NA", "circle", "yes"]
+
+
+@pytest.fixture
+def sample() -> pd.DataFrame:
+    return pd.DataFrame({"ID": IDS, "answer": ["0"] * len(IDS)})
+
+
+@pytest.fixture
+def good() -> pd.DataFrame:
+    return pd.DataFrame({"ID": IDS, "answer": ANSWERS})
+
+
+def answers(ids: list[str] = IDS, values: list[str] = ANSWERS) -> pd.Series:
+    return pd.Series(values, index=ids)
+
+
+def put(col: str, row: int, value: object) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def fn(df: pd.DataFrame) -> pd.DataFrame:
+        df.loc[row, col] = value
+        return df
+
+    return fn
+
+
+REJECTIONS: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], list[str]]] = {
+    "missing ID": (lambda d: d.drop(index=[2, 4]).reset_index(drop=True), ["2 sample IDs missing", "TEST_002"]),
+    "extra ID": (
+        lambda d: pd.concat([d, pd.DataFrame({"ID": ["TEST_999"], "answer": ["x"]})], ignore_index=True),
+        ["line 8", "'ID'", "TEST_999", "not in the sample", "1 extra ID"],
+    ),
+    "duplicated ID": (put("ID", 4, "TEST_001"), ["line 6", "duplicate ID 'TEST_001'", "first on line 3"]),
+    "empty answer": (put("answer", 3, ""), ["line 5", "'answer'", "empty or NaN", "TEST_003"]),
+    "whitespace answer": (put("answer", 0, "   "), ["line 2", "'answer'", "empty or NaN", "TEST_000"]),
+    "NaN answer (text)": (put("answer", 5, "NaN"), ["line 7", "'answer'", "empty or NaN", "TEST_005"]),
+    "NaN answer (value)": (put("answer", 1, np.nan), ["line 3", "'answer'", "empty or NaN", "TEST_001"]),
+    "wrong column names": (
+        lambda d: d.rename(columns={"answer": "pred"}),
+        ["header is 'ID,pred'", "sample's is 'ID,answer'"],
+    ),
+    "wrong column order": (lambda d: d[["answer", "ID"]], ["header is 'answer,ID'", "wrong order"]),
+    "wrong row order": (
+        lambda d: d.iloc[[0, 2, 1, 3, 4, 5]].reset_index(drop=True),
+        ["line 3", "'TEST_002' is out of order", "the sample has 'TEST_001'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTIONS))
+def test_validate_rejects_with_clear_message(case: str, sample: pd.DataFrame, good: pd.DataFrame) -> None:
+    breaker, needles = REJECTIONS[case]
+    with pytest.raises(SubmissionError) as err:
+        validate_submission(breaker(good.copy()), sample, name="sub.csv")
+    msg = str(err.value)
+    assert isinstance(err.value, CompetitionError) and "\n" not in msg and msg.startswith("sub.csv: ")
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_valid_submission_passes(sample: pd.DataFrame, good: pd.DataFrame) -> None:
+    validate_submission(good, sample)
+
+
+def test_validate_file_reads_text_and_names_the_file(tmp_path: Path, sample: pd.DataFrame, good: pd.DataFrame) -> None:
+    sample.to_csv(tmp_path / "sample.csv", index=False)
+    (tmp_path / "ok.csv").write_text("ID,answer\n" + "".join(f"{i},{a}\n" for i, a in zip(IDS, ANSWERS, strict=True)))
+    assert validate_file(tmp_path / "ok.csv", tmp_path / "sample.csv")["answer"].tolist() == ANSWERS
+    good.assign(answer=["x", "x", "", "x", "x", "x"]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(SubmissionError, match=r"bad\.csv: line 4, column 'answer'.*TEST_002"):
+        validate_file(tmp_path / "bad.csv", tmp_path / "sample.csv")
+    with pytest.raises(SubmissionError, match=r"nope\.csv: file not found"):
+        validate_file(tmp_path / "nope.csv", tmp_path / "sample.csv")
+
+
+def test_shuffled_answers_are_joined_by_id(tmp_path: Path, sample: pd.DataFrame) -> None:
+    order = [5, 2, 0, 4, 1, 3]
+    shuffled = answers([IDS[i] for i in order], [ANSWERS[i] for i in order])
+    path = write_submission(shuffled, sample, tmp_path, "vote", {"cv": 0.5}, stamp="20250101-000000")
+    assert path == tmp_path / "20250101-000000-vote.csv"
+    sub = read_submission(path)
+    assert sub["ID"].tolist() == IDS and sub["answer"].tolist() == ANSWERS
+
+
+def test_none_and_na_answers_survive_round_trip(tmp_path: Path, sample: pd.DataFrame) -> None:
+    path = write_submission(answers(), sample, tmp_path, "rt", {"cv": 0.5})
+    sub = read_submission(path)
+    assert sub.loc[sub["ID"] == "TEST_002", "answer"].item() == "none"
+    assert sub.loc[sub["ID"] == "TEST_003", "answer"].item() == "NA"
+    validate_submission(sub, sample, name=str(path))
+
+
+WRITE_REJECTIONS: dict[str, tuple[pd.Series, str]] = {
+    "missing ID": (answers(IDS[:-1], ANSWERS[:-1]), "1 sample ID missing, first 'TEST_005'"),
+    "extra ID": (answers([*IDS, "TEST_999"], [*ANSWERS, "x"]), "'TEST_999' is not in the sample"),
+    "duplicated ID": (answers([*IDS, "TEST_003"], [*ANSWERS, "x"]), "duplicate ID 'TEST_003'"),
+    "NaN answer": (answers(IDS, [*ANSWERS[:-1], None]), "empty or NaN answer for ID 'TEST_005'"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRITE_REJECTIONS))
+def test_nothing_written_when_invalid(case: str, tmp_path: Path, sample: pd.DataFrame) -> None:
+    series, needle = WRITE_REJECTIONS[case]
+    out = tmp_path / "submissions"
+    with pytest.raises(SubmissionError, match=needle) as err:
+        write_submission(series, sample, out, "bad", {"cv": 0.5}, stamp="20250101-000000")
+    assert "20250101-000000-bad.csv" in str(err.value)
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "", "with space"])
+def test_unsafe_name_refused(name: str, tmp_path: Path, sample: pd.DataFrame) -> None:
+    with pytest.raises(SubmissionError, match="not a safe file name"):
+        write_submission(answers(), sample, tmp_path / "out", name, {"cv": 0.5})
+    assert not (tmp_path / "out").exists()
+
+
+def test_same_stamp_and_name_not_overwritten(tmp_path: Path, sample: pd.DataFrame) -> None:
+    write_submission(answers(), sample, tmp_path, "a", {"cv": 0.5}, stamp="20250101-000000")
+    with pytest.raises(SubmissionError, match="already exists"):
+        write_submission(answers(), sample, tmp_path, "a", {"cv": 0.9}, stamp="20250101-000000")
+    assert json.loads((tmp_path / "20250101-000000-a.json").read_text())["cv"] == 0.5
+
+
+def test_sidecar_holds_meta(tmp_path: Path, sample: pd.DataFrame) -> None:
+    meta = {"members": ["f0", "f1"], "weights": np.array([0.25, 0.75]), "cv": np.float64(0.7), "config_hash": "abc"}
+    path = write_submission(answers(), sample, tmp_path, "vote", {**meta, "method": "fuzzy"}, stamp="20250101-000000")
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["weights"] == [0.25, 0.75] and info["cv"] == 0.7 and info["method"] == "fuzzy"
+    assert info["name"] == "vote" and info["file"] == path.name and info["created"]
+
+
+def test_leaderboard_ranked_by_cv_with_public_and_gap(tmp_path: Path, sample: pd.DataFrame) -> None:
+    def write(name: str, cv: float, created: str) -> Path:
+        meta = {"cv": cv, "method": "vote", "members": ["a", "b"], "created": created}
+        return write_submission(answers(), sample, tmp_path, name, meta, stamp=created[:8] + "-000000")
+
+    low = write("low", 0.60, "20250101T00")
+    high = write("high", 0.80, "20250102T00")
+    tie_late = write("tie-late", 0.70, "20250104T00")
+    write("tie-early", 0.70, "20250103T00")
+    board = leaderboard(tmp_path)
+    assert list(board.columns) == ["rank", "file", "name", "cv", "public", "gap", "method", "members", "created"]
+    assert board["name"].tolist() == ["high", "tie-early", "tie-late", "low"]
+    assert board["rank"].tolist() == [1, 2, 3, 4] and board["public"].isna().all()
+    assert pd.read_csv(tmp_path / "leaderboard.csv")["name"].tolist() == board["name"].tolist()
+
+    record_public(high, 0.75)
+    record_public(low, 0.65)
+    board = leaderboard(tmp_path).set_index("name")
+    assert board.loc["high", "public"] == 0.75 and board.loc["high", "gap"] == pytest.approx(-0.05)
+    assert board.loc["low", "gap"] == pytest.approx(0.05) and np.isnan(board.loc["tie-late", "gap"])
+    assert board.loc["high", "members"] == "a, b" and board.loc["high", "file"] == high.name
+    saved = pd.read_csv(tmp_path / "leaderboard.csv").set_index("name")
+    assert saved.loc["high", "public"] == 0.75 and saved.loc["low", "rank"] == 4
+    md = (tmp_path / "leaderboard.md").read_text().splitlines()
+    assert md[0].startswith("| rank | file | name | cv | public | gap |") and len(md) == 6
+    assert md[2].startswith(f"| 1 | {high.name} | high | 0.8000 | 0.7500 | -0.0500 |")
+    assert tie_late.name in md[4]
+
+
+def test_record_public_refuses_file_without_sidecar(tmp_path: Path, good: pd.DataFrame) -> None:
+    path = tmp_path / "hand-made.csv"
+    good.to_csv(path, index=False)
+    with pytest.raises(SubmissionError, match=r"hand-made\.csv: no sidecar hand-made\.json"):
+        record_public(path, 0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hand-made.csv"]
+
+
+def test_record_public_refuses_non_number(tmp_path: Path, sample: pd.DataFrame) -> None:
+    path = write_submission(answers(), sample, tmp_path, "a", {"cv": 0.5})
+    with pytest.raises(SubmissionError, match="public score: must be a finite number"):
+        record_public(path, float("nan"))
