@@ -1,9 +1,11 @@
 """Scoring: exact, normalized and VQA accuracy, per-group breakdowns, question types, the majority baseline.
 
 from competition.metrics import breakdown, exact_accuracy, question_types, vqa_accuracy
-exact_accuracy(["yes", "2 "], ["yes", "two"])                 # 0.5
-vqa_accuracy(["2"], [["two", "2", "3"]])                      # 0.667: 2 of 3 ground truths agree
-breakdown(df.assign(qtype=question_types(df["question"])), ["qtype"])  # qtype, n, accuracy
+exact_accuracy(["yes", "2 "], ["yes", "two"])  # 0.5
+vqa_accuracy(["2"], [["two", "2", "3"]])       # 0.667: 2 of 3 ground truths agree
+breakdown(df.assign(qtype=question_types(df["question"])), ["qtype"])  # columns qtype, n, accuracy
+
+Matching is exact on stripped strings unless normalization `rules` are given (see competition.normalize).
 """
 
 from __future__ import annotations

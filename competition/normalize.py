@@ -1,9 +1,9 @@
 """Answer normalization (the official VQA eval's rules) and snapping to the training answer vocabulary.
 
     from competition.normalize import normalize, protected_answers, snap_to_vocab
-    normalize("Two dogs.")                                        # '2 dogs'
-    normalize("None", keep=protected_answers(["none", "0"]))      # 'none' (kept apart from '0')
-    snap_to_vocab(["yelow", "zebra"], ["yellow", "red"])        # ['yellow', 'zebra']
+    normalize("Two dogs.")                                    # '2 dogs'
+    normalize("None", keep=protected_answers(["none", "0"]))  # 'none' (kept apart from '0')
+    snap_to_vocab(["yelow", "zebra"], ["yellow", "red"])      # ['yellow', 'zebra']
 
 Rules run in the fixed order of `RULES`, whatever order a caller lists them in. The mapping rules
 (`number_words`, `contractions`) run last and skip any answer found in `keep` at that point.
@@ -24,7 +24,7 @@ RULES: tuple[str, ...] = ("lowercase", "punctuation", "whitespace", "articles", 
 DEFAULT_RULES: tuple[str, ...] = RULES
 MAPPING_RULES: tuple[str, ...] = ("number_words", "contractions")
 
-# The official VQA eval's punctuation list; '.' and "'" are handled apart ('.' below, "'" kept).
+# The official VQA eval's marks; '.' has its own rule (_PERIOD) and the apostrophe is kept, as there.
 _PUNCT = ';/[]"{}()=+\\_-><@`,?!'
 _NUMBER_COMMA = re.compile(r"\d,\d")
 _PERIOD = re.compile(r"\.(?!\d)")
