@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from competition.config import Config, load_config
-from competition.errors import CompetitionError
+from competition.errors import CompetitionError, ConfigError
 
 app = typer.Typer(
     add_completion=False,
@@ -127,3 +127,33 @@ def folds(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     cfg.save()
     out.print(table(f"{cfg.folds.k} folds (seed {cfg.split_seed})", report.to_dict("records")))
     out.print(f"wrote {path}")
+
+
+@app.command()
+@fails_cleanly
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    fold: Annotated[int, typer.Option("--fold", "-f", help="fold to train (its questions are held out)")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved plan; build nothing, download nothing")] = False,
+) -> None:
+    """Fine-tune LLaVA on one fold (resumes from experiments/<exp>/fold<k>/trainer/)."""
+    cfg = config_from(config, set_)
+    if fold >= cfg.folds.k:
+        raise ConfigError(f"--fold {fold} is out of range for folds.k={cfg.folds.k}")
+    if dry_run:
+        from competition.train import dry_run_plan
+
+        for line in dry_run_plan(cfg, fold):
+            out.print(line, markup=False, highlight=False)
+        return
+    from competition.data import load_competition
+    from competition.folds import read_folds
+    from competition.train import train_fold
+
+    comp = load_competition(cfg.data)
+    folds = read_folds(cfg)
+    cfg.save()
+    metrics, _ = train_fold(cfg, comp, folds, fold, log=lambda s: out.print(s, markup=False, highlight=False))
+    out.print(f"fold {fold}: loss {metrics['loss']:.4f} after {metrics['steps']} steps "
+              f"({metrics['train_seconds']:.0f} s); model in {cfg.fold_dir(fold) / 'model'}")

@@ -4,9 +4,9 @@ python -m competition ensemble -c configs/demo.yaml [--name NAME]
 
 Predictions are one long frame, `id, member, answer, logprob` (answers already normalized):
 
-    preds = pd.concat([oof_members, load_external(Path("result.jsonl"), "ext/llava_seed")])
-    method, params, cv = select_method(preds, gold)        # chosen on out-of-fold predictions only
-    voted = vote(test_preds, method, **params)             # id, answer, support, logprob
+    method, params, cv = select_method(oof, gold)            # chosen on out-of-fold predictions only
+    test = pd.concat([test, load_external(Path("result.jsonl"), "ext/llava_seed")])
+    voted = vote(test, method, **params)                     # id, answer, support, logprob
 
 Ties between answers go to the higher summed log-probability, then the higher single member weight,
 then the smaller answer string. A NaN log-probability (external members) adds nothing to a sum.
@@ -96,16 +96,16 @@ def vote(
     of one question clustered when fuzz.ratio >= threshold; the cluster wins, its best-supported spelling answers.
     """
     check_method(method)
-    b = ballots(preds, threshold if method == "fuzzy" else None)
-    w = member_weights(b, None if method == "majority" else weights)
+    b = _ballots(preds, threshold if method == "fuzzy" else None)
+    w = _member_weights(b, None if method == "majority" else weights)
     return _result(b, *_decide(b, w))
 
 
-def ballots(preds: pd.DataFrame, threshold: float | None = None) -> Ballots:
+def _ballots(preds: pd.DataFrame, threshold: float | None = None) -> Ballots:
     """Factorize ids, answers and members; cluster similar answers per id when a threshold is given."""
-    id_code, ids = pd.factorize(preds["id"])
-    answer_code, answers = pd.factorize(preds["answer"], sort=True)
-    member_code, members = pd.factorize(preds["member"], sort=True)
+    id_code, ids = _factorize(preds, "id", sort=False)
+    answer_code, answers = _factorize(preds, "answer", sort=True)
+    member_code, members = _factorize(preds, "member", sort=True)
     key = id_code.astype(np.int64) * max(len(answers), 1) + answer_code
     order = np.argsort(key, kind="stable")
     key = key[order]
@@ -113,17 +113,15 @@ def ballots(preds: pd.DataFrame, threshold: float | None = None) -> Ballots:
     group_id, group_answer = np.divmod(key[group_start], max(len(answers), 1))
     group_logprob = _nansum_at(preds["logprob"].to_numpy(float)[order], group_start)
     cluster = (
-        np.arange(len(group_start))
-        if threshold is None
-        else _clusters(group_id, group_answer, np.asarray(answers, object), threshold)
+        np.arange(len(group_start)) if threshold is None else _clusters(group_id, group_answer, answers, threshold)
     )
     n_clusters = int(cluster.max()) + 1 if len(cluster) else 0
     cluster_id = np.zeros(n_clusters, np.int64)
     cluster_id[cluster] = group_id
     return Ballots(
-        ids=np.asarray(ids, object),
-        answers=np.asarray(answers, object),
-        members=np.asarray(members, object),
+        ids=ids,
+        answers=answers,
+        members=members,
         row_member=member_code[order],
         group_start=group_start,
         group_id=group_id,
@@ -133,6 +131,14 @@ def ballots(preds: pd.DataFrame, threshold: float | None = None) -> Ballots:
         cluster_id=cluster_id,
         cluster_logprob=_nansum_by(cluster, group_logprob, n_clusters),
     )
+
+
+def _factorize(preds: pd.DataFrame, col: str, sort: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and distinct values of a column; a DataError names the first row missing a value."""
+    codes, values = pd.factorize(preds[col], sort=sort)
+    if (codes < 0).any():
+        raise DataError(f"predictions: row {int((codes < 0).argmax())} has no '{col}'")
+    return codes, np.asarray(values, object)
 
 
 def _starts(key: np.ndarray) -> np.ndarray:
@@ -186,7 +192,7 @@ def _pairs_within(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return left, left + offset
 
 
-def member_weights(b: Ballots, weights: dict[str, float] | None) -> np.ndarray:
+def _member_weights(b: Ballots, weights: dict[str, float] | None) -> np.ndarray:
     """Weight per member code (1.0 when unnamed); refuse a negative or non-finite weight."""
     w = np.array([float((weights or {}).get(m, 1.0)) for m in b.members])
     bad = ~np.isfinite(w) | (w < 0)
@@ -200,8 +206,12 @@ def _decide(b: Ballots, member_weight: np.ndarray) -> tuple[np.ndarray, np.ndarr
     row_weight = member_weight[b.row_member]
     group_weight = np.add.reduceat(row_weight, b.group_start)
     group_top = np.maximum.reduceat(row_weight, b.group_start)
-    spelling = _best(b.cluster, group_weight, b.group_logprob, group_top, b.group_answer)
     n_clusters = len(b.cluster_id)
+    spelling = (
+        np.arange(n_clusters)  # one answer per cluster: its own best spelling
+        if n_clusters == len(b.group_id)
+        else _best(b.cluster, group_weight, b.group_logprob, group_top, b.group_answer)
+    )
     cluster_weight = np.bincount(b.cluster, group_weight, minlength=n_clusters)
     cluster_top = np.zeros(n_clusters)
     np.maximum.at(cluster_top, b.cluster, group_top)
@@ -210,10 +220,22 @@ def _decide(b: Ballots, member_weight: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _best(by: np.ndarray, weight: np.ndarray, logprob: np.ndarray, top: np.ndarray, answer: np.ndarray) -> np.ndarray:
-    """Index of the best item per value of `by` (ascending): most weight, logprob, top weight, smallest answer."""
-    logprob_key = np.where(np.isnan(logprob), -np.inf, logprob)
-    order = np.lexsort((answer, -top, -logprob_key, -np.round(weight, 9), by))
-    return order[_starts(by[order])]
+    """Index of the best item per value 0..n-1 of `by`: most weight, then logprob, top weight, smallest answer.
+
+    Each key in turn keeps the items at their `by`'s maximum (no sort) until one is left per `by`;
+    answers are distinct within a `by`.
+    """
+    n = int(by.max(initial=-1)) + 1
+    keep = np.arange(len(by))
+    for key in (np.round(weight, 9), np.where(np.isnan(logprob), -np.inf, logprob), top, -answer.astype(float)):
+        most = np.full(n, -np.inf)
+        np.maximum.at(most, by[keep], key[keep])
+        keep = keep[key[keep] == most[by[keep]]]
+        if len(keep) == n:
+            break
+    best = np.empty(n, np.int64)
+    best[by[keep]] = keep
+    return best
 
 
 def _result(b: Ballots, winner: np.ndarray, group: np.ndarray, cluster_weight: np.ndarray) -> pd.DataFrame:
@@ -258,14 +280,15 @@ def fit_weights(
     Start from each member's OOF accuracy; then, member by member (sorted), try that start times each
     `grid` factor, keeping a change only if it raises the voted accuracy; stop after `rounds` or a quiet round.
     """
-    b = ballots(oof, threshold if method == "fuzzy" else None)
+    b = _ballots(oof, threshold if method == "fuzzy" else None)
     correct = b.group_answer == _answer_codes(b, _gold_for(b.ids, gold))[b.group_id]
     start = _member_accuracy(b, correct)
+    factors = np.asarray(tuple(grid), float)
     weight, best = start.copy(), _accuracy(b, start, correct)
     for _ in range(rounds):
         improved = False
         for m in range(len(weight)):
-            for trial in _trials(weight, m, start[m] * np.asarray(tuple(grid), float)):
+            for trial in _trials(weight, m, start[m] * factors):
                 acc = _accuracy(b, trial, correct)
                 if acc > best:
                     weight, best, improved = trial, acc, True
@@ -319,8 +342,9 @@ def select_method(
     return best
 
 
-def load_external(path: Path, member: str, id_col: str = "ID", answer_col: str = "answer") -> pd.DataFrame:
+def load_external(path: str | Path, member: str, id_col: str = "ID", answer_col: str = "answer") -> pd.DataFrame:
     """An external member's rows (`id, member, answer, logprob=NaN`) from a submission CSV or LLaVA result.jsonl."""
+    path = Path(path)
     if path.suffix == ".jsonl":
         ids, answers = _read_llava_jsonl(path)
     else:
@@ -342,7 +366,9 @@ def _read_llava_jsonl(path: Path) -> tuple[list[str], list[str]]:
             if line.strip():
                 qid, text = _llava_record(line, path, n)
                 if qid in first_line:
-                    raise DataError(f"{path}: line {n}: duplicate question_id '{qid}' (first on line {first_line[qid]})")
+                    raise DataError(
+                        f"{path}: line {n}: duplicate question_id '{qid}' (first on line {first_line[qid]})"
+                    )
                 first_line[qid] = n
                 answers.append(text)
     return list(first_line), answers

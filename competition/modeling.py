@@ -232,6 +232,59 @@ def import_llava_projector(model: LlavaForConditionalGeneration, path: Path, pro
             table[:rows] = emb[:rows].to(table.dtype)
 
 
+KNOWN_VISION: dict[str, dict[str, int]] = {
+    "openai/clip-vit-large-patch14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                          num_attention_heads=16, image_size=224, patch_size=14, projection_dim=768),
+    "openai/clip-vit-large-patch14-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                              num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768),
+}  # fmt: skip
+LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000)
+KNOWN_LM: dict[str, dict[str, int]] = {"lmsys/vicuna-7b-v1.3": LLAMA_7B, "lmsys/vicuna-7b-v1.5": LLAMA_7B}
+KNOWN_LLAVA = {"llava-hf/llava-1.5-7b-hf": {"text_config": {**LLAMA_7B, "vocab_size": 32064}, "image_token_id": 32000}}
+
+
+def _local_config(name: str) -> Any | None:
+    """The config of a local folder or of the HF cache, never downloaded; None if absent."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
+def plan_model(cfg: ModelConfig) -> LlavaForConditionalGeneration:
+    """The model's architecture on the meta device (no weights, no download), for counting and planning."""
+    if cfg.source == "tiny":
+        model, _ = build_tiny(cfg, [], 0)
+        return model
+    if cfg.source == "pretrained":
+        config = _local_config(cfg.name_or_path or "")
+        if config is None and cfg.name_or_path in KNOWN_LLAVA:
+            config = LlavaConfig(**KNOWN_LLAVA[cfg.name_or_path])
+    else:
+        vision = _local_config(cfg.vision_tower or "")
+        vision = getattr(vision, "vision_config", vision)
+        if vision is None and cfg.vision_tower in KNOWN_VISION:
+            vision = CLIPVisionConfig(**KNOWN_VISION[cfg.vision_tower])
+        text = _local_config(cfg.language_model or "")
+        if text is None and cfg.language_model in KNOWN_LM:
+            text = LlamaConfig(**KNOWN_LM[cfg.language_model])
+        config = None
+        if vision is not None and text is not None:
+            config = LlavaConfig(
+                vision_config=vision,
+                text_config=text,
+                vision_feature_layer=cfg.vision_feature_layer,
+                vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+                projector_hidden_act="linear" if cfg.projector_type == "linear" else "gelu",
+            )
+    if config is None:
+        raise ConfigError(f"model.source={cfg.source}: no local config for its weights; put them on disk to plan")
+    with torch.device("meta"):
+        return LlavaForConditionalGeneration(config)
+
+
 def build_base(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[LlavaForConditionalGeneration, Any]:
     """The model training starts from, per model.source."""
     if cfg.source == "tiny":
@@ -260,6 +313,8 @@ def apply_mode(model: LlavaForConditionalGeneration, train: TrainConfig) -> Any:
     if train.mode == "projector":
         model.requires_grad_(False)
         model.model.multi_modal_projector.requires_grad_(True)
+        if model.config.projector_hidden_act == "linear":
+            model.model.multi_modal_projector.linear_2.requires_grad_(False)
         return model
     from peft import LoraConfig, get_peft_model
 
@@ -282,10 +337,11 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters() if p.requires_grad), total
 
 
-def save_trained(model: Any, processor: Any, out: Path, mode: str, base: str | None) -> None:
+def save_trained(model: Any, processor: Any, out: Path, mode: str, base: str | None, base_model: Any = None) -> None:
     """Write the fine-tuned model to `out` atomically: full weights, a LoRA adapter, or the projector.
 
-    `base` names what adapter-only saves sit on (a hub id/folder); None saves the base beside them.
+    `base` names what adapter-only saves sit on (a hub id/folder); when None, `base_model` (the
+    untouched starting model) is saved beside them.
     """
     from safetensors.torch import save_file
 
@@ -296,12 +352,12 @@ def save_trained(model: Any, processor: Any, out: Path, mode: str, base: str | N
     if mode == "lora":
         model.save_pretrained(tmp)
         if base is None:
-            model.get_base_model().save_pretrained(tmp / "base")
+            base_model.save_pretrained(tmp / "base")
     elif mode == "projector":
         proj = model.model.multi_modal_projector.state_dict()
         save_file({k: v.contiguous() for k, v in proj.items()}, str(tmp / PROJECTOR_FILE))
         if base is None:
-            model.save_pretrained(tmp / "base")
+            base_model.save_pretrained(tmp / "base")
     else:
         model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
@@ -364,5 +420,6 @@ class ImageTransform:
         """A (N, 3, H, W) float tensor."""
         if self.aspect == "pad":
             images = [expand_to_square(im, self.fill) for im in images]
-        images = [im.resize(self.size, Image.BICUBIC) for im in images]
+        if self.aspect != "crop":
+            images = [im.resize(self.size, Image.BICUBIC) for im in images]
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]

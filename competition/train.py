@@ -9,6 +9,7 @@ train_log.jsonl (one line per logging step) and train_metrics.json.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import resource
@@ -28,6 +29,8 @@ from competition.dataset import Images, TrainCollator, TrainSet
 from competition.errors import ConfigError
 from competition.io import atomic_write_json
 from competition.modeling import ImageTransform, apply_mode, build_base, count_parameters, image_token_count, part_of, save_trained
+
+DACON_TRAIN_QUESTIONS = 359_521
 
 
 def world_size() -> int:
@@ -196,12 +199,13 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print) -> dict[str, Any]:
-    """Train one fold (resuming if checkpoints exist) and save its model; returns train metrics."""
+def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print) -> tuple[dict[str, Any], Any]:
+    """Train one fold (resuming if checkpoints exist) and save its model; returns (metrics, trained model)."""
     fdir = cfg.fold_dir(fold)
     rows = fold_rows(comp, folds, fold, "train")
     model, processor = build_base(cfg.model, tokenizer_texts(comp), cfg.seed)
     base_name = None if cfg.model.source == "tiny" else (cfg.model.name_or_path or "from_parts")
+    pristine = copy.deepcopy(model) if base_name is None and cfg.train.mode != "full" else None
     model = apply_mode(model, cfg.train)
     if cfg.train.gradient_checkpointing:
         model.enable_input_require_grads()
@@ -246,6 +250,23 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         "effective_batch_size": plan.effective_batch,
     }
     if trainer.is_world_process_zero():
-        save_trained(trainer.model, processor, fdir / "model", cfg.train.mode, base_name)
+        save_trained(trainer.model, processor, fdir / "model", cfg.train.mode, base_name, pristine)
         atomic_write_json(metrics, fdir / "train_metrics.json")
-    return metrics
+    return metrics, trainer.model
+
+
+def dry_run_plan(cfg: Config, fold: int) -> list[str]:
+    """The plan of a run without building weights or downloading: meta-device model, data size."""
+    from competition.data import load_competition
+    from competition.errors import DataError
+    from competition.modeling import plan_model
+
+    model = apply_mode(plan_model(cfg.model), cfg.train)
+    try:
+        n_train = len(load_competition(cfg.data).train)
+        source = f"{cfg.data.root}"
+    except DataError:
+        n_train, source = DACON_TRAIN_QUESTIONS, f"the Dacon size ({cfg.data.root} not found)"
+    examples = n_train - n_train // cfg.folds.k
+    plan = make_plan(cfg, model, examples)
+    return [f"fold {fold} of {cfg.folds.k}; training questions from {source}", *plan.lines()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -97,12 +98,71 @@ def test_ties_broken_by_logprob_then_weight_then_string() -> None:
     assert winner(one_question(["red", "blue"]), "majority") == "blue"
 
 
+def reference_vote(preds: pd.DataFrame, weights: dict[str, float], threshold: float | None) -> dict[str, str]:
+    """A plain per-question vote; fuzzy clusters are connected components of fuzz.ratio >= threshold."""
+    out = {}
+    for qid, q in preds.groupby("id", sort=False):
+        stats: dict[str, tuple[float, list[float], float]] = {}
+        for member, answer, lp in q[["member", "answer", "logprob"]].itertuples(index=False):
+            w, lps, top = stats.get(answer, (0.0, [], 0.0))
+            m = weights.get(member, 1.0)
+            stats[answer] = (w + m, lps if np.isnan(lp) else [*lps, lp], max(top, m))
+        spelled = []
+        for cluster in components(list(stats), threshold):
+            spelling = best([(a, *stats[a]) for a in cluster])
+            w, lps, top = zip(*(stats[a] for a in cluster), strict=True)
+            spelled.append((spelling, sum(w), [x for lp in lps for x in lp], max(top)))
+        out[qid] = best(spelled)
+    return out
+
+
+def components(answers: list[str], threshold: float | None) -> list[list[str]]:
+    """Answers linked by fuzz.ratio >= threshold, transitively (each alone without a threshold)."""
+    label = {a: a for a in answers}
+    for a, b in itertools.combinations(answers, 2):
+        if threshold is not None and fuzz.ratio(a, b) >= threshold:
+            old = label[b]
+            label = {k: label[a] if v == old else v for k, v in label.items()}
+    return [[a for a in answers if label[a] == c] for c in dict.fromkeys(label.values())]
+
+
+def best(items: list[tuple[str, float, list[float], float]]) -> str:
+    """The answer of the best (answer, weight, logprobs, top) item: weight, summed logprob, top, smallest answer."""
+    return min(items, key=lambda t: (-round(t[1], 9), -sum(t[2]) if t[2] else np.inf, -t[3], t[0]))[0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_vectorised_vote_matches_a_plain_per_question_vote(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    vocab = ["blue", "bluee", "blu", "red", "rad", "2", "3", "none", "green", "greeen"]
+    n, members = 200, [f"m{i}" for i in range(7)]
+    preds = frame(
+        [
+            (f"q{i}", m, str(rng.choice(vocab[: 3 + i % 8])), float(rng.choice([-1.0, -2.0, np.nan])))
+            for i in range(n)
+            for m in members
+            if rng.random() < 0.8
+        ]
+    )
+    weights = {m: float(rng.choice([0.0, 0.5, 1.0, 2.0])) for m in members}
+    for method, w, threshold in [("majority", {}, None), ("weighted", weights, None), ("fuzzy", weights, 75.0)]:
+        voted = vote(preds, method, w or None, threshold or 90.0)
+        assert dict(zip(voted["id"], voted["answer"], strict=True)) == reference_vote(preds, w, threshold), method
+
+
 def test_vote_refuses_bad_method_and_weight() -> None:
     preds = one_question(["red"])
     with pytest.raises(ConfigError, match="unknown method 'median'"):
         vote(preds, "median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="member 'm0'"):
         vote(preds, "weighted", weights={"m0": -1.0})
+
+
+def test_vote_refuses_a_missing_answer() -> None:
+    preds = one_question(["red", "blue"])
+    preds.loc[1, "answer"] = None
+    with pytest.raises(DataError, match="row 1 has no 'answer'"):
+        vote(preds, "majority")
 
 
 def test_vote_of_no_predictions_is_empty() -> None:
