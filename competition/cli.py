@@ -69,6 +69,11 @@ def table(title: str, rows: list[dict[str, Any]]) -> Table:
     return t
 
 
+def say(text: str) -> None:
+    """Print a plain line (no markup, no wrapping) to stdout."""
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def config_from(config: Path | None, overrides: list[str] | None) -> Config:
     """Load the config named on the command line with its --set overrides."""
     return load_config(config, overrides or [])
@@ -145,7 +150,7 @@ def train(
         from competition.train import dry_run_plan
 
         for line in dry_run_plan(cfg, fold):
-            out.print(line, markup=False, highlight=False)
+            say(line)
         return
     from competition.data import load_competition
     from competition.folds import read_folds
@@ -154,6 +159,6 @@ def train(
     comp = load_competition(cfg.data)
     folds = read_folds(cfg)
     cfg.save()
-    metrics, _ = train_fold(cfg, comp, folds, fold, log=lambda s: out.print(s, markup=False, highlight=False))
-    out.print(f"fold {fold}: loss {metrics['loss']:.4f} after {metrics['steps']} steps "
-              f"({metrics['train_seconds']:.0f} s); model in {cfg.fold_dir(fold) / 'model'}")
+    metrics, _ = train_fold(cfg, comp, folds, fold, log=say)
+    say(f"fold {fold}: loss {metrics['loss']:.4f} after {metrics['steps']} steps "
+        f"({metrics['train_seconds']:.0f} s); model in {cfg.fold_dir(fold) / 'model'}")

@@ -95,6 +95,7 @@ def test_ties_broken_by_logprob_then_weight_then_string() -> None:
     # equal weight and logprob: the answer whose single voter weighs most
     tied = one_question(["red", "red", "blue"], [-1.0, -1.0, -2.0])
     assert winner(tied, "weighted", weights={"m0": 1.0, "m1": 1.0, "m2": 2.0}) == "blue"
+    # all equal: the smaller answer string
     assert winner(one_question(["red", "blue"]), "majority") == "blue"
 
 
