@@ -13,11 +13,31 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from competition.config import Config, load_config
 from competition.errors import CompetitionError, ConfigError
+
+def quiet_transformers() -> None:
+    """Keep library warnings and weight-loading bars out of the command's output."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+quiet_transformers()
 
 app = typer.Typer(
     add_completion=False,
@@ -162,3 +182,82 @@ def train(
     metrics, _ = train_fold(cfg, comp, folds, fold, log=say)
     say(f"fold {fold}: loss {metrics['loss']:.4f} after {metrics['steps']} steps "
         f"({metrics['train_seconds']:.0f} s); model in {cfg.fold_dir(fold) / 'model'}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard '{text}': expected i/n, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise ConfigError(f"--shard '{text}': need 0 <= i < n")
+    return i, n
+
+
+@app.command()
+@fails_cleanly
+def predict(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    fold: Annotated[int, typer.Option("--fold", "-f", help="fold whose model answers")] = 0,
+    split: Annotated[str, typer.Option(help="oof (the fold's validation questions), test, or both")] = "both",
+    shard: Annotated[str, typer.Option(help="i/n: this process takes image group i of n")] = "0/1",
+) -> None:
+    """Answer OOF and/or test questions with every prompt x decoding; resumable and shardable."""
+    from competition.data import load_competition
+    from competition.folds import read_folds
+    from competition.predictions import predict_fold
+
+    cfg = config_from(config, set_)
+    if split not in ("oof", "test", "both"):
+        raise ConfigError(f"--split '{split}': expected oof, test or both")
+    splits = ("oof", "test") if split == "both" else (split,)
+    comp = load_competition(cfg.data)
+    folds = read_folds(cfg)
+    with rate_bar() as bar:
+
+        def track(name: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(name, total=total)
+            return lambda n: bar.advance(task, n)
+
+        files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), track)
+    for f in files:
+        say(f"wrote {f}")
+
+
+
+class RateColumn(ProgressColumn):
+    """Items per second of a task."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:.1f} q/s")
+
+
+def rate_bar() -> Progress:
+    """A progress bar with count, questions/s and ETA."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@app.command()
+@fails_cleanly
+def cv(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Score all out-of-fold predictions: per member, fold and question type; cv.json/md/png."""
+    from competition.cv import run_cv
+    from competition.data import load_competition
+    from competition.folds import read_folds
+
+    cfg = config_from(config, set_)
+    tables = run_cv(cfg, load_competition(cfg.data), read_folds(cfg))
+    out.print(table(f"local CV (baseline {tables['baseline']:.4f})", tables["members"]))
+    out.print(table("per question type", tables["per_type"]))
+    say(f"wrote {cfg.exp_dir / 'cv.json'}, cv.md, cv.png")

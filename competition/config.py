@@ -131,6 +131,42 @@ class TrainConfig(Section):
     lora: LoraSettings = LoraSettings()
 
 
+class DecodingConfig(Section):
+    """One decoding setting; every prompt is run with every decoding."""
+
+    name: str = Field("greedy", pattern=r"^[A-Za-z0-9_.-]+$", description="tag of the prediction rows")
+    num_beams: int = Field(1, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(8, ge=1)
+    length_penalty: float = 1.0
+    constrained: bool = Field(False, description="generate only answers of the fold's training vocabulary")
+    rank: int = Field(0, ge=0, description="> 0: score the N most common training answers by likelihood, take the best")
+    seed: int = Field(0, description="sampling seed")
+
+
+class NormalizeConfig(Section):
+    """How raw answers become comparable answers (applied to predictions and to ground truth)."""
+
+    rules: list[str] = Field(
+        ["lowercase", "punctuation", "whitespace", "articles", "number_words", "contractions"],
+        description="VQA-eval rules, applied in their fixed order",
+    )
+    protect: bool = Field(True, description="never merge two distinct training answers (e.g. 'none' and '0')")
+    snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap to the training answers at this similarity")
+
+
+class PredictConfig(Section):
+    """The inference engine: prompts x decodings, batching, prefix reuse."""
+
+    prompts: list[str] = Field(["short_answer"], min_length=1, description="prompt templates to run")
+    decodings: list[DecodingConfig] = Field([DecodingConfig()], min_length=1)
+    batch_size: int = Field(32, ge=1, description="questions per batch (halved and retried on out-of-memory)")
+    prefix_cache: bool = Field(True, description="encode each image's shared prefix once and reuse its KV cache")
+    max_length: int = Field(128, ge=8, description="text tokens of a prompt; image tokens come on top")
+
+
 class Config(Section):
     """The whole run: one YAML file."""
 
@@ -143,6 +179,8 @@ class Config(Section):
     folds: FoldsConfig = FoldsConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
+    normalize: NormalizeConfig = NormalizeConfig()
 
     @property
     def exp_dir(self) -> Path:

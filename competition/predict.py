@@ -1,60 +1,226 @@
-"""Batched inference: left padding, questions grouped by image, one prompt and decoding per call.
+"""The inference engine: batched, grouped by image, every prompt x decoding, resumable, sharded.
 
-    python -m competition predict -c configs/demo.yaml --fold 0
+    python -m competition predict -c configs/demo.yaml --fold 0 [--split oof|test|both] [--shard 0/2]
+
+Each image's questions share a prefix (system text + image tokens): it is encoded once per image
+and its key/value cache reused for every question (greedy and sampling; beam search runs the
+plain path). Rows are appended to fold<k>/predictions/{oof,test}.jsonl as batches finish.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
+from transformers import LlavaForConditionalGeneration
 
+from competition.config import DecodingConfig
 from competition.dataset import Images, encode_prompts, expand_image_tokens
 from competition.modeling import image_token_count
 
 
-@torch.inference_mode()
-def generate_answers(
-    model: Any,
-    processor: Any,
-    rows: pd.DataFrame,
-    images: Images,
-    prompt: str,
-    question_col: str,
-    image_col: str,
-    max_length: int = 128,
-    batch_size: int = 32,
-    max_new_tokens: int = 8,
-    progress: Callable[[int], None] | None = None,
-) -> list[str]:
-    """Greedy answers for `rows`, in row order; batches hold consecutive questions of sorted images."""
-    tok = processor.tokenizer
-    cfg = model.config
-    n_image = image_token_count(cfg)
-    prompts = encode_prompts(processor, prompt, rows[question_col].tolist(), max_length)
-    order = sorted(range(len(rows)), key=lambda i: (rows[image_col].iat[i], len(prompts[i])))
-    answers: list[str] = [""] * len(rows)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        ids = [expand_image_tokens(prompts[i], cfg.image_token_id, n_image) for i in idx]
-        width = max(map(len, ids))
-        input_ids = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for r, x in enumerate(ids):
-            input_ids[r, width - len(x) :] = torch.tensor(x)
-            mask[r, width - len(x) :] = 1
-        pixels = images([rows[image_col].iat[i] for i in idx]).to(model.device, model.dtype)
-        out = model.generate(
-            input_ids=input_ids.to(model.device),
-            attention_mask=mask.to(model.device),
-            pixel_values=pixels,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
+# transformers renamed `past_key_values` to `cache` (inputs and outputs); speak whichever it knows.
+CACHE = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters else "past_key_values"
+
+
+class AnswerTrie:
+    """Prefix tree of tokenized answers (each ending in EOS): the tokens allowed after a prefix."""
+
+    def __init__(self, answers: list[list[int]]) -> None:
+        self.root: dict[int, dict] = {}
+        for ids in answers:
+            node = self.root
+            for t in ids:
+                node = node.setdefault(t, {})
+
+    def allowed(self, prefix: list[int]) -> list[int]:
+        """Tokens that continue `prefix` towards some answer (empty once an answer is complete)."""
+        node = self.root
+        for t in prefix:
+            node = node.get(t)
+            if node is None:
+                return []
+        return list(node)
+
+
+@dataclass
+class Encoded:
+    """A batch's questions split at the end of the image tokens."""
+
+    prefix: list[int]
+    suffixes: list[list[int]]
+    rows: list[int]
+    images: list[str]
+    row_image: list[int]
+
+
+def batches(image_ids: list[str], batch_size: int) -> Iterator[list[int]]:
+    """Row indices in batches of whole images (sorted by image id), about `batch_size` questions each."""
+    order = sorted(range(len(image_ids)), key=lambda i: (image_ids[i], i))
+    batch: list[int] = []
+    for pos, i in enumerate(order):
+        batch.append(i)
+        last_of_image = pos + 1 == len(order) or image_ids[order[pos + 1]] != image_ids[i]
+        if last_of_image and len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def shard_rows(image_ids: pd.Series, shard: int, n_shards: int) -> pd.Series:
+    """Mask of the rows whose image falls in shard i of n (images dealt round-robin in sorted order)."""
+    codes = {img: k for k, img in enumerate(sorted(image_ids.unique()))}
+    return image_ids.map(codes) % n_shards == shard
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, x in enumerate(seqs):
+        ids[r, width - len(x) :] = torch.tensor(x)
+        mask[r, width - len(x) :] = 1
+    return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class Engine:
+    """Answers questions with one model: plain or prefix-cached generation, constrained, or ranked."""
+
+    def __init__(self, model: Any, processor: Any, images: Images, batch_size: int = 32, prefix_cache: bool = True,
+                 max_length: int = 128, vocabulary: list[str] | None = None) -> None:  # fmt: skip
+        self.model, self.processor, self.images = model, processor, images
+        self.tok = processor.tokenizer
+        self.batch_size, self.prefix_cache, self.max_length = batch_size, prefix_cache, max_length
+        self.n_image = image_token_count(model.config)
+        self.image_token_id = model.config.image_token_id
+        self.vocabulary = vocabulary or []
+        self._answer_ids = [ids + [self.tok.eos_token_id] for ids in self.tok(self.vocabulary, add_special_tokens=False)["input_ids"]] if self.vocabulary else []  # fmt: skip
+        self.trie = AnswerTrie(self._answer_ids)
+
+    def encode(self, prompt: str, questions: list[str], image_ids: list[str], rows: list[int]) -> Encoded:
+        """Expanded prompts of `rows`, split after the image tokens."""
+        ids = encode_prompts(self.processor, prompt, [questions[i] for i in rows], self.max_length)
+        full = [expand_image_tokens(x, self.image_token_id, self.n_image) for x in ids]
+        cut = full[0].index(self.image_token_id) + self.n_image
+        images = sorted({image_ids[i] for i in rows})
+        where = {img: k for k, img in enumerate(images)}
+        return Encoded(full[0][:cut], [x[cut:] for x in full], rows, images, [where[image_ids[i]] for i in rows])
+
+    def answer(self, prompt: str, decoding: DecodingConfig, questions: list[str], image_ids: list[str],
+               rows: list[int] | None = None, progress: Callable[[int], None] | None = None) -> Iterator[list[tuple[int, str, float]]]:  # fmt: skip
+        """(row, raw answer, log-probability) for each row, yielded one batch at a time."""
+        rows = list(range(len(questions))) if rows is None else rows
+        sub_images = [image_ids[i] for i in rows]
+        for batch in batches(sub_images, self.batch_size):
+            result = self._with_oom_retry([rows[i] for i in batch], lambda b: self._batch(prompt, decoding, questions, image_ids, b))
+            if progress:
+                progress(len(batch))
+            yield result
+
+    def _with_oom_retry(self, batch: list[int], run: Callable[[list[int]], list]) -> list:
+        """Run a batch; on out-of-memory, halve it and retry the halves."""
+        try:
+            return run(batch)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = len(batch) // 2
+            return self._with_oom_retry(batch[:half], run) + self._with_oom_retry(batch[half:], run)
+
+    @torch.inference_mode()
+    def _batch(self, prompt: str, d: DecodingConfig, questions: list[str], image_ids: list[str], rows: list[int]) -> list[tuple[int, str, float]]:  # fmt: skip
+        """Answer one batch of rows."""
+        enc = self.encode(prompt, questions, image_ids, rows)
+        dev, dtype = self.model.device, self.model.dtype
+        pixels = self.images(enc.images).to(dev, dtype)
+        if d.rank:
+            return self._rank(enc, pixels, d.rank)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=d.max_new_tokens, do_sample=d.do_sample, num_beams=d.num_beams,
+            length_penalty=d.length_penalty, output_scores=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        if d.do_sample:
+            kwargs |= dict(temperature=d.temperature, top_p=d.top_p)
+            torch.manual_seed(d.seed + zlib.crc32(str(rows[0]).encode()))
+        if self.prefix_cache and d.num_beams == 1:
+            ids, mask, cache = self._cached_inputs(enc, pixels)
+            kwargs[CACHE] = cache
+        else:
+            ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
+            kwargs["pixel_values"] = pixels[enc.row_image]
+        width = ids.shape[1]
+        if d.constrained:
+            kwargs["prefix_allowed_tokens_fn"] = lambda b, x: self.trie.allowed(x[width:].tolist()) or [self.tok.eos_token_id]
+        out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
+        new = out.sequences[:, width:]
+        scores = self.model.compute_transition_scores(
+            out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=d.num_beams == 1
         )
-        for i, text in zip(idx, tok.batch_decode(out[:, width:], skip_special_tokens=True), strict=True):
-            answers[i] = text.strip()
-        if progress:
-            progress(len(idx))
-    return answers
+        live = torch.ones_like(new, dtype=torch.bool)
+        if new.shape[1] > 1:
+            live[:, 1:] = (new[:, :-1] != self.tok.eos_token_id).cumprod(-1).bool()
+        logprob = scores.masked_fill(~live[:, : scores.shape[1]], 0).sum(-1).float().cpu().tolist()
+        texts = self.tok.batch_decode(new, skip_special_tokens=True)
+        return [(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, logprob, strict=True)]
+
+    def _cached_inputs(self, enc: Encoded, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Encode each image's prefix once; rows = prefix + gap + right-aligned question, with its cache."""
+        p = len(enc.prefix)
+        prefix_ids = torch.tensor([enc.prefix] * len(enc.images), device=self.model.device)
+        cache = getattr(self.model(input_ids=prefix_ids, pixel_values=pixels, use_cache=True), CACHE)
+        cache.batch_select_indices(torch.tensor(enc.row_image, device=self.model.device))
+        width = max(map(len, enc.suffixes))
+        ids = torch.full((len(enc.rows), p + width), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        ids[:, :p] = torch.tensor(enc.prefix)
+        mask[:, :p] = 1
+        for r, s in enumerate(enc.suffixes):
+            ids[r, p + width - len(s) :] = torch.tensor(s)
+            mask[r, p + width - len(s) :] = 1
+        return ids, mask, cache
+
+    def _rank(self, enc: Encoded, pixels: torch.Tensor, top: int) -> list[tuple[int, str, float]]:
+        """Score the `top` vocabulary answers by log-likelihood given each prompt; return the best."""
+        if not self._answer_ids:
+            raise ValueError("rank decoding needs the training answer vocabulary")
+        cands = self._answer_ids[:top]
+        dev = self.model.device
+        ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
+        ids, mask = ids.to(dev), mask.to(dev)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
+                         pixel_values=pixels[enc.row_image], use_cache=True)  # fmt: skip
+        first = out.logits[:, -1].float().log_softmax(-1)
+        length = max(map(len, cands))
+        cand = torch.full((len(cands), length), self.tok.pad_token_id, dtype=torch.long, device=dev)
+        cmask = torch.zeros_like(cand)
+        for k, c in enumerate(cands):
+            cand[k, : len(c)] = torch.tensor(c)
+            cmask[k, : len(c)] = 1
+        n, c = len(enc.rows), len(cands)
+        total = first[:, cand[:, 0]].clone()
+        if length > 1:
+            cache = getattr(out, CACHE)
+            cache.batch_repeat_interleave(c)
+            inp = cand[:, :-1].repeat(n, 1)
+            full_mask = torch.cat([mask.repeat_interleave(c, 0), cmask[:, :-1].repeat(n, 1)], dim=1)
+            step = self.model(input_ids=inp, attention_mask=full_mask, position_ids=positions(full_mask)[:, -inp.shape[1] :],
+                              **{CACHE: cache}).logits.float().log_softmax(-1)  # fmt: skip
+            target = cand[:, 1:].repeat(n, 1)
+            tok_lp = step.gather(-1, target.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(n, 1)
+            total += tok_lp.sum(-1).view(n, c)
+        best = total.argmax(-1).tolist()
+        return [(r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))]

@@ -1,0 +1,118 @@
+"""Local CV: score every fold's out-of-fold predictions per prompt x decoding and question type.
+
+    python -m competition cv -c configs/demo.yaml
+
+Writes experiments/<exp>/cv.json, cv.md and cv.png. Ground truth is normalized by the same rules
+as the predictions; the baseline is the most common training answer of each question type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from competition.config import Config
+from competition.data import Competition
+from competition.errors import DataError
+from competition.io import atomic_open, atomic_write_json, atomic_write_text
+from competition.metrics import majority_baseline, question_types
+from competition.predictions import AnswerNormalizer, file_for, read_predictions
+
+
+def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
+    """All folds' OOF rows joined to their question, gold answer (normalized) and question type."""
+    parts = [read_predictions(file_for(cfg, f, "oof")) for f in range(cfg.folds.k)]
+    rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
+    if rows is None:
+        raise DataError(f"{cfg.exp_dir}: no out-of-fold predictions yet; run `predict` first")
+    c = cfg.data
+    gold = comp.train[[c.id_col, c.question_col, c.answer_col]].rename(
+        columns={c.id_col: "id", c.question_col: "question", c.answer_col: "gold_raw"}
+    )
+    df = rows.merge(gold, on="id", how="left", validate="many_to_one")
+    df["gold"] = AnswerNormalizer(cfg, comp.train[c.answer_col])(df["gold_raw"]).to_numpy()
+    df["qtype"] = question_types(df["question"]).to_numpy()
+    df["member"] = df["prompt"] + "/" + df["decoding"]
+    df["correct"] = df["answer"] == df["gold"]
+    df["exact"] = df["raw"].str.strip() == df["gold_raw"]
+    return df
+
+
+def baseline_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
+    """Per OOF question: the majority answer of its type in its fold's training part, and whether it is right."""
+    from competition.train import fold_rows
+
+    c, out = cfg.data, []
+    for f in sorted(folds["fold"].unique()):
+        train, val = fold_rows(comp, folds, f, "train"), fold_rows(comp, folds, f, "val")
+        guess = majority_baseline(train, val, c.question_col, c.answer_col)
+        out.append(pd.DataFrame({"id": val[c.id_col], "qtype": question_types(val[c.question_col]),
+                                 "correct": (guess == val[c.answer_col]).to_numpy()}))  # fmt: skip
+    return pd.concat(out, ignore_index=True)
+
+
+def cv_tables(df: pd.DataFrame, base: pd.DataFrame) -> dict[str, Any]:
+    """Accuracy per member, per fold x member, per question type x member (with the baseline)."""
+    covered = base["id"].isin(df["id"])
+    members = (
+        df.groupby("member")
+        .agg(n=("correct", "size"), accuracy=("correct", "mean"), exact=("exact", "mean"))
+        .sort_values("accuracy", ascending=False)
+        .reset_index()
+    )
+    per_fold = df.groupby(["fold", "member"]).agg(n=("correct", "size"), accuracy=("correct", "mean")).reset_index()
+    per_type = df.pivot_table(index="qtype", columns="member", values="correct", aggfunc="mean")
+    per_type.insert(0, "baseline", base[covered].groupby("qtype")["correct"].mean())
+    per_type.insert(0, "n", base[covered].groupby("qtype").size())
+    return {
+        "baseline": float(base[covered]["correct"].mean()),
+        "best": members.iloc[0].to_dict(),
+        "members": members.to_dict("records"),
+        "per_fold": per_fold.to_dict("records"),
+        "per_type": per_type.reset_index().to_dict("records"),
+    }
+
+
+def markdown(tables: dict[str, Any]) -> str:
+    """cv.md: the three tables as markdown."""
+
+    def md(records: list[dict]) -> str:
+        cols = list(records[0])
+        fmt = [" | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) for r in records]
+        return "\n".join([" | ".join(cols), " | ".join("---" for _ in cols), *fmt])
+
+    return (
+        f"# Local CV\n\nBaseline (majority answer per question type): {tables['baseline']:.4f}\n\n"
+        f"## Members\n\n{md(tables['members'])}\n\n## Per question type\n\n{md(tables['per_type'])}\n\n"
+        f"## Per fold\n\n{md(tables['per_fold'])}\n"
+    )
+
+
+def plot(tables: dict[str, Any], path: Path) -> None:
+    """cv.png: accuracy per question type for each member, next to the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_type = pd.DataFrame(tables["per_type"]).set_index("qtype").drop(columns="n")
+    ax = per_type.plot.bar(figsize=(max(6, 1.2 * len(per_type)), 4), rot=30, width=0.8)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("Out-of-fold accuracy per question type")
+    ax.legend(fontsize=7)
+    plt.tight_layout()
+    with atomic_open(path, "wb") as f:
+        plt.savefig(f, format="png", dpi=100)
+    plt.close()
+
+
+def run_cv(cfg: Config, comp: Competition, folds: pd.DataFrame) -> dict[str, Any]:
+    """Score, then write cv.json / cv.md / cv.png; returns the tables."""
+    tables = cv_tables(oof_frame(cfg, comp, folds), baseline_frame(cfg, comp, folds))
+    atomic_write_json(tables, cfg.exp_dir / "cv.json")
+    atomic_write_text(cfg.exp_dir / "cv.md", markdown(tables))
+    plot(tables, cfg.exp_dir / "cv.png")
+    return tables

@@ -1,0 +1,193 @@
+"""Prediction files of a fold: append-only JSONL that resumes, shard files, merging, reading.
+
+    python -m competition predict -c configs/demo.yaml --fold 0 --shard 1/2
+
+One row per question x prompt x decoding: id, fold, split, prompt, decoding, raw, answer, logprob.
+A killed run resumes after its last complete line and never writes a row twice; a finished file
+is rewritten in canonical order (prompt, decoding, id), so shards merge to the one-process file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from competition.config import Config
+from competition.data import Competition
+from competition.errors import DataError
+from competition.io import atomic_write_json, atomic_write_text
+from competition.normalize import normalize_series, protected_answers, snap_to_vocab
+
+COLUMNS = ["id", "fold", "split", "prompt", "decoding", "raw", "answer", "logprob"]
+SPLITS = ("oof", "test")
+
+
+def file_for(cfg: Config, fold: int, split: str, shard: tuple[int, int] = (0, 1)) -> Path:
+    """fold<k>/predictions/<split>.jsonl, or <split>.shard-<i>-of-<n>.jsonl for a shard."""
+    i, n = shard
+    name = f"{split}.jsonl" if n == 1 else f"{split}.shard-{i}-of-{n}.jsonl"
+    return cfg.fold_dir(fold) / "predictions" / name
+
+
+def meta_path(path: Path) -> Path:
+    """The sidecar of a prediction file: config hash and completeness."""
+    return path.with_suffix(".meta.json")
+
+
+def predict_hash(cfg: Config, fold: int) -> str:
+    """Hash of everything that decides the predictions of a fold (not where they are written)."""
+    import hashlib
+
+    keys = {k: cfg.to_dict()[k] for k in ("model", "train", "predict", "normalize", "seed")}
+    keys["fold"], keys["data"] = fold, str(cfg.data.root)
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class PredictionLog:
+    """An append-only JSONL of prediction rows that knows which rows it already holds."""
+
+    def __init__(self, path: Path, config_hash: str) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = meta_path(path)
+        if path.exists() and meta.exists() and json.loads(meta.read_text())["config_hash"] != config_hash:
+            raise DataError(f"{path}: written under another config (hash differs); move it away or use another experiment")
+        self._repair()
+        atomic_write_json({"config_hash": config_hash, "complete": False}, meta)
+        self.config_hash = config_hash
+
+    def _repair(self) -> None:
+        """Drop a partial last line left by a killed run."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            with self.path.open("r+b") as f:
+                f.truncate(end)
+
+    def done(self) -> set[tuple[str, str, str]]:
+        """(id, prompt, decoding) of every row already written."""
+        if not self.path.exists():
+            return set()
+        with self.path.open() as f:
+            return {(r["id"], r["prompt"], r["decoding"]) for r in map(json.loads, f)}
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows durably (flushed and synced before returning)."""
+        with self.path.open("a") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self) -> None:
+        """Rewrite in canonical order and mark complete."""
+        rows = read_predictions(self.path)
+        write_canonical(rows, self.path)
+        atomic_write_json({"config_hash": self.config_hash, "complete": True}, meta_path(self.path))
+
+
+def write_canonical(rows: pd.DataFrame, path: Path) -> None:
+    """Write rows sorted by (prompt, decoding, id) as JSONL, atomically."""
+    rows = rows.sort_values(["prompt", "decoding", "id"], kind="stable")[COLUMNS]
+    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in rows.to_dict("records"))
+    atomic_write_text(path, "".join(lines))
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """Rows of a prediction file (answers stay strings: 'none' is an answer)."""
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    with path.open() as f:
+        rows = [json.loads(line) for line in f if line.endswith("\n")]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def merge_shards(cfg: Config, fold: int, split: str, n: int) -> Path | None:
+    """Merge complete shard files of one config into <split>.jsonl; None while a shard is unfinished."""
+    parts = [file_for(cfg, fold, split, (i, n)) for i in range(n)]
+    metas = [json.loads(meta_path(p).read_text()) if meta_path(p).exists() else None for p in parts]
+    if any(m is None or not m["complete"] for m in metas):
+        return None
+    hashes = {m["config_hash"] for m in metas}
+    if len(hashes) > 1:
+        raise DataError(f"{parts[0].parent}: shards of {split} were made with different configs ({', '.join(sorted(hashes))})")
+    out = file_for(cfg, fold, split)
+    write_canonical(pd.concat([read_predictions(p) for p in parts], ignore_index=True), out)
+    atomic_write_json({"config_hash": hashes.pop(), "complete": True}, meta_path(out))
+    return out
+
+
+class AnswerNormalizer:
+    """Raw answers -> answers, by the config's rules, protected answers and optional vocabulary snap."""
+
+    def __init__(self, cfg: Config, train_answers: pd.Series) -> None:
+        n = cfg.normalize
+        self.rules = n.rules
+        self.keep = protected_answers(train_answers, n.rules) if n.protect else set()
+        self.cutoff = n.snap_cutoff
+        self.vocab = normalize_series(pd.Series(train_answers.value_counts().index), n.rules, self.keep).tolist()
+
+    def __call__(self, raw: pd.Series) -> pd.Series:
+        out = normalize_series(raw, self.rules, self.keep)
+        if self.cutoff is not None:
+            out = pd.Series(snap_to_vocab(out.tolist(), self.vocab, self.cutoff), index=out.index)
+        return out
+
+
+def split_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> tuple[pd.DataFrame, str]:
+    """The questions of a split ('oof': the fold's validation questions) and their image folder."""
+    from competition.train import fold_rows
+
+    if split == "oof":
+        return fold_rows(comp, folds, fold, "val"), "train"
+    return comp.test, "test"
+
+
+def predict_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, splits: tuple[str, ...],
+                 shard: tuple[int, int] = (0, 1), progress: Callable[[str, int], Callable[[int], None]] | None = None) -> list[Path]:  # fmt: skip
+    """Run every prompt x decoding of the config on the fold's splits; returns the finished files."""
+    from competition.dataset import Images
+    from competition.modeling import ImageTransform, load_trained
+    from competition.predict import Engine, shard_rows
+    from competition.train import fold_rows
+
+    model, processor = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
+    train_answers = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col]
+    vocabulary = train_answers.value_counts().index.tolist()
+    normalizer = AnswerNormalizer(cfg, train_answers)
+    transform = ImageTransform(processor, cfg.model.image_aspect_ratio)
+    c, p = cfg.data, cfg.predict
+    written = []
+    for split in splits:
+        rows, image_split = split_rows(comp, folds, fold, split)
+        rows = rows[shard_rows(rows[c.image_col], *shard).to_numpy()].reset_index(drop=True)
+        log = PredictionLog(file_for(cfg, fold, split, shard), predict_hash(cfg, fold))
+        done = log.done()
+        engine = Engine(model, processor, Images(comp, image_split, transform, cache=False), p.batch_size,
+                        p.prefix_cache, p.max_length, vocabulary)  # fmt: skip
+        ids, questions, images = rows[c.id_col].tolist(), rows[c.question_col].tolist(), rows[c.image_col].tolist()
+        jobs = [(pr, d) for pr in p.prompts for d in p.decodings]
+        todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
+        tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None
+        for prompt, d in jobs:
+            for batch in engine.answer(prompt, d, questions, images, todo[(prompt, d.name)], tick):
+                raw = pd.Series([t for _, t, _ in batch], dtype=str)
+                answers = normalizer(raw).tolist()
+                log.append([
+                    {"id": ids[r], "fold": fold, "split": split, "prompt": prompt, "decoding": d.name,
+                     "raw": t, "answer": a, "logprob": lp}
+                    for (r, t, lp), a in zip(batch, answers, strict=True)
+                ])  # fmt: skip
+        log.finish()
+        written.append(log.path)
+        if shard[1] > 1:
+            merged = merge_shards(cfg, fold, split, shard[1])
+            if merged:
+                written.append(merged)
+    return written
