@@ -35,6 +35,7 @@ def quiet_transformers() -> None:
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 quiet_transformers()
@@ -92,6 +93,12 @@ def table(title: str, rows: list[dict[str, Any]]) -> Table:
 def say(text: str) -> None:
     """Print a plain line (no markup, no wrapping) to stdout."""
     out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def leaderboard_table(df: Any) -> Table:
+    """The leaderboard's key columns as a rich table."""
+    cols = [c for c in ("rank", "name", "cv", "public", "gap", "method") if c in df.columns]
+    return table("leaderboard (ranked by local CV)", df[cols].to_dict("records"))
 
 
 def config_from(config: Path | None, overrides: list[str] | None) -> Config:
@@ -261,3 +268,73 @@ def cv(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     out.print(table(f"local CV (baseline {tables['baseline']:.4f})", tables["members"]))
     out.print(table("per question type", tables["per_type"]))
     say(f"wrote {cfg.exp_dir / 'cv.json'}, cv.md, cv.png")
+
+
+@app.command()
+@fails_cleanly
+def ensemble(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    name: Annotated[str, typer.Option(help="submission name")] = "ensemble",
+) -> None:
+    """Vote all members into a submission (method chosen on OOF) and rank it on the leaderboard."""
+    from competition.blend import holdout_score, run_ensemble
+    from competition.data import load_competition
+    from competition.folds import read_folds
+    from competition.predictions import AnswerNormalizer
+    from competition.submit import leaderboard
+
+    cfg = config_from(config, set_)
+    comp = load_competition(cfg.data)
+    res = run_ensemble(cfg, comp, read_folds(cfg), name)
+    say(f"vote: {res['method']} (threshold {res['threshold']}), OOF accuracy {res['cv']:.4f}; "
+        f"best single member {max(res['members'].values()):.4f}")
+    solution = cfg.data.root / "solution.csv"
+    if solution.is_file():
+        norm = AnswerNormalizer(cfg, comp.train[cfg.data.answer_col])
+        for key in ("submission", "single"):
+            say(f"held-out accuracy of {res[key].name}: {holdout_score(res[key], solution, norm):.4f}")
+    say(f"wrote {res['submission']}")
+    out.print(leaderboard_table(leaderboard(cfg.submissions_dir)))
+
+
+submit_app = typer.Typer(help="Validate submissions, show the leaderboard, record public scores.", no_args_is_help=True)
+app.add_typer(submit_app, name="submit")
+
+
+@submit_app.command("validate")
+@fails_cleanly
+def submit_validate(file: Path, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Check a submission against sample_submission.csv: IDs, order, columns, answers."""
+    from competition.submit import validate_file
+
+    cfg = config_from(config, set_)
+    d = cfg.data
+    sub = validate_file(file, d.root / d.sample_submission_csv, d.id_col, d.answer_col)
+    say(f"ok: {file} ({len(sub)} rows)")
+
+
+@submit_app.command("leaderboard")
+@fails_cleanly
+def submit_leaderboard(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Rebuild and print submissions/leaderboard.md|csv, ranked by local CV."""
+    from competition.submit import write_leaderboard
+
+    cfg = config_from(config, set_)
+    out.print(leaderboard_table(write_leaderboard(cfg.submissions_dir)))
+
+
+@submit_app.command("record")
+@fails_cleanly
+def submit_record(
+    file: Path,
+    public: Annotated[float, typer.Option("--public", help="public leaderboard score")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Store a submission's public leaderboard score; the leaderboard shows the CV-public gap."""
+    from competition.submit import record_public, write_leaderboard
+
+    cfg = config_from(config, set_)
+    record_public(file, public)
+    out.print(leaderboard_table(write_leaderboard(cfg.submissions_dir)))

@@ -167,6 +167,33 @@ class PredictConfig(Section):
     max_length: int = Field(128, ge=8, description="text tokens of a prompt; image tokens come on top")
 
 
+class ExternalMember(Section):
+    """A prediction set from outside (a submission CSV or LLaVA result.jsonl) that joins the test vote."""
+
+    path: Path
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    weight: float = Field(1.0, ge=0, description="vote weight (not fitted: external members have no OOF)")
+
+
+class EnsembleConfig(Section):
+    """Voting: candidate methods scored on OOF; the best votes the test predictions."""
+
+    methods: list[Literal["majority", "weighted", "fuzzy"]] = ["majority", "weighted", "fuzzy"]
+    thresholds: list[float] = Field([90.0, 80.0], description="fuzzy similarity thresholds (rapidfuzz ratio) tried")
+    external: list[ExternalMember] = []
+    snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap voted answers to the training answers")
+
+
+class TuneConfig(Section):
+    """Optuna studies, stored in an RDB (SQLite file by default)."""
+
+    storage: str | None = Field(None, description="RDB URL; default sqlite:///<exp>/optuna.db")
+    trials: int = Field(20, ge=1)
+    fold: int = Field(0, ge=0, description="fold whose validation questions the decoding study scores")
+    max_questions: int = Field(400, ge=10, description="validation questions per decoding trial")
+    prune_chunks: int = Field(4, ge=1, description="partial evaluations per trial reported to the pruner")
+
+
 class Config(Section):
     """The whole run: one YAML file."""
 
@@ -181,6 +208,8 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
     normalize: NormalizeConfig = NormalizeConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    tune: TuneConfig = TuneConfig()
 
     @property
     def exp_dir(self) -> Path:

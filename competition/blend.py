@@ -1,0 +1,123 @@
+"""The ensemble stage: gather members, choose the vote on OOF, vote the test set, write submissions.
+
+    python -m competition ensemble -c configs/demo.yaml [--name NAME]
+
+Members are (prompt, decoding) prediction sets; on OOF each question is answered by its own
+fold's model, on test by every fold's model, so a member's fitted weight applies to all its folds.
+Writes the ensemble and the best single member as submissions, ranked on the leaderboard.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from competition.config import Config
+from competition.cv import oof_frame
+from competition.data import Competition
+from competition.ensemble import Candidate, load_external, score, select_method, vote
+from competition.errors import DataError
+from competition.metrics import majority_baseline
+from competition.normalize import snap_to_vocab
+from competition.predictions import AnswerNormalizer, file_for, read_predictions
+from competition.submit import write_submission
+
+
+def candidates(cfg: Config) -> list[Candidate]:
+    """Voting configurations to score on OOF, from the config."""
+    e = cfg.ensemble
+    out: list[Candidate] = []
+    for m in e.methods:
+        if m == "majority":
+            out.append(Candidate("majority"))
+        elif m == "weighted":
+            out.append(Candidate("weighted", fit=True))
+        else:
+            out += [Candidate("fuzzy", t, fit=f) for t in e.thresholds for f in (False, True)]
+    return out
+
+
+def test_frame(cfg: Config) -> pd.DataFrame:
+    """All folds' test rows as vote input: id, member (fold/prompt/decoding), answer, logprob."""
+    parts = [read_predictions(file_for(cfg, f, "test")) for f in range(cfg.folds.k)]
+    rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
+    if rows is None:
+        raise DataError(f"{cfg.exp_dir}: no test predictions yet; run `predict` first")
+    rows["base"] = rows["prompt"] + "/" + rows["decoding"]
+    rows["member"] = "fold" + rows["fold"].astype(str) + "/" + rows["base"]
+    return rows
+
+
+def expand_weights(weights: dict[str, float] | None, test: pd.DataFrame) -> dict[str, float] | None:
+    """Member weights fitted on OOF (prompt/decoding) applied to each fold's copy of the member."""
+    if weights is None:
+        return None
+    pairs = test[["member", "base"]].drop_duplicates()
+    return {m: weights.get(b, 0.0) for m, b in zip(pairs["member"], pairs["base"], strict=True)}
+
+
+def externals(cfg: Config) -> tuple[pd.DataFrame, dict[str, float]]:
+    """External members' rows (normalized like ours) and their given weights."""
+    frames, given = [], {}
+    for ext in cfg.ensemble.external:
+        member = f"ext/{ext.name}"
+        frames.append(load_external(ext.path, member, cfg.data.id_col, cfg.data.answer_col))
+        given[member] = ext.weight
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), given
+
+
+def fill_empty(answers: pd.Series, comp: Competition, normalizer: AnswerNormalizer) -> pd.Series:
+    """Empty answers (a model that said nothing) become the question type's most common training answer."""
+    c = comp.cfg
+    empty = answers.astype(str).str.strip() == ""
+    if empty.any():
+        test = comp.test.set_index(c.id_col).loc[answers.index[empty]].reset_index()
+        guess = majority_baseline(comp.train, test, c.question_col, c.answer_col)
+        answers = answers.copy()
+        answers[empty.to_numpy()] = normalizer(guess).to_numpy()
+    return answers
+
+
+def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str = "ensemble") -> dict[str, Any]:
+    """Choose the vote on OOF, vote the test set, write the ensemble and best-member submissions."""
+    oof = oof_frame(cfg, comp, folds)
+    gold = oof.drop_duplicates("id").set_index("id")["gold"]
+    oof_votes = oof[["id", "member", "answer", "logprob"]]
+    singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False)
+    method, params, cv = select_method(oof_votes, gold, candidates(cfg))
+    normalizer = AnswerNormalizer(cfg, comp.train[cfg.data.answer_col])
+    test = test_frame(cfg)
+    ext_rows, ext_weights = externals(cfg)
+    if len(ext_rows):
+        ext_rows["answer"] = normalizer(ext_rows["answer"]).to_numpy()
+    weights = expand_weights(params["weights"], test) or ({m: 1.0 for m in test["member"].unique()} if ext_weights else None)
+    if ext_weights:
+        weights = {**weights, **ext_weights}
+        method = "weighted" if method == "majority" else method
+    votes = pd.concat([test[["id", "member", "answer", "logprob"]], ext_rows], ignore_index=True)
+    voted = fill_empty(vote(votes, method, weights, params["threshold"]).set_index("id")["answer"], comp, normalizer)
+    if cfg.ensemble.snap_cutoff is not None:
+        voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
+    c = cfg.data
+    meta = {"method": method, "threshold": params["threshold"], "weights": params["weights"], "cv": cv,
+            "members": sorted(oof["member"].unique()) + sorted(ext_weights), "config_hash": cfg.hash(),
+            "experiment": cfg.experiment}  # fmt: skip
+    path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta, c.id_col, c.answer_col)
+    best = singles.index[0]
+    single = vote(test[test["base"] == best][["id", "member", "answer", "logprob"]], "majority").set_index("id")["answer"]
+    single_meta = {"method": "majority over folds", "cv": float(singles.iloc[0]), "members": [best],
+                   "config_hash": cfg.hash(), "experiment": cfg.experiment}  # fmt: skip
+    safe = best.replace("/", "-")
+    single_path = write_submission(fill_empty(single, comp, normalizer), comp.sample, cfg.submissions_dir,
+                                   f"{cfg.experiment}-{safe}", single_meta, c.id_col, c.answer_col)  # fmt: skip
+    return {"method": method, "threshold": params["threshold"], "weights": params["weights"], "cv": cv,
+            "members": singles.to_dict(), "submission": path, "single": single_path}  # fmt: skip
+
+
+def holdout_score(submission: Path, solution: Path, normalizer: AnswerNormalizer) -> float:
+    """Accuracy of a submission against held-out answers (the demo generator writes solution.csv)."""
+    sub = pd.read_csv(submission, dtype=str, keep_default_na=False).set_index("ID")["answer"]
+    sol = pd.read_csv(solution, dtype=str, keep_default_na=False).set_index("ID")["answer"]
+    return score(pd.DataFrame({"id": sub.index, "answer": sub.to_numpy()}), normalizer(sol))
