@@ -23,6 +23,7 @@ from competition.metrics import majority_baseline
 from competition.normalize import snap_to_vocab
 from competition.predictions import AnswerNormalizer, file_for, read_predictions
 from competition.submit import write_submission
+from competition.tune import load_tuned
 
 
 def candidates(cfg: Config) -> list[Candidate]:
@@ -87,6 +88,11 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     oof_votes = oof[["id", "member", "answer", "logprob"]]
     singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False)
     method, params, cv = select_method(oof_votes, gold, candidates(cfg))
+    tuned = load_tuned(cfg).get("vote")
+    if tuned:
+        tuned_cv = score(vote(oof_votes, tuned["method"], tuned["weights"], tuned["threshold"]), gold)
+        if tuned_cv > cv:
+            method, params, cv = tuned["method"], {"threshold": tuned["threshold"], "weights": tuned["weights"]}, tuned_cv
     normalizer = AnswerNormalizer(cfg, comp.train[cfg.data.answer_col])
     test = test_frame(cfg)
     ext_rows, ext_weights = externals(cfg)

@@ -338,3 +338,26 @@ def submit_record(
     cfg = config_from(config, set_)
     record_public(file, public)
     out.print(leaderboard_table(write_leaderboard(cfg.submissions_dir)))
+
+
+@app.command()
+@fails_cleanly
+def tune(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    study: Annotated[str, typer.Option(help="decoding (prompt + decoding on a fold's validation), prompts (same), or vote (OOF)")] = "decoding",
+    trials: Annotated[int | None, typer.Option(help="trials to add (default tune.trials)")] = None,
+) -> None:
+    """Optuna study on local validation; best parameters go to experiments/<exp>/tuned.yaml."""
+    from competition.data import load_competition
+    from competition.folds import read_folds
+    from competition.tune import run_study
+
+    cfg = config_from(config, set_)
+    kind = {"prompts": "decoding"}.get(study, study)
+    if kind not in ("decoding", "vote"):
+        raise ConfigError(f"--study '{study}': expected decoding, prompts or vote")
+    s, path = run_study(cfg, load_competition(cfg.data), read_folds(cfg), kind, trials or cfg.tune.trials)
+    done = [t for t in s.trials if t.state.name == "COMPLETE"]
+    say(f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}")
+    say(f"wrote {path}")

@@ -156,6 +156,7 @@ def predict_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int,
     from competition.modeling import ImageTransform, load_trained
     from competition.predict import Engine, shard_rows
     from competition.train import fold_rows
+    from competition.tune import tuned_job
 
     model, processor = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
     train_answers = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col]
@@ -163,6 +164,7 @@ def predict_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int,
     normalizer = AnswerNormalizer(cfg, train_answers)
     transform = ImageTransform(processor, cfg.model.image_aspect_ratio)
     c, p = cfg.data, cfg.predict
+    tuned = tuned_job(cfg)
     written = []
     for split in splits:
         rows, image_split = split_rows(comp, folds, fold, split)
@@ -172,7 +174,7 @@ def predict_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int,
         engine = Engine(model, processor, Images(comp, image_split, transform, cache=False), p.batch_size,
                         p.prefix_cache, p.max_length, vocabulary)  # fmt: skip
         ids, questions, images = rows[c.id_col].tolist(), rows[c.question_col].tolist(), rows[c.image_col].tolist()
-        jobs = [(pr, d) for pr in p.prompts for d in p.decodings]
+        jobs = [(pr, d) for pr in p.prompts for d in p.decodings] + ([tuned] if tuned else [])
         todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
         tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None
         for prompt, d in jobs:

@@ -1,0 +1,217 @@
+"""Optuna studies on local validation only: decoding + prompt on a fold's validation questions, vote on OOF.
+
+    python -m competition tune -c configs/demo.yaml --study decoding --trials 20
+    python -m competition tune -c configs/demo.yaml --study vote --trials 50
+
+Studies live in an RDB (sqlite:///experiments/<exp>/optuna.db unless tune.storage names another),
+so a rerun adds trials to the same study and several workers can share one. The best parameters
+are merged into experiments/<exp>/tuned.yaml, which `predict` and `ensemble` pick up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+
+from competition.config import Config, DecodingConfig
+from competition.data import Competition
+from competition.ensemble import score, vote
+from competition.io import atomic_open, atomic_write_yaml
+
+STUDIES = ("decoding", "vote")
+
+
+def storage_url(cfg: Config) -> str:
+    """The study storage: tune.storage, else a SQLite file in the experiment folder."""
+    if cfg.tune.storage:
+        return cfg.tune.storage
+    cfg.exp_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(cfg.exp_dir / 'optuna.db').resolve()}"
+
+
+def open_study(cfg: Config, kind: str) -> optuna.Study:
+    """Create or load the experiment's study of `kind` (trial numbers continue across runs)."""
+    return optuna.create_study(
+        study_name=f"{cfg.experiment}-{kind}",
+        storage=storage_url(cfg),
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    )
+
+
+def decoding_space(trial: optuna.Trial, prompts: list[str]) -> tuple[str, DecodingConfig]:
+    """The decoding study's search space: prompt; free, constrained or ranked; beams, sampling, lengths."""
+    prompt = trial.suggest_categorical("prompt", prompts)
+    mode = trial.suggest_categorical("mode", ["free", "constrained", "rank"])
+    if mode == "rank":
+        return prompt, DecodingConfig(name="tuned", rank=trial.suggest_int("rank", 5, 200, log=True))
+    beams = trial.suggest_int("num_beams", 1, 3)
+    sample = trial.suggest_categorical("do_sample", [False, True]) if beams == 1 else False
+    return prompt, DecodingConfig(
+        name="tuned",
+        num_beams=beams,
+        do_sample=sample,
+        temperature=trial.suggest_float("temperature", 0.1, 1.0, log=True) if sample else 1.0,
+        max_new_tokens=trial.suggest_int("max_new_tokens", 2, 8),
+        length_penalty=trial.suggest_float("length_penalty", 0.5, 1.5) if beams > 1 else 1.0,
+        constrained=mode == "constrained",
+    )
+
+
+def vote_space(trial: optuna.Trial, members: list[str]) -> tuple[str, dict[str, float], float]:
+    """The vote study's search space: method, fuzzy threshold, one weight per member."""
+    method = trial.suggest_categorical("method", ["majority", "weighted", "fuzzy"])
+    threshold = trial.suggest_float("threshold", 70.0, 100.0) if method == "fuzzy" else 90.0
+    weights = {m: trial.suggest_float(f"w:{m}", 0.0, 2.0) for m in members} if method != "majority" else {}
+    return method, weights, threshold
+
+
+class DecodingObjective:
+    """Accuracy of a decoding on (a sample of) one fold's validation questions, reported in chunks."""
+
+    def __init__(self, cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int) -> None:
+        from competition.dataset import Images
+        from competition.modeling import ImageTransform, load_trained
+        from competition.predict import Engine
+        from competition.predictions import AnswerNormalizer
+        from competition.train import fold_rows
+
+        model, processor = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
+        train = fold_rows(comp, folds, fold, "train")
+        val = fold_rows(comp, folds, fold, "val")
+        self.val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
+        c = cfg.data
+        self.normalizer = AnswerNormalizer(cfg, train[c.answer_col])
+        self.gold = self.normalizer(self.val[c.answer_col])
+        images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cache=True)
+        vocab = train[c.answer_col].value_counts().index.tolist()
+        self.engine = Engine(model, processor, images, cfg.predict.batch_size, cfg.predict.prefix_cache,
+                             cfg.predict.max_length, vocab)  # fmt: skip
+        self.questions, self.images = self.val[c.question_col].tolist(), self.val[c.image_col].tolist()
+        self.prompts, self.chunks = cfg.predict.prompts, cfg.tune.prune_chunks
+
+    def accuracy(self, prompt: str, d: DecodingConfig, rows: list[int]) -> float:
+        """Normalized accuracy of one decoding on the given validation rows."""
+        raw = {r: t for batch in self.engine.answer(prompt, d, self.questions, self.images, rows) for r, t, _ in batch}
+        pred = self.normalizer(pd.Series([raw[r] for r in rows], dtype=str))
+        return float((pred.to_numpy() == self.gold.iloc[rows].to_numpy()).mean())
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        prompt, d = decoding_space(trial, self.prompts)
+        n = len(self.questions)
+        bounds = [round(n * (i + 1) / self.chunks) for i in range(self.chunks)]
+        correct, done = 0.0, 0
+        for step, end in enumerate(bounds):
+            rows = list(range(done, end))
+            correct += self.accuracy(prompt, d, rows) * len(rows)
+            done = end
+            trial.report(correct / done, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return correct / n
+
+
+def vote_objective(oof: pd.DataFrame, gold: pd.Series) -> Any:
+    """OOF accuracy of a vote configuration (members are prompt/decoding sets)."""
+    members = sorted(oof["member"].unique())
+
+    def objective(trial: optuna.Trial) -> float:
+        method, weights, threshold = vote_space(trial, members)
+        return score(vote(oof, method, weights or None, threshold), gold)
+
+    return objective
+
+
+def tuned_path(cfg: Config) -> Path:
+    """experiments/<exp>/tuned.yaml."""
+    return cfg.exp_dir / "tuned.yaml"
+
+
+def save_tuned(cfg: Config, section: dict[str, Any]) -> Path:
+    """Merge a study's best parameters into tuned.yaml (sections of other studies are kept)."""
+    path = tuned_path(cfg)
+    current = yaml.safe_load(path.read_text()) if path.exists() else {}
+    current.update(section)
+    atomic_write_yaml(current, path)
+    return path
+
+
+def best_decoding(study: optuna.Study, prompts: list[str]) -> dict[str, Any]:
+    """tuned.yaml section: the best prompt and decoding of the decoding study."""
+    prompt, d = decoding_space(optuna.trial.FixedTrial(study.best_params), prompts)
+    return {"decoding": {"prompt": prompt, **d.model_dump()}, "decoding_score": study.best_value}
+
+
+def best_vote(study: optuna.Study) -> dict[str, Any]:
+    """tuned.yaml section: the best vote method, threshold and member weights."""
+    p = dict(study.best_params)
+    weights = {k[2:]: v for k, v in p.items() if k.startswith("w:")}
+    return {"vote": {"method": p["method"], "threshold": p.get("threshold", 90.0), "weights": weights or None},
+            "vote_score": study.best_value}  # fmt: skip
+
+
+def plot_study(study: optuna.Study, out: Path) -> list[Path]:
+    """Optimisation history and parameter importance as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    written = []
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    plots = [("history", plot_optimization_history)]
+    if len(done) >= 2 and len({str(t.params) for t in done}) > 1:
+        plots.append(("importance", plot_param_importances))
+    for name, fn in plots:
+        try:
+            fn(study)
+        except (ValueError, RuntimeError):
+            continue
+        path = out.with_name(f"{out.stem}-{name}.png")
+        with atomic_open(path, "wb") as f:
+            plt.gcf().set_size_inches(8, 4)
+            plt.tight_layout()
+            plt.savefig(f, format="png", dpi=90)
+        plt.close("all")
+        written.append(path)
+    return written
+
+
+def run_study(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str, trials: int) -> tuple[optuna.Study, Path]:
+    """Run `trials` more trials of one study, then save its best parameters and plots."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(cfg, kind)
+    if kind == "decoding":
+        study.optimize(DecodingObjective(cfg, comp, folds, cfg.tune.fold), n_trials=trials)
+        path = save_tuned(cfg, best_decoding(study, cfg.predict.prompts))
+    else:
+        from competition.cv import oof_frame
+
+        oof = oof_frame(cfg, comp, folds)
+        gold = oof.drop_duplicates("id").set_index("id")["gold"]
+        study.optimize(vote_objective(oof[["id", "member", "answer", "logprob"]], gold), n_trials=trials)
+        path = save_tuned(cfg, best_vote(study))
+    plot_study(study, cfg.exp_dir / f"optuna-{kind}.png")
+    return study, path
+
+
+def load_tuned(cfg: Config) -> dict[str, Any]:
+    """The tuned parameters of the experiment ({} before any study)."""
+    path = tuned_path(cfg)
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def tuned_job(cfg: Config) -> tuple[str, DecodingConfig] | None:
+    """The tuned (prompt, decoding) pair that `predict` runs beside the configured ones, if any."""
+    d = load_tuned(cfg).get("decoding")
+    if not d:
+        return None
+    d = dict(d)
+    return d.pop("prompt"), DecodingConfig(**d)
