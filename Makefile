@@ -17,7 +17,7 @@ RUN := $(PY) -m competition
 SETS := $(foreach s,$(set),--set $(s))
 DEMO_DATA ?= data/demo
 
-.PHONY: help install test test-fast lint demo data validate folds bench clean
+.PHONY: help install test test-fast lint demo data validate folds train predict train-all predict-all cv tune ensemble leaderboard bench clean
 
 help:
 	@echo "make test | make demo | make data folds validate | config=... fold=K gpus=N set='k=v ...'"
@@ -50,12 +50,53 @@ validate: install
 folds: install
 	$(RUN) folds -c $(config) $(SETS)
 
+# make demo: the whole flow on the demo data, resumable (rerun after an interruption).
 demo: install data
-	$(RUN) validate -c $(config) $(SETS)
-	$(RUN) folds -c $(config) $(SETS)
+	$(RUN) demo -c $(config) $(SETS)
+
+# gpus=N > 1: N processes through torchrun (DDP; DeepSpeed when train.deepspeed is set).
+train: install
+ifeq ($(gpus),1)
+	$(RUN) train -c $(config) --fold $(fold) $(SETS)
+else
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(gpus) -m competition train -c $(config) --fold $(fold) $(SETS)
+endif
+
+# gpus=N > 1: N shard processes, one per device, merged when the last one finishes.
+predict: install
+ifeq ($(gpus),1)
+	$(RUN) predict -c $(config) --fold $(fold) $(SETS)
+else
+	@pids=""; for i in $$(seq 0 $$(($(gpus) - 1))); do \
+	  CUDA_VISIBLE_DEVICES=$$i $(RUN) predict -c $(config) --fold $(fold) --shard $$i/$(gpus) $(SETS) & pids="$$pids $$!"; \
+	done; status=0; for p in $$pids; do wait $$p || status=1; done; exit $$status
+endif
+
+train-all: install
+	@k=$$($(PY) -c "from competition.config import load_config; print(load_config('$(config)', '$(set)'.split()).folds.k)"); \
+	for f in $$(seq 0 $$((k - 1))); do $(MAKE) --no-print-directory train fold=$$f || exit 1; done
+
+predict-all: install
+	@k=$$($(PY) -c "from competition.config import load_config; print(load_config('$(config)', '$(set)'.split()).folds.k)"); \
+	for f in $$(seq 0 $$((k - 1))); do $(MAKE) --no-print-directory predict fold=$$f || exit 1; done
+
+cv: install
+	$(RUN) cv -c $(config) $(SETS)
+
+study ?= decoding
+tune: install
+	$(RUN) tune -c $(config) --study $(study) $(SETS)
+
+ensemble: install
+	$(RUN) ensemble -c $(config) $(SETS)
+
+leaderboard: install
+	$(RUN) submit leaderboard -c $(config) $(SETS)
 
 bench: install
 	$(PY) bench/load_400k.py
+	$(PY) bench/vote_speed.py
+	$(PY) bench/predict_throughput.py
 
 clean:
 	rm -rf experiments/* submissions/* $(DEMO_DATA)

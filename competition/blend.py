@@ -92,13 +92,19 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     if tuned:
         tuned_cv = score(vote(oof_votes, tuned["method"], tuned["weights"], tuned["threshold"]), gold)
         if tuned_cv > cv:
-            method, params, cv = tuned["method"], {"threshold": tuned["threshold"], "weights": tuned["weights"]}, tuned_cv
+            method, params, cv = (
+                tuned["method"],
+                {"threshold": tuned["threshold"], "weights": tuned["weights"]},
+                tuned_cv,
+            )
     normalizer = AnswerNormalizer(cfg, comp.train[cfg.data.answer_col])
     test = test_frame(cfg)
     ext_rows, ext_weights = externals(cfg)
     if len(ext_rows):
         ext_rows["answer"] = normalizer(ext_rows["answer"]).to_numpy()
-    weights = expand_weights(params["weights"], test) or ({m: 1.0 for m in test["member"].unique()} if ext_weights else None)
+    weights = expand_weights(params["weights"], test) or (
+        {m: 1.0 for m in test["member"].unique()} if ext_weights else None
+    )
     if ext_weights:
         weights = {**weights, **ext_weights}
         method = "weighted" if method == "majority" else method
@@ -110,9 +116,13 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     meta = {"method": method, "threshold": params["threshold"], "weights": params["weights"], "cv": cv,
             "members": sorted(oof["member"].unique()) + sorted(ext_weights), "config_hash": cfg.hash(),
             "experiment": cfg.experiment}  # fmt: skip
-    path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta, c.id_col, c.answer_col)
+    path = write_submission(
+        voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta, c.id_col, c.answer_col
+    )
     best = singles.index[0]
-    single = vote(test[test["base"] == best][["id", "member", "answer", "logprob"]], "majority").set_index("id")["answer"]
+    single = vote(test[test["base"] == best][["id", "member", "answer", "logprob"]], "majority").set_index("id")[
+        "answer"
+    ]
     single_meta = {"method": "majority over folds", "cv": float(singles.iloc[0]), "members": [best],
                    "config_hash": cfg.hash(), "experiment": cfg.experiment}  # fmt: skip
     safe = best.replace("/", "-")

@@ -29,6 +29,7 @@ from rich.text import Text
 from competition.config import Config, load_config
 from competition.errors import CompetitionError, ConfigError
 
+
 def quiet_transformers() -> None:
     """Keep library warnings and weight-loading bars out of the command's output."""
     import os
@@ -110,8 +111,8 @@ def config_from(config: Path | None, overrides: list[str] | None) -> Config:
 @fails_cleanly
 def data(
     out_dir: Annotated[Path, typer.Option("--out", help="folder to write the demo competition into")],
-    train_images: Annotated[int, typer.Option(help="training images")] = 800,
-    test_images: Annotated[int, typer.Option(help="test images")] = 200,
+    train_images: Annotated[int, typer.Option(help="training images")] = 1500,
+    test_images: Annotated[int, typer.Option(help="test images")] = 300,
     questions_per_image: Annotated[int, typer.Option(help="questions per image")] = 4,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
 ) -> None:
@@ -167,7 +168,9 @@ def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     fold: Annotated[int, typer.Option("--fold", "-f", help="fold to train (its questions are held out)")] = 0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the resolved plan; build nothing, download nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the resolved plan; build nothing, download nothing")
+    ] = False,
 ) -> None:
     """Fine-tune LLaVA on one fold (resumes from experiments/<exp>/fold<k>/trainer/)."""
     cfg = config_from(config, set_)
@@ -187,8 +190,10 @@ def train(
     folds = read_folds(cfg)
     cfg.save()
     metrics, _ = train_fold(cfg, comp, folds, fold, log=say)
-    say(f"fold {fold}: loss {metrics['loss']:.4f} after {metrics['steps']} steps "
-        f"({metrics['train_seconds']:.0f} s); model in {cfg.fold_dir(fold) / 'model'}")
+    say(
+        f"fold {fold}: loss {metrics['loss']:.4f} after {metrics['steps']} steps "
+        f"({metrics['train_seconds']:.0f} s); model in {cfg.fold_dir(fold) / 'model'}"
+    )
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -231,7 +236,6 @@ def predict(
         files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), track)
     for f in files:
         say(f"wrote {f}")
-
 
 
 class RateColumn(ProgressColumn):
@@ -287,8 +291,10 @@ def ensemble(
     cfg = config_from(config, set_)
     comp = load_competition(cfg.data)
     res = run_ensemble(cfg, comp, read_folds(cfg), name)
-    say(f"vote: {res['method']} (threshold {res['threshold']}), OOF accuracy {res['cv']:.4f}; "
-        f"best single member {max(res['members'].values()):.4f}")
+    say(
+        f"vote: {res['method']} (threshold {res['threshold']}), OOF accuracy {res['cv']:.4f}; "
+        f"best single member {max(res['members'].values()):.4f}"
+    )
     solution = cfg.data.root / "solution.csv"
     if solution.is_file():
         norm = AnswerNormalizer(cfg, comp.train[cfg.data.answer_col])
@@ -345,7 +351,9 @@ def submit_record(
 def tune(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    study: Annotated[str, typer.Option(help="decoding (prompt + decoding on a fold's validation), prompts (same), or vote (OOF)")] = "decoding",
+    study: Annotated[
+        str, typer.Option(help="decoding (prompt + decoding on a fold's validation), prompts (same), or vote (OOF)")
+    ] = "decoding",
     trials: Annotated[int | None, typer.Option(help="trials to add (default tune.trials)")] = None,
 ) -> None:
     """Optuna study on local validation; best parameters go to experiments/<exp>/tuned.yaml."""
@@ -359,5 +367,62 @@ def tune(
         raise ConfigError(f"--study '{study}': expected decoding, prompts or vote")
     s, path = run_study(cfg, load_competition(cfg.data), read_folds(cfg), kind, trials or cfg.tune.trials)
     done = [t for t in s.trials if t.state.name == "COMPLETE"]
-    say(f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}")
+    say(
+        f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}"
+    )
     say(f"wrote {path}")
+
+
+@app.command()
+@fails_cleanly
+def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Every stage in order, skipping what is done: data, folds, train and predict each fold, cv, tune, ensemble."""
+    from competition.cv import run_cv
+    from competition.data import load_competition
+    from competition.folds import read_folds, write_folds
+    from competition.predictions import predict_fold
+    from competition.synthetic import generate
+    from competition.train import train_fold
+    from competition.tune import load_tuned, run_study
+
+    cfg = config_from(config, set_)
+    if not (cfg.data.root / cfg.data.train_csv).is_file():
+        say(f"[data] writing the demo data set to {cfg.data.root}")
+        generate(cfg.data.root, seed=cfg.seed)
+    comp = load_competition(cfg.data)
+    if not (cfg.exp_dir / "folds.csv").is_file():
+        write_folds(cfg, comp.train)
+    cfg.save()
+    folds = read_folds(cfg)
+
+    def predict_all() -> None:
+        with rate_bar() as bar:
+
+            def track(name: str, total: int) -> Callable[[int], None]:
+                task = bar.add_task(name, total=total)
+                return lambda n: bar.advance(task, n)
+
+            for k in range(cfg.folds.k):
+                predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=track)
+
+    for k in range(cfg.folds.k):
+        if (cfg.fold_dir(k) / "train_metrics.json").is_file():
+            say(f"[train] fold {k}: done")
+            continue
+        say(f"[train] fold {k}")
+        metrics, _ = train_fold(cfg, comp, folds, k, log=say)
+        say(f"[train] fold {k}: loss {metrics['loss']:.4f}, {metrics['steps']} steps, {metrics['train_seconds']:.0f} s")
+    say("[predict] every fold, every prompt x decoding")
+    predict_all()
+    tables = run_cv(cfg, comp, folds)
+    out.print(table(f"local CV (baseline {tables['baseline']:.4f})", tables["members"]))
+    if "decoding" not in load_tuned(cfg):
+        say(f"[tune] decoding study on fold {cfg.tune.fold}'s validation questions")
+        run_study(cfg, comp, folds, "decoding", cfg.tune.trials)
+        say("[predict] the tuned decoding")
+        predict_all()
+        run_cv(cfg, comp, folds)
+    if "vote" not in load_tuned(cfg):
+        say("[tune] vote study on out-of-fold predictions")
+        run_study(cfg, comp, folds, "vote", 4 * cfg.tune.trials)
+    ensemble(config, set_)

@@ -80,7 +80,8 @@ class ModelConfig(Section):
     vision_feature_layer: int = Field(-2, description="vision hidden layer fed to the projector")
     vision_feature_select_strategy: Literal["default", "full"] = Field("default", description="default drops CLS")
     image_aspect_ratio: Literal["pad", "resize", "crop"] = Field(
-        "pad", description="pad: square with the mean colour, then resize (LLaVA-1.5); resize: stretch; crop: centre crop"
+        "pad",
+        description="pad: square with the mean colour, then resize (LLaVA-1.5); resize: stretch; crop: centre crop",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(

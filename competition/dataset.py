@@ -73,7 +73,16 @@ def encode_answers(processor: Any, answers: Sequence[str]) -> list[list[int]]:
 class TrainSet(torch.utils.data.Dataset):
     """Pre-tokenized (prompt + answer) examples; labels mask everything but the answer and EOS."""
 
-    def __init__(self, processor: Any, prompt: str, rows: Any, max_length: int, question_col: str, answer_col: str, image_col: str) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        prompt: str,
+        rows: Any,
+        max_length: int,
+        question_col: str,
+        answer_col: str,
+        image_col: str,
+    ) -> None:
         prompts = encode_prompts(processor, prompt, rows[question_col].tolist(), max_length - 2)
         answers = encode_answers(processor, rows[answer_col].tolist())
         self.items = []

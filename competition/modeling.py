@@ -73,7 +73,9 @@ def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=1)
     tok.train_from_iterator([*vocabulary_text(), *texts], trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -141,6 +143,8 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
+    for layer in (model.model.multi_modal_projector.linear_1, model.model.multi_modal_projector.linear_2):
+        layer.reset_parameters()  # PyTorch's fan-in init: lets the loss reach a random vision tower sooner
     set_generation_ids(model, tok)
     return model, make_processor(tok, t.image_size, t.patch_size, cfg.vision_feature_select_strategy)
 
@@ -173,7 +177,9 @@ def build_from_parts(cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, A
     dtype, attn = torch_dtype(cfg.dtype), attn_implementation(cfg.attn_implementation)
     vision = CLIPVisionModel.from_pretrained(cfg.vision_tower, dtype=dtype, attn_implementation=attn)
     lm = AutoModelForCausalLM.from_pretrained(cfg.language_model, dtype=dtype, attn_implementation=attn)
-    tok = AutoTokenizer.from_pretrained(cfg.language_model, padding_side="left", extra_special_tokens={"image_token": IMAGE_TOKEN})
+    tok = AutoTokenizer.from_pretrained(
+        cfg.language_model, padding_side="left", extra_special_tokens={"image_token": IMAGE_TOKEN}
+    )
     if tok.pad_token is None:
         tok.pad_token = tok.unk_token or tok.eos_token
     tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
@@ -238,7 +244,9 @@ KNOWN_VISION: dict[str, dict[str, int]] = {
     "openai/clip-vit-large-patch14-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                                               num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768),
 }  # fmt: skip
-LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000)
+LLAMA_7B = dict(
+    hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000
+)
 KNOWN_LM: dict[str, dict[str, int]] = {"lmsys/vicuna-7b-v1.3": LLAMA_7B, "lmsys/vicuna-7b-v1.5": LLAMA_7B}
 KNOWN_LLAVA = {"llava-hf/llava-1.5-7b-hf": {"text_config": {**LLAMA_7B, "vocab_size": 32064}, "image_token_id": 32000}}
 

@@ -23,7 +23,6 @@ from competition.config import DecodingConfig
 from competition.dataset import Images, encode_prompts, expand_image_tokens
 from competition.modeling import image_token_count
 
-
 # transformers renamed `past_key_values` to `cache` (inputs and outputs); speak whichever it knows.
 CACHE = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters else "past_key_values"
 
@@ -124,7 +123,9 @@ class Engine:
         rows = list(range(len(questions))) if rows is None else rows
         sub_images = [image_ids[i] for i in rows]
         for batch in batches(sub_images, self.batch_size):
-            result = self._with_oom_retry([rows[i] for i in batch], lambda b: self._batch(prompt, decoding, questions, image_ids, b))
+            result = self._with_oom_retry(
+                [rows[i] for i in batch], lambda b: self._batch(prompt, decoding, questions, image_ids, b)
+            )
             if progress:
                 progress(len(batch))
             yield result
@@ -164,7 +165,9 @@ class Engine:
             kwargs["pixel_values"] = pixels[enc.row_image]
         width = ids.shape[1]
         if d.constrained:
-            kwargs["prefix_allowed_tokens_fn"] = lambda b, x: self.trie.allowed(x[width:].tolist()) or [self.tok.eos_token_id]
+            kwargs["prefix_allowed_tokens_fn"] = lambda b, x: (
+                self.trie.allowed(x[width:].tolist()) or [self.tok.eos_token_id]
+            )
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
         new = out.sequences[:, width:]
         scores = self.model.compute_transition_scores(
@@ -223,4 +226,6 @@ class Engine:
             tok_lp = step.gather(-1, target.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(n, 1)
             total += tok_lp.sum(-1).view(n, c)
         best = total.argmax(-1).tolist()
-        return [(r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))]
+        return [
+            (r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))
+        ]

@@ -56,7 +56,9 @@ class PredictionLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = meta_path(path)
         if path.exists() and meta.exists() and json.loads(meta.read_text())["config_hash"] != config_hash:
-            raise DataError(f"{path}: written under another config (hash differs); move it away or use another experiment")
+            raise DataError(
+                f"{path}: written under another config (hash differs); move it away or use another experiment"
+            )
         self._repair()
         atomic_write_json({"config_hash": config_hash, "complete": False}, meta)
         self.config_hash = config_hash
@@ -116,7 +118,9 @@ def merge_shards(cfg: Config, fold: int, split: str, n: int) -> Path | None:
         return None
     hashes = {m["config_hash"] for m in metas}
     if len(hashes) > 1:
-        raise DataError(f"{parts[0].parent}: shards of {split} were made with different configs ({', '.join(sorted(hashes))})")
+        raise DataError(
+            f"{parts[0].parent}: shards of {split} were made with different configs ({', '.join(sorted(hashes))})"
+        )
     out = file_for(cfg, fold, split)
     write_canonical(pd.concat([read_predictions(p) for p in parts], ignore_index=True), out)
     atomic_write_json({"config_hash": hashes.pop(), "complete": True}, meta_path(out))

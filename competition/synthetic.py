@@ -1,9 +1,10 @@
 """Demo data set in the Dacon VQA layout: shapes on a canvas and questions about them.
 
-    python -m competition data --out data/demo --train-images 800 --test-images 200
+    python -m competition data --out data/demo --train-images 1500 --test-images 300
 
 Writes train.csv, test.csv, sample_submission.csv, image/{train,test}/*.png and
-solution.csv (the held-out test answers, for scoring the demo end to end).
+solution.csv (the held-out test answers, for scoring the demo end to end). Every object has its
+own colour, so colour names an object and questions ask what it is, where, how big.
 """
 
 from __future__ import annotations
@@ -81,47 +82,40 @@ def draw_scene(objects: list[Obj], width: int, height: int, rng: random.Random) 
 
 
 def sample_scene(rng: random.Random) -> list[Obj]:
-    """1-4 objects in distinct cells, each (shape, colour) pair unique within the scene."""
-    n = rng.choice((1, 2, 2, 3, 3, 4))
+    """1-3 objects in distinct cells, each of its own colour."""
+    n = rng.choice((1, 2, 2, 3, 3))
     cells = rng.sample(range(GRID * GRID), n)
-    objs: list[Obj] = []
-    used: set[tuple[str, str]] = set()
-    for cell in cells:
-        while True:
-            shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
-            if (shape, color) not in used:
-                break
-        used.add((shape, color))
-        objs.append(Obj(shape, color, rng.choice(list(SIZES)), cell // GRID, cell % GRID))
-    return objs
+    colors = rng.sample(list(COLORS), n)
+    return [
+        Obj(rng.choice(SHAPES), c, rng.choice(list(SIZES)), cell // GRID, cell % GRID) for cell, c in zip(cells, colors)
+    ]
 
 
 def questions_for(objs: list[Obj], rng: random.Random, k: int) -> list[tuple[str, str]]:
     """Up to k (question, answer) pairs of different types about one scene."""
-    qa: list[tuple[str, str]] = [("How many objects are in the image?", str(len(objs)))]
-    shape_counts = {s: sum(o.shape == s for o in objs) for s in SHAPES}
-    color_counts = {c: sum(o.color == c for o in objs) for c in COLORS}
-    s = rng.choice(SHAPES)
-    qa.append((f"How many {PLURALS[s]} are there?", str(shape_counts[s])))
     o = rng.choice(objs)
+    shape_counts = {s: sum(x.shape == s for x in objs) for s in SHAPES}
+    s = rng.choice(SHAPES)
+    qa: list[tuple[str, str]] = [
+        ("How many objects are in the image?", str(len(objs))),
+        (f"How many {PLURALS[s]} are there?", str(shape_counts[s])),
+        (f"What shape is the {o.color} object?", o.shape),
+        (f"Where is the {o.color} object?", position_name(o)),
+        (f"Is the {o.color} object large or small?", o.size),
+    ]
     if shape_counts[o.shape] == 1:
         qa.append((f"What color is the {o.shape}?", o.color))
-    if color_counts[o.color] == 1:
-        qa.append((f"What shape is the {o.color} object?", o.shape))
-    qa.append((f"Where is the {o.color} {o.shape}?", position_name(o)))
-    qa.append((f"Is the {o.color} {o.shape} large or small?", o.size))
     if rng.random() < 0.5:
         qa.append((f"Is there a {o.color} {o.shape}?", "yes"))
     else:
         present = {(x.shape, x.color) for x in objs}
-        absent = [(sh, c) for sh in SHAPES for c in COLORS if (sh, c) not in present]
-        sh, c = rng.choice(absent)
+        sh, c = rng.choice([(sh, c) for sh in SHAPES for c in COLORS if (sh, c) not in present])
         qa.append((f"Is there a {c} {sh}?", "no"))
     rng.shuffle(qa)
     return qa[:k]
 
 
-def _write_split(out: Path, split: str, n_images: int, q_per_image: int, rng: random.Random) -> pd.DataFrame:
+def _write_split(out: Path, split: str, n_images: int, q_per_image: int, size: int, rng: random.Random) -> pd.DataFrame:
     """Render one split's images and return its question table."""
     folder = out / "image" / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -130,8 +124,7 @@ def _write_split(out: Path, split: str, n_images: int, q_per_image: int, rng: ra
     for i in range(n_images):
         image_id = f"{split}_{i:0{width_digits}d}"
         objs = sample_scene(rng)
-        w, h = rng.choice(((128, 128), (128, 128), (160, 128), (128, 160)))
-        buf = _png_bytes(draw_scene(objs, w, h, rng))
+        buf = _png_bytes(draw_scene(objs, size, size, rng))
         atomic_write_bytes(folder / f"{image_id}.png", buf)
         for q, a in questions_for(objs, rng, q_per_image):
             rows.append({"image_id": image_id, "question": q, "answer": a})
@@ -148,13 +141,13 @@ def _png_bytes(img: Image.Image) -> bytes:
 
 
 def generate(
-    out: Path, train_images: int = 800, test_images: int = 200, q_per_image: int = 4, seed: int = 0
+    out: Path, train_images: int = 1500, test_images: int = 300, q_per_image: int = 4, seed: int = 0, size: int = 96
 ) -> dict[str, int]:
-    """Write the whole demo competition folder; returns row counts."""
+    """Write the whole demo competition folder (square `size` px PNGs); returns row counts."""
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
-    train = _write_split(out, "train", train_images, q_per_image, rng)
-    test = _write_split(out, "test", test_images, q_per_image, rng)
+    train = _write_split(out, "train", train_images, q_per_image, size, rng)
+    test = _write_split(out, "test", test_images, q_per_image, size, rng)
     atomic_write_csv(train[["ID", "image_id", "question", "answer"]], out / "train.csv")
     atomic_write_csv(test[["ID", "image_id", "question"]], out / "test.csv")
     atomic_write_csv(test[["ID"]].assign(answer="yes"), out / "sample_submission.csv")

@@ -28,7 +28,15 @@ from competition.data import Competition
 from competition.dataset import Images, TrainCollator, TrainSet
 from competition.errors import ConfigError
 from competition.io import atomic_write_json
-from competition.modeling import ImageTransform, apply_mode, build_base, count_parameters, image_token_count, part_of, save_trained
+from competition.modeling import (
+    ImageTransform,
+    apply_mode,
+    build_base,
+    count_parameters,
+    image_token_count,
+    part_of,
+    save_trained,
+)
 
 DACON_TRAIN_QUESTIONS = 359_521
 
@@ -199,7 +207,9 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print) -> tuple[dict[str, Any], Any]:
+def train_fold(
+    cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print
+) -> tuple[dict[str, Any], Any]:
     """Train one fold (resuming if checkpoints exist) and save its model; returns (metrics, trained model)."""
     fdir = cfg.fold_dir(fold)
     rows = fold_rows(comp, folds, fold, "train")
@@ -210,7 +220,9 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     if cfg.train.gradient_checkpointing:
         model.enable_input_require_grads()
     c = cfg.data
-    dataset = TrainSet(processor, cfg.train.prompt, rows, cfg.train.max_length, c.question_col, c.answer_col, c.image_col)
+    dataset = TrainSet(
+        processor, cfg.train.prompt, rows, cfg.train.max_length, c.question_col, c.answer_col, c.image_col
+    )
     plan = make_plan(cfg, model, len(dataset))
     for line in plan.lines():
         log(line)
@@ -219,7 +231,11 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     tok = processor.tokenizer
     collator = TrainCollator(images, llava_config.image_token_id, image_token_count(llava_config), tok.pad_token_id)
     t = cfg.train
-    lrs = {"language": t.learning_rate, "vision": t.vision_lr or t.learning_rate, "projector": t.projector_lr or t.learning_rate}
+    lrs = {
+        "language": t.learning_rate,
+        "vision": t.vision_lr or t.learning_rate,
+        "projector": t.projector_lr or t.learning_rate,
+    }
     trainer_dir = fdir / "trainer"
     trainer_dir.mkdir(parents=True, exist_ok=True)
     trainer = PartsTrainer(

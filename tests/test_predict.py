@@ -47,7 +47,12 @@ def engine_for(sets: list[str], **kw: object) -> tuple[Engine, list[str], list[s
     val = fold_rows(comp, folds, 0, "val")
     vocab = fold_rows(comp, folds, 0, "train")["answer"].value_counts().index.tolist()
     images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cache=True)
-    return Engine(model, processor, images, vocabulary=vocab, **kw), val["question"].tolist(), val["image_id"].tolist(), vocab
+    return (
+        Engine(model, processor, images, vocabulary=vocab, **kw),
+        val["question"].tolist(),
+        val["image_id"].tolist(),
+        vocab,
+    )
 
 
 def run(engine: Engine, d: DecodingConfig, questions: list[str], images: list[str]) -> dict[int, tuple[str, float]]:
@@ -99,7 +104,9 @@ def test_killed_predict_resumes_without_duplicates(trained: tuple[list[str], Pat
     kill_sets = copy_workdir(sets, work, tmp_path / "kill")
     subprocess.run(predict_cmd(ref_sets, "--split", "oof"), check=True, capture_output=True, env=ENV)
     out = tmp_path / "kill" / "experiments" / "demo" / "fold0" / "predictions" / "oof.jsonl"
-    proc = subprocess.Popen(predict_cmd(kill_sets, "--split", "oof"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    proc = subprocess.Popen(
+        predict_cmd(kill_sets, "--split", "oof"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV
+    )
     deadline = time.time() + 120
     while (not out.exists() or out.read_text().count("\n") < 20) and time.time() < deadline:
         time.sleep(0.05)

@@ -63,7 +63,14 @@ def read_steps(log: Path) -> list[int]:
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_killed_training_resumes_from_its_last_checkpoint(demo_root: Path, tmp_path: Path, mode: str) -> None:
     cfg, _, _ = setup(demo_root, tmp_path, f"train.mode={mode}")
-    sets = [f"data.root={demo_root}", f"workdir={tmp_path}", "folds.k=3", *FAST, f"train.mode={mode}", "train.max_steps=40"]
+    sets = [
+        f"data.root={demo_root}",
+        f"workdir={tmp_path}",
+        "folds.k=3",
+        *FAST,
+        f"train.mode={mode}",
+        "train.max_steps=40",
+    ]
     cmd = [sys.executable, "-m", "competition", "train", "-c", "configs/demo.yaml", "--fold", "0"]
     for s in sets:
         cmd += ["--set", s]
