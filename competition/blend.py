@@ -88,6 +88,9 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     oof_votes = oof[["id", "member", "answer", "logprob"]]
     singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False)
     method, params, cv = select_method(oof_votes, gold, candidates(cfg))
+    if singles.iloc[0] > cv:  # a vote that follows the best member is a candidate too
+        method, cv = "weighted", float(singles.iloc[0])
+        params = {"threshold": params["threshold"], "weights": {m: float(m == singles.index[0]) for m in singles.index}}
     tuned = load_tuned(cfg).get("vote")
     if tuned:
         tuned_cv = score(vote(oof_votes, tuned["method"], tuned["weights"], tuned["threshold"]), gold)

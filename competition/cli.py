@@ -351,12 +351,13 @@ def submit_record(
 def tune(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    study: Annotated[
-        str, typer.Option(help="decoding (prompt + decoding on a fold's validation), prompts (same), or vote (OOF)")
-    ] = "decoding",
-    trials: Annotated[int | None, typer.Option(help="trials to add (default tune.trials)")] = None,
+    study: Annotated[str, typer.Option(help="decoding (prompt + decoding on a fold's validation), prompts (same), or vote (OOF)")] = "decoding",
+    trials: Annotated[int | None, typer.Option(help="trials to add (default tune.trials), shared by the workers")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes sharing the study through its storage")] = 1,
 ) -> None:
     """Optuna study on local validation; best parameters go to experiments/<exp>/tuned.yaml."""
+    import subprocess
+
     from competition.data import load_competition
     from competition.folds import read_folds
     from competition.tune import run_study
@@ -365,11 +366,18 @@ def tune(
     kind = {"prompts": "decoding"}.get(study, study)
     if kind not in ("decoding", "vote"):
         raise ConfigError(f"--study '{study}': expected decoding, prompts or vote")
-    s, path = run_study(cfg, load_competition(cfg.data), read_folds(cfg), kind, trials or cfg.tune.trials)
+    total = trials or cfg.tune.trials
+    shares = [total // workers + (i < total % workers) for i in range(workers)]
+    base = [sys.executable, "-m", "competition", "tune", "--study", kind, "--workers", "1"]
+    base += (["-c", str(config)] if config else []) + [x for s in set_ or [] for x in ("--set", s)]
+    helpers = [subprocess.Popen([*base, "--trials", str(n)]) for n in shares[1:] if n]
+    s, path = run_study(cfg, load_competition(cfg.data), read_folds(cfg), kind, shares[0])
+    if any(h.wait() for h in helpers):
+        raise ConfigError("a tuning worker failed; its error is printed above")
+    if helpers:
+        s, path = run_study(cfg, load_competition(cfg.data), read_folds(cfg), kind, 0)
     done = [t for t in s.trials if t.state.name == "COMPLETE"]
-    say(
-        f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}"
-    )
+    say(f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}")
     say(f"wrote {path}")
 
 

@@ -118,6 +118,7 @@ class TrainConfig(Section):
         None, ge=1, description="per-device batch x accumulation x processes; accumulation is derived from it"
     )
     max_length: int = Field(128, ge=8, description="text tokens per example; image tokens come on top")
+    pack_questions: int = Field(1, ge=1, description="questions of one image per training conversation (multi-turn)")
     bf16: bool = False
     tf32: bool = False
     gradient_checkpointing: bool = False

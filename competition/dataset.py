@@ -16,7 +16,7 @@ import torch
 from competition.data import Competition
 from competition.errors import DataError
 from competition.modeling import ImageTransform
-from competition.prompts import render
+from competition.prompts import render, render_followup
 
 IGNORE = -100
 KEEP_TAIL = 8
@@ -71,30 +71,51 @@ def encode_answers(processor: Any, answers: Sequence[str]) -> list[list[int]]:
 
 
 class TrainSet(torch.utils.data.Dataset):
-    """Pre-tokenized (prompt + answer) examples; labels mask everything but the answer and EOS."""
+    """Pre-tokenized conversations; labels mask everything but the answers and their EOS.
 
-    def __init__(
-        self,
-        processor: Any,
-        prompt: str,
-        rows: Any,
-        max_length: int,
-        question_col: str,
-        answer_col: str,
-        image_col: str,
-    ) -> None:
-        prompts = encode_prompts(processor, prompt, rows[question_col].tolist(), max_length - 2)
+    With `pack` > 1, up to `pack` questions of one image form a multi-turn conversation (as LLaVA's
+    training data does): the image is encoded once for all of them.
+    """
+
+    def __init__(self, processor: Any, prompt: str, rows: Any, max_length: int, question_col: str,
+                 answer_col: str, image_col: str, pack: int = 1) -> None:  # fmt: skip
+        questions, images = rows[question_col].tolist(), rows[image_col].tolist()
+        prompts = encode_prompts(processor, prompt, questions, max_length - 2)
         answers = encode_answers(processor, rows[answer_col].tolist())
-        self.items = []
-        for p, a, image in zip(prompts, answers, rows[image_col].tolist(), strict=True):
-            a = a[: max(2, max_length - len(p))]
-            self.items.append({"input_ids": p + a, "labels": [IGNORE] * len(p) + a, "image_id": image})
+        followups = followup_ids(processor, prompt, questions) if pack > 1 else prompts
+        self.items: list[dict[str, Any]] = []
+        by_image: dict[str, list[int]] = {}
+        for i, image in enumerate(images):
+            by_image.setdefault(image, []).append(i)
+        for image, idx in by_image.items():
+            for start in range(0, len(idx), pack):
+                self._add_conversation(image, idx[start : start + pack], prompts, followups, answers, max_length)
+
+    def _add_conversation(self, image: str, idx: list[int], prompts: list, followups: list, answers: list, max_length: int) -> None:  # fmt: skip
+        """One example: the first question with the image, later ones as follow-up turns."""
+        ids: list[int] = []
+        labels: list[int] = []
+        for turn, i in enumerate(idx):
+            p = prompts[i] if turn == 0 else followups[i]
+            a = answers[i][: max(2, max_length - len(p))] if turn == 0 else answers[i]
+            if turn and len(ids) + len(p) + len(a) > max_length:
+                self.items.append({"input_ids": ids, "labels": labels, "image_id": image})
+                ids, labels, p, a = [], [], prompts[i], answers[i][: max(2, max_length - len(prompts[i]))]
+            ids += p + a
+            labels += [IGNORE] * len(p) + a
+        self.items.append({"input_ids": ids, "labels": labels, "image_id": image})
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.items[i]
+
+
+def followup_ids(processor: Any, prompt: str, questions: Sequence[str]) -> list[list[int]]:
+    """Token ids of each question as a later turn of a conversation."""
+    texts = [render_followup(prompt, q, processor) for q in questions]
+    return processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
 def expand_image_tokens(ids: list[int], image_token_id: int, n: int) -> list[int]:

@@ -47,6 +47,13 @@ def render(name: str, question: str, processor: Any | None = None, image_block: 
     return f"{head}USER: {image_block}\n{text} ASSISTANT:"
 
 
+def render_followup(name: str, question: str, processor: Any | None = None) -> str:
+    """A later turn of a multi-turn conversation about the same image (no image, no system text)."""
+    if processor is not None and getattr(processor, "chat_template", None):
+        raise ConfigError("train.pack_questions > 1 needs the built-in USER/ASSISTANT format (no chat template)")
+    return f"USER: {TEMPLATES[check_prompt(name)].format(question=question.strip())} ASSISTANT:"
+
+
 def vocabulary_text() -> list[str]:
     """Every fixed word the templates can emit, for training a tokenizer that knows them."""
     return [render(name, "") for name in TEMPLATES]

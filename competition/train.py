@@ -187,7 +187,6 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         save_total_limit=t.save_total_limit,
         bf16=t.bf16,
         tf32=t.tf32 or None,
-        gradient_checkpointing=t.gradient_checkpointing,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         remove_unused_columns=False,
         report_to=t.report_to or "none",
@@ -197,6 +196,7 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         data_seed=cfg.seed,
         disable_tqdm=False,
         save_only_model=False,
+        **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
     )
 
 
@@ -220,9 +220,8 @@ def train_fold(
     if cfg.train.gradient_checkpointing:
         model.enable_input_require_grads()
     c = cfg.data
-    dataset = TrainSet(
-        processor, cfg.train.prompt, rows, cfg.train.max_length, c.question_col, c.answer_col, c.image_col
-    )
+    t = cfg.train
+    dataset = TrainSet(processor, t.prompt, rows, t.max_length, c.question_col, c.answer_col, c.image_col, t.pack_questions)
     plan = make_plan(cfg, model, len(dataset))
     for line in plan.lines():
         log(line)

@@ -185,18 +185,20 @@ def plot_study(study: optuna.Study, out: Path) -> list[Path]:
 
 
 def run_study(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str, trials: int) -> tuple[optuna.Study, Path]:
-    """Run `trials` more trials of one study, then save its best parameters and plots."""
+    """Run `trials` more trials of one study (0: just reload it), then save its best parameters and plots."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg, kind)
     if kind == "decoding":
-        study.optimize(DecodingObjective(cfg, comp, folds, cfg.tune.fold), n_trials=trials)
+        if trials:
+            study.optimize(DecodingObjective(cfg, comp, folds, cfg.tune.fold), n_trials=trials)
         path = save_tuned(cfg, best_decoding(study, cfg.predict.prompts))
     else:
-        from competition.cv import oof_frame
+        if trials:
+            from competition.cv import oof_frame
 
-        oof = oof_frame(cfg, comp, folds)
-        gold = oof.drop_duplicates("id").set_index("id")["gold"]
-        study.optimize(vote_objective(oof[["id", "member", "answer", "logprob"]], gold), n_trials=trials)
+            oof = oof_frame(cfg, comp, folds)
+            gold = oof.drop_duplicates("id").set_index("id")["gold"]
+            study.optimize(vote_objective(oof[["id", "member", "answer", "logprob"]], gold), n_trials=trials)
         path = save_tuned(cfg, best_vote(study))
     plot_study(study, cfg.exp_dir / f"optuna-{kind}.png")
     return study, path

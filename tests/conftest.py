@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from competition.config import load_config
+from competition.data import load_competition
+from competition.folds import read_folds, write_folds
 from competition.synthetic import generate
+from competition.train import train_fold
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +28,21 @@ def data_copy(demo_root: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(demo_root, dst)
     return dst
+
+
+BASE = ["folds.k=3", "train.per_device_batch_size=16", "train.learning_rate=3e-4", "train.max_steps=120",
+        "train.warmup_ratio=0", "train.save_steps=1000", "train.cache_images=true", "predict.batch_size=8",
+        "predict.prompts=[short_answer, plain]",
+        "predict.decodings=[{name: greedy}, {name: beam2, num_beams: 2}, {name: vocab, constrained: true}]"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """A workdir with fold 0 of the tiny model trained; returns (config overrides, workdir)."""
+    work = tmp_path_factory.mktemp("trained")
+    sets = [f"data.root={demo_root}", f"workdir={work}", *BASE]
+    cfg = load_config("configs/demo.yaml", sets)
+    comp = load_competition(cfg.data)
+    write_folds(cfg, comp.train)
+    train_fold(cfg, comp, read_folds(cfg), 0, log=lambda s: None)
+    return sets, work

@@ -16,28 +16,10 @@ import pytest
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
 from competition.dataset import Images
-from competition.folds import read_folds, write_folds
+from competition.folds import read_folds
 from competition.modeling import ImageTransform, load_trained
 from competition.predict import Engine
-from competition.train import fold_rows, train_fold
-
-BASE = ["folds.k=3", "train.per_device_batch_size=16", "train.learning_rate=3e-4", "train.max_steps=120",
-        "train.warmup_ratio=0", "train.save_steps=1000", "train.cache_images=true", "predict.batch_size=8",
-        "predict.prompts=[short_answer, plain]",
-        "predict.decodings=[{name: greedy}, {name: beam2, num_beams: 2}, {name: vocab, constrained: true}]"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def trained(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
-    """A workdir with fold 0 of the tiny model trained; returns (config overrides, workdir)."""
-    work = tmp_path_factory.mktemp("trained")
-    sets = [f"data.root={demo_root}", f"workdir={work}", *BASE]
-    cfg = load_config("configs/demo.yaml", sets)
-    comp = load_competition(cfg.data)
-    write_folds(cfg, comp.train)
-    train_fold(cfg, comp, read_folds(cfg), 0, log=lambda s: None)
-    return sets, work
-
+from competition.train import fold_rows
 
 def engine_for(sets: list[str], **kw: object) -> tuple[Engine, list[str], list[str], list[str]]:
     cfg = load_config("configs/demo.yaml", sets)
