@@ -111,7 +111,7 @@ def config_from(config: Path | None, overrides: list[str] | None) -> Config:
 @fails_cleanly
 def data(
     out_dir: Annotated[Path, typer.Option("--out", help="folder to write the demo competition into")],
-    train_images: Annotated[int, typer.Option(help="training images")] = 1500,
+    train_images: Annotated[int, typer.Option(help="training images")] = 3000,
     test_images: Annotated[int, typer.Option(help="test images")] = 300,
     questions_per_image: Annotated[int, typer.Option(help="questions per image")] = 4,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
@@ -351,8 +351,12 @@ def submit_record(
 def tune(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    study: Annotated[str, typer.Option(help="decoding (prompt + decoding on a fold's validation), prompts (same), or vote (OOF)")] = "decoding",
-    trials: Annotated[int | None, typer.Option(help="trials to add (default tune.trials), shared by the workers")] = None,
+    study: Annotated[
+        str, typer.Option(help="decoding (prompt + decoding on a fold's validation), prompts (same), or vote (OOF)")
+    ] = "decoding",
+    trials: Annotated[
+        int | None, typer.Option(help="trials to add (default tune.trials), shared by the workers")
+    ] = None,
     workers: Annotated[int, typer.Option(help="worker processes sharing the study through its storage")] = 1,
 ) -> None:
     """Optuna study on local validation; best parameters go to experiments/<exp>/tuned.yaml."""
@@ -377,7 +381,9 @@ def tune(
     if helpers:
         s, path = run_study(cfg, load_competition(cfg.data), read_folds(cfg), kind, 0)
     done = [t for t in s.trials if t.state.name == "COMPLETE"]
-    say(f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}")
+    say(
+        f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}"
+    )
     say(f"wrote {path}")
 
 

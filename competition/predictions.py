@@ -25,6 +25,7 @@ from competition.normalize import normalize_series, protected_answers, snap_to_v
 
 COLUMNS = ["id", "fold", "split", "prompt", "decoding", "raw", "answer", "logprob"]
 SPLITS = ("oof", "test")
+LOGPROB_DIGITS = 4  # batch composition moves float sums in the 7th digit; shards and resumes must match
 
 
 def file_for(cfg: Config, fold: int, split: str, shard: tuple[int, int] = (0, 1)) -> Path:
@@ -187,7 +188,7 @@ def predict_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int,
                 answers = normalizer(raw).tolist()
                 log.append([
                     {"id": ids[r], "fold": fold, "split": split, "prompt": prompt, "decoding": d.name,
-                     "raw": t, "answer": a, "logprob": lp}
+                     "raw": t, "answer": a, "logprob": round(lp, LOGPROB_DIGITS)}
                     for (r, t, lp), a in zip(batch, answers, strict=True)
                 ])  # fmt: skip
         log.finish()

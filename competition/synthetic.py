@@ -1,6 +1,6 @@
 """Demo data set in the Dacon VQA layout: shapes on a canvas and questions about them.
 
-    python -m competition data --out data/demo --train-images 1500 --test-images 300
+    python -m competition data --out data/demo --train-images 3000 --test-images 300
 
 Writes train.csv, test.csv, sample_submission.csv, image/{train,test}/*.png and
 solution.csv (the held-out test answers, for scoring the demo end to end). Every object has its
@@ -141,7 +141,7 @@ def _png_bytes(img: Image.Image) -> bytes:
 
 
 def generate(
-    out: Path, train_images: int = 1500, test_images: int = 300, q_per_image: int = 4, seed: int = 0, size: int = 96
+    out: Path, train_images: int = 3000, test_images: int = 300, q_per_image: int = 4, seed: int = 0, size: int = 96
 ) -> dict[str, int]:
     """Write the whole demo competition folder (square `size` px PNGs); returns row counts."""
     rng = random.Random(seed)

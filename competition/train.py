@@ -221,7 +221,9 @@ def train_fold(
         model.enable_input_require_grads()
     c = cfg.data
     t = cfg.train
-    dataset = TrainSet(processor, t.prompt, rows, t.max_length, c.question_col, c.answer_col, c.image_col, t.pack_questions)
+    dataset = TrainSet(
+        processor, t.prompt, rows, t.max_length, c.question_col, c.answer_col, c.image_col, t.pack_questions
+    )
     plan = make_plan(cfg, model, len(dataset))
     for line in plan.lines():
         log(line)

@@ -44,15 +44,21 @@ def test_predict_cv_tune_ensemble_submit(trained: tuple[list[str], Path], tmp_pa
     cli("predict", "--fold", "0", sets=sets)
     cli("cv", sets=sets)
     cv = json.loads((exp / "cv.json").read_text())
-    assert {m["member"] for m in cv["members"]} == {f"{p}/{d}" for p in ("short_answer", "plain") for d in ("greedy", "vocab")}
+    assert {m["member"] for m in cv["members"]} == {
+        f"{p}/{d}" for p in ("short_answer", "plain") for d in ("greedy", "vocab")
+    }
     assert (exp / "cv.png").stat().st_size > 1000 and "Per question type" in (exp / "cv.md").read_text()
 
     # a killed vote study continues with the next trial numbers
     cmd = [sys.executable, "-m", "competition", "tune", "--study", "vote", "--trials", "500", "-c", "configs/demo.yaml"]
     cmd += [x for s in sets for x in ("--set", s)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     deadline = time.time() + 120
-    while time.time() < deadline and (not (exp / "optuna.db").exists() or len(trial_numbers(exp / "optuna.db", "demo-vote")) < 4):
+    while time.time() < deadline and (
+        not (exp / "optuna.db").exists() or len(trial_numbers(exp / "optuna.db", "demo-vote")) < 4
+    ):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -67,7 +73,10 @@ def test_predict_cv_tune_ensemble_submit(trained: tuple[list[str], Path], tmp_pa
 
     cli("predict", "--fold", "0", sets=sets)  # adds the tuned decoding's rows only
     rows = pd.read_json(exp / "fold0" / "predictions" / "oof.jsonl", lines=True)
-    assert set(rows["decoding"]) == {"greedy", "vocab", "tuned"} and not rows.duplicated(["id", "prompt", "decoding"]).any()
+    assert (
+        set(rows["decoding"]) == {"greedy", "vocab", "tuned"}
+        and not rows.duplicated(["id", "prompt", "decoding"]).any()
+    )
 
     out = cli("ensemble", sets=sets)
     assert "held-out accuracy" in out

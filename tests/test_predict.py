@@ -21,6 +21,7 @@ from competition.modeling import ImageTransform, load_trained
 from competition.predict import Engine
 from competition.train import fold_rows
 
+
 def engine_for(sets: list[str], **kw: object) -> tuple[Engine, list[str], list[str], list[str]]:
     cfg = load_config("configs/demo.yaml", sets)
     comp = load_competition(cfg.data)

@@ -1,0 +1,92 @@
+"""Scaling out with existing engines, for real on CPU: torchrun training, tuning workers on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from competition.config import DecodingConfig, load_config
+from competition.data import load_competition
+from competition.dataset import Images
+from competition.folds import read_folds, write_folds
+from competition.modeling import ImageTransform, load_trained
+from competition.predict import Engine
+from competition.synthetic import generate
+from competition.train import fold_rows
+from tests.postgres import postgres_server
+
+STEPS = ["train.max_steps=250", "train.save_steps=10000", "train.logging_steps=50", "train.effective_batch_size=32"]
+
+
+def val_accuracy(sets: list[str]) -> float:
+    cfg = load_config("configs/demo.yaml", sets)
+    comp = load_competition(cfg.data)
+    folds = read_folds(cfg)
+    model, processor = load_trained(cfg.fold_dir(0) / "model", cfg.model)
+    val = fold_rows(comp, folds, 0, "val")
+    engine = Engine(model, processor, Images(comp, "train", ImageTransform(processor, "pad"), cache=True), 64)
+    got = {
+        r: t
+        for b in engine.answer("short_answer", DecodingConfig(), val["question"].tolist(), val["image_id"].tolist())
+        for r, t, _ in b
+    }
+    return sum(got[i] == a for i, a in enumerate(val["answer"])) / len(val)
+
+
+@pytest.mark.slow
+def test_two_process_training_predicts_like_one_process(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    generate(root, train_images=400, test_images=5, seed=11)
+    runs = {}
+    for procs, per_device in ((1, 32), (2, 16)):
+        sets = [
+            f"data.root={root}",
+            f"workdir={tmp_path / str(procs)}",
+            f"train.per_device_batch_size={per_device}",
+            *STEPS,
+        ]
+        cfg = load_config("configs/demo.yaml", sets)
+        write_folds(cfg, load_competition(cfg.data).train)
+        launcher = [sys.executable, "-m", "competition"] if procs == 1 else [
+            str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={procs}", "-m", "competition"]  # fmt: skip
+        cmd = [*launcher, "train", "-c", "configs/demo.yaml", "--fold", "0", *[x for s in sets for x in ("--set", s)]]
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert f"x {procs} processes = effective 32" in res.stdout
+        runs[procs] = val_accuracy(sets)
+    print(runs)
+    assert abs(runs[1] - runs[2]) <= 0.08, runs
+
+
+@pytest.mark.slow
+def test_tuning_workers_share_one_postgres_study(trained: tuple[list[str], Path], tmp_path: Path) -> None:
+    sets, work = trained
+    shutil.copytree(work, tmp_path / "w")
+    sets = [s if not s.startswith("workdir=") else f"workdir={tmp_path / 'w'}" for s in sets]
+    sets += ["predict.prompts=[short_answer, plain]", "predict.decodings=[{name: greedy}]"]
+    try:
+        server = postgres_server()
+        url = server.__enter__()
+    except RuntimeError as e:
+        pytest.fail(f"PostgreSQL is needed for this test and could not be started: {e}")
+    try:
+        base = [sys.executable, "-m", "competition"]
+        flags = ["-c", "configs/demo.yaml", *[x for s in [*sets, f"tune.storage={url}"] for x in ("--set", s)]]
+        subprocess.run([*base, "predict", "--fold", "0", "--split", "oof", *flags], check=True, capture_output=True)
+        res = subprocess.run([*base, "tune", "--study", "vote", "--trials", "12", "--workers", "2", *flags],
+                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        assert res.returncode == 0, res.stderr[-3000:]
+        study = optuna.load_study(study_name="demo-vote", storage=url)
+        numbers = sorted(t.number for t in study.trials)
+        assert numbers == list(range(12))
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    finally:
+        server.__exit__(None, None, None)
