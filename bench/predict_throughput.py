@@ -1,6 +1,7 @@
 """Inference throughput: the batched engine (with and without prefix reuse) vs a one-question-at-a-time loop.
 
     python bench/predict_throughput.py [--model experiments/demo/fold0/model] [--questions 400]
+    python bench/predict_throughput.py --set model.tiny.patch_size=8      # 145 image tokens, as real LLaVA's prefix dominates
 
 Same model, same questions, greedy decoding, all measured in one run; prints questions/s, the
 ratios, and checks that every method gives the same answers. Without --model a tiny model is
@@ -20,7 +21,7 @@ from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
 from competition.dataset import Images
 from competition.folds import read_folds, write_folds
-from competition.modeling import ImageTransform, load_trained
+from competition.modeling import ImageTransform, image_token_count, load_trained
 from competition.predict import Engine, left_pad
 from competition.synthetic import generate
 from competition.train import train_fold
@@ -61,13 +62,13 @@ def main() -> None:
     ap.add_argument("--config", default="configs/demo.yaml")
     ap.add_argument("--questions", type=int, default=400)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--set", action="append", default=[], help="config override, e.g. model.tiny.patch_size=8")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         generate(root, train_images=300, test_images=10, seed=3)
-        cfg = load_config(
-            a.config, [f"data.root={root}", f"workdir={tmp}", "train.max_steps=150", "train.save_steps=1000"]
-        )
+        sets = [f"data.root={root}", f"workdir={tmp}", "train.max_steps=150", "train.save_steps=1000", *a.set]
+        cfg = load_config(a.config, sets)
         comp = load_competition(cfg.data)
         write_folds(cfg, comp.train)
         model_dir = a.model
@@ -88,7 +89,10 @@ def main() -> None:
         plain, t_plain = timed(batched, engine(False, a.batch_size), questions, images)
         cached, t_cached = timed(batched, engine(True, a.batch_size), questions, images)
     n = len(questions)
-    print(f"{n} questions, greedy, batch {a.batch_size}, {torch.get_num_threads()} threads")
+    print(
+        f"{n} questions, greedy, batch {a.batch_size}, {torch.get_num_threads()} threads, "
+        f"{image_token_count(model.config)} image tokens per question"
+    )
     print(f"one at a time (seed style): {n / t_seed:8.1f} q/s")
     print(f"engine, no prefix reuse:    {n / t_plain:8.1f} q/s  ({t_seed / t_plain:.1f}x)")
     print(

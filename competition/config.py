@@ -165,7 +165,10 @@ class PredictConfig(Section):
     prompts: list[str] = Field(["short_answer"], min_length=1, description="prompt templates to run")
     decodings: list[DecodingConfig] = Field([DecodingConfig()], min_length=1)
     batch_size: int = Field(32, ge=1, description="questions per batch (halved and retried on out-of-memory)")
-    prefix_cache: bool = Field(True, description="encode each image's shared prefix once and reuse its KV cache")
+    prefix_cache: bool | Literal["auto"] = Field(
+        "auto",
+        description="encode each image's shared prefix once and reuse its KV cache; auto: when the prefix is long",
+    )
     max_length: int = Field(128, ge=8, description="text tokens of a prompt; image tokens come on top")
 
 

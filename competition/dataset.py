@@ -77,8 +77,17 @@ class TrainSet(torch.utils.data.Dataset):
     training data does): the image is encoded once for all of them.
     """
 
-    def __init__(self, processor: Any, prompt: str, rows: Any, max_length: int, question_col: str,
-                 answer_col: str, image_col: str, pack: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        processor: Any,
+        prompt: str,
+        rows: Any,
+        max_length: int,
+        question_col: str,
+        answer_col: str,
+        image_col: str,
+        pack: int = 1,
+    ) -> None:
         questions, images = rows[question_col].tolist(), rows[image_col].tolist()
         prompts = encode_prompts(processor, prompt, questions, max_length - 2)
         answers = encode_answers(processor, rows[answer_col].tolist())
@@ -91,7 +100,9 @@ class TrainSet(torch.utils.data.Dataset):
             for start in range(0, len(idx), pack):
                 self._add_conversation(image, idx[start : start + pack], prompts, followups, answers, max_length)
 
-    def _add_conversation(self, image: str, idx: list[int], prompts: list, followups: list, answers: list, max_length: int) -> None:  # fmt: skip
+    def _add_conversation(
+        self, image: str, idx: list[int], prompts: list, followups: list, answers: list, max_length: int
+    ) -> None:
         """One example: the first question with the image, later ones as follow-up turns."""
         ids: list[int] = []
         labels: list[int] = []

@@ -97,15 +97,27 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 class Engine:
     """Answers questions with one model: plain or prefix-cached generation, constrained, or ranked."""
 
-    def __init__(self, model: Any, processor: Any, images: Images, batch_size: int = 32, prefix_cache: bool = True,
-                 max_length: int = 128, vocabulary: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        images: Images,
+        batch_size: int = 32,
+        prefix_cache: bool | str = "auto",
+        max_length: int = 128,
+        vocabulary: list[str] | None = None,
+    ) -> None:
         self.model, self.processor, self.images = model, processor, images
         self.tok = processor.tokenizer
         self.batch_size, self.prefix_cache, self.max_length = batch_size, prefix_cache, max_length
         self.n_image = image_token_count(model.config)
         self.image_token_id = model.config.image_token_id
         self.vocabulary = vocabulary or []
-        self._answer_ids = [ids + [self.tok.eos_token_id] for ids in self.tok(self.vocabulary, add_special_tokens=False)["input_ids"]] if self.vocabulary else []  # fmt: skip
+        self._answer_ids = (
+            [ids + [self.tok.eos_token_id] for ids in self.tok(self.vocabulary, add_special_tokens=False)["input_ids"]]
+            if self.vocabulary
+            else []
+        )
         self.trie = AnswerTrie(self._answer_ids)
 
     def encode(self, prompt: str, questions: list[str], image_ids: list[str], rows: list[int]) -> Encoded:
@@ -117,8 +129,15 @@ class Engine:
         where = {img: k for k, img in enumerate(images)}
         return Encoded(full[0][:cut], [x[cut:] for x in full], rows, images, [where[image_ids[i]] for i in rows])
 
-    def answer(self, prompt: str, decoding: DecodingConfig, questions: list[str], image_ids: list[str],
-               rows: list[int] | None = None, progress: Callable[[int], None] | None = None) -> Iterator[list[tuple[int, str, float]]]:  # fmt: skip
+    def answer(
+        self,
+        prompt: str,
+        decoding: DecodingConfig,
+        questions: list[str],
+        image_ids: list[str],
+        rows: list[int] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[list[tuple[int, str, float]]]:
         """(row, raw answer, log-probability) for each row, yielded one batch at a time."""
         rows = list(range(len(questions))) if rows is None else rows
         sub_images = [image_ids[i] for i in rows]
@@ -143,7 +162,9 @@ class Engine:
             return self._with_oom_retry(batch[:half], run) + self._with_oom_retry(batch[half:], run)
 
     @torch.inference_mode()
-    def _batch(self, prompt: str, d: DecodingConfig, questions: list[str], image_ids: list[str], rows: list[int]) -> list[tuple[int, str, float]]:  # fmt: skip
+    def _batch(
+        self, prompt: str, d: DecodingConfig, questions: list[str], image_ids: list[str], rows: list[int]
+    ) -> list[tuple[int, str, float]]:
         """Answer one batch of rows."""
         enc = self.encode(prompt, questions, image_ids, rows)
         dev, dtype = self.model.device, self.model.dtype
@@ -151,13 +172,17 @@ class Engine:
         if d.rank:
             return self._rank(enc, pixels, d.rank)
         kwargs: dict[str, Any] = dict(
-            max_new_tokens=d.max_new_tokens, do_sample=d.do_sample, num_beams=d.num_beams,
-            length_penalty=d.length_penalty, output_scores=True, return_dict_in_generate=True,
-        )  # fmt: skip
+            max_new_tokens=d.max_new_tokens,
+            do_sample=d.do_sample,
+            num_beams=d.num_beams,
+            length_penalty=d.length_penalty,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
         if d.do_sample:
             kwargs |= dict(temperature=d.temperature, top_p=d.top_p)
             torch.manual_seed(d.seed + zlib.crc32(str(rows[0]).encode()))
-        if self.prefix_cache and d.num_beams == 1:
+        if self.use_prefix_cache(enc) and d.num_beams == 1:
             ids, mask, cache = self._cached_inputs(enc, pixels)
             kwargs[CACHE] = cache
         else:
@@ -179,6 +204,12 @@ class Engine:
         logprob = scores.masked_fill(~live[:, : scores.shape[1]], 0).sum(-1).float().cpu().tolist()
         texts = self.tok.batch_decode(new, skip_special_tokens=True)
         return [(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, logprob, strict=True)]
+
+    def use_prefix_cache(self, enc: Encoded) -> bool:
+        """On when asked; 'auto': when the shared prefix is at least twice the longest question (real image tokens)."""
+        if self.prefix_cache == "auto":
+            return len(enc.prefix) >= 2 * max(map(len, enc.suffixes))
+        return bool(self.prefix_cache)
 
     def _cached_inputs(self, enc: Encoded, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """Encode each image's prefix once; rows = prefix + gap + right-aligned question, with its cache."""
@@ -204,8 +235,13 @@ class Engine:
         dev = self.model.device
         ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
         ids, mask = ids.to(dev), mask.to(dev)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                         pixel_values=pixels[enc.row_image], use_cache=True)  # fmt: skip
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions(mask),
+            pixel_values=pixels[enc.row_image],
+            use_cache=True,
+        )
         first = out.logits[:, -1].float().log_softmax(-1)
         length = max(map(len, cands))
         cand = torch.full((len(cands), length), self.tok.pad_token_id, dtype=torch.long, device=dev)
@@ -220,8 +256,16 @@ class Engine:
             cache.batch_repeat_interleave(c)
             inp = cand[:, :-1].repeat(n, 1)
             full_mask = torch.cat([mask.repeat_interleave(c, 0), cmask[:, :-1].repeat(n, 1)], dim=1)
-            step = self.model(input_ids=inp, attention_mask=full_mask, position_ids=positions(full_mask)[:, -inp.shape[1] :],
-                              **{CACHE: cache}).logits.float().log_softmax(-1)  # fmt: skip
+            step = (
+                self.model(
+                    input_ids=inp,
+                    attention_mask=full_mask,
+                    position_ids=positions(full_mask)[:, -inp.shape[1] :],
+                    **{CACHE: cache},
+                )
+                .logits.float()
+                .log_softmax(-1)
+            )
             target = cand[:, 1:].repeat(n, 1)
             tok_lp = step.gather(-1, target.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(n, 1)
             total += tok_lp.sum(-1).view(n, c)

@@ -154,8 +154,15 @@ def split_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) ->
     return comp.test, "test"
 
 
-def predict_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, splits: tuple[str, ...],
-                 shard: tuple[int, int] = (0, 1), progress: Callable[[str, int], Callable[[int], None]] | None = None) -> list[Path]:  # fmt: skip
+def predict_fold(
+    cfg: Config,
+    comp: Competition,
+    folds: pd.DataFrame,
+    fold: int,
+    splits: tuple[str, ...],
+    shard: tuple[int, int] = (0, 1),
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> list[Path]:
     """Run every prompt x decoding of the config on the fold's splits; returns the finished files."""
     from competition.dataset import Images
     from competition.modeling import ImageTransform, load_trained
@@ -176,8 +183,15 @@ def predict_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int,
         rows = rows[shard_rows(rows[c.image_col], *shard).to_numpy()].reset_index(drop=True)
         log = PredictionLog(file_for(cfg, fold, split, shard), predict_hash(cfg, fold))
         done = log.done()
-        engine = Engine(model, processor, Images(comp, image_split, transform, cache=False), p.batch_size,
-                        p.prefix_cache, p.max_length, vocabulary)  # fmt: skip
+        engine = Engine(
+            model,
+            processor,
+            Images(comp, image_split, transform, cache=False),
+            p.batch_size,
+            p.prefix_cache,
+            p.max_length,
+            vocabulary,
+        )
         ids, questions, images = rows[c.id_col].tolist(), rows[c.question_col].tolist(), rows[c.image_col].tolist()
         jobs = [(pr, d) for pr in p.prompts for d in p.decodings] + ([tuned] if tuned else [])
         todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
@@ -186,11 +200,21 @@ def predict_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int,
             for batch in engine.answer(prompt, d, questions, images, todo[(prompt, d.name)], tick):
                 raw = pd.Series([t for _, t, _ in batch], dtype=str)
                 answers = normalizer(raw).tolist()
-                log.append([
-                    {"id": ids[r], "fold": fold, "split": split, "prompt": prompt, "decoding": d.name,
-                     "raw": t, "answer": a, "logprob": round(lp, LOGPROB_DIGITS)}
-                    for (r, t, lp), a in zip(batch, answers, strict=True)
-                ])  # fmt: skip
+                log.append(
+                    [
+                        {
+                            "id": ids[r],
+                            "fold": fold,
+                            "split": split,
+                            "prompt": prompt,
+                            "decoding": d.name,
+                            "raw": t,
+                            "answer": a,
+                            "logprob": round(lp, LOGPROB_DIGITS),
+                        }
+                        for (r, t, lp), a in zip(batch, answers, strict=True)
+                    ]
+                )
         log.finish()
         written.append(log.path)
         if shard[1] > 1:

@@ -87,7 +87,8 @@ def sample_scene(rng: random.Random) -> list[Obj]:
     cells = rng.sample(range(GRID * GRID), n)
     colors = rng.sample(list(COLORS), n)
     return [
-        Obj(rng.choice(SHAPES), c, rng.choice(list(SIZES)), cell // GRID, cell % GRID) for cell, c in zip(cells, colors)
+        Obj(rng.choice(SHAPES), c, rng.choice(list(SIZES)), cell // GRID, cell % GRID)
+        for cell, c in zip(cells, colors, strict=True)
     ]
 
 

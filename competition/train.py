@@ -163,9 +163,18 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
     ga = grad_accum(cfg)
     per_step = cfg.train.per_device_batch_size * ga * world_size()
     return Plan(
-        cfg.model.source, describe_parts(cfg), cfg.train.mode, trainable, total, examples,
-        cfg.train.per_device_batch_size, ga, world_size(), max(1, -(-examples // per_step)), cfg.train.epochs,
-    )  # fmt: skip
+        cfg.model.source,
+        describe_parts(cfg),
+        cfg.train.mode,
+        trainable,
+        total,
+        examples,
+        cfg.train.per_device_batch_size,
+        ga,
+        world_size(),
+        max(1, -(-examples // per_step)),
+        cfg.train.epochs,
+    )
 
 
 def training_arguments(cfg: Config, out: Path) -> TrainingArguments:

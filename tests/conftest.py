@@ -30,10 +30,18 @@ def data_copy(demo_root: Path, tmp_path: Path) -> Path:
     return dst
 
 
-BASE = ["folds.k=3", "train.per_device_batch_size=16", "train.learning_rate=3e-4", "train.max_steps=120",
-        "train.warmup_ratio=0", "train.save_steps=1000", "train.cache_images=true", "predict.batch_size=8",
-        "predict.prompts=[short_answer, plain]",
-        "predict.decodings=[{name: greedy}, {name: beam2, num_beams: 2}, {name: vocab, constrained: true}]"]  # fmt: skip
+BASE = [
+    "folds.k=3",
+    "train.per_device_batch_size=16",
+    "train.learning_rate=3e-4",
+    "train.max_steps=120",
+    "train.warmup_ratio=0",
+    "train.save_steps=1000",
+    "train.cache_images=true",
+    "predict.batch_size=8",
+    "predict.prompts=[short_answer, plain]",
+    "predict.decodings=[{name: greedy}, {name: beam2, num_beams: 2}, {name: vocab, constrained: true}]",
+]
 
 
 @pytest.fixture(scope="session")

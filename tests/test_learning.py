@@ -22,8 +22,10 @@ from competition.train import fold_rows, train_fold
 def test_tiny_llava_beats_the_per_type_majority_answer(tmp_path: Path) -> None:
     root = tmp_path / "data"
     generate(root, train_images=1500, test_images=5, seed=7)
-    cfg = load_config("configs/demo.yaml", [f"data.root={root}", f"workdir={tmp_path}", "train.max_steps=1000",
-                                            "train.save_steps=10000"])  # fmt: skip
+    cfg = load_config(
+        "configs/demo.yaml",
+        [f"data.root={root}", f"workdir={tmp_path}", "train.max_steps=1000", "train.save_steps=10000"],
+    )
     comp = load_competition(cfg.data)
     write_folds(cfg, comp.train)
     folds = read_folds(cfg)
@@ -37,8 +39,14 @@ def test_tiny_llava_beats_the_per_type_majority_answer(tmp_path: Path) -> None:
         for b in engine.answer("short_answer", DecodingConfig(), val["question"].tolist(), val["image_id"].tolist())
         for r, t, _ in b
     }
-    df = pd.DataFrame({"qtype": question_types(val["question"]), "gold": val["answer"],
-                       "model": [got[i] for i in range(len(val))], "baseline": majority_baseline(train, val)})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "qtype": question_types(val["question"]),
+            "gold": val["answer"],
+            "model": [got[i] for i in range(len(val))],
+            "baseline": majority_baseline(train, val),
+        }
+    )
     acc = (
         df.assign(model=df["model"] == df["gold"], baseline=df["baseline"] == df["gold"])
         .groupby("qtype")[["model", "baseline"]]

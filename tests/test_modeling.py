@@ -57,21 +57,47 @@ def test_tiny_builds_offline_and_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize("projector_type", ["mlp2x_gelu", "linear"])
 def test_from_parts_imports_original_llava_projector(tmp_path: Path, projector_type: str) -> None:
     tok = train_word_tokenizer(TEXTS)
-    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                              num_attention_heads=2, image_size=32, patch_size=8))  # fmt: skip
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                      num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id))  # fmt: skip
+    vision = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    )
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
     vision.save_pretrained(tmp_path / "vision")
     lm.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
     if projector_type == "linear":
         state = {"model.mm_projector.weight": torch.randn(48, 32), "model.mm_projector.bias": torch.randn(48)}
     else:
-        state = {"model.mm_projector.0.weight": torch.randn(48, 32), "model.mm_projector.0.bias": torch.randn(48),
-                 "model.mm_projector.2.weight": torch.randn(48, 48), "model.mm_projector.2.bias": torch.randn(48)}  # fmt: skip
+        state = {
+            "model.mm_projector.0.weight": torch.randn(48, 32),
+            "model.mm_projector.0.bias": torch.randn(48),
+            "model.mm_projector.2.weight": torch.randn(48, 48),
+            "model.mm_projector.2.bias": torch.randn(48),
+        }
     torch.save(state, tmp_path / "mm_projector.bin")
-    cfg = ModelConfig(source="from_parts", vision_tower=str(tmp_path / "vision"), language_model=str(tmp_path / "lm"),
-                      projector=str(tmp_path / "mm_projector.bin"), projector_type=projector_type)  # fmt: skip
+    cfg = ModelConfig(
+        source="from_parts",
+        vision_tower=str(tmp_path / "vision"),
+        language_model=str(tmp_path / "lm"),
+        projector=str(tmp_path / "mm_projector.bin"),
+        projector_type=projector_type,
+    )
     model, processor = build_from_parts(cfg)
     proj = model.model.multi_modal_projector
     first = state.get("model.mm_projector.weight", state.get("model.mm_projector.0.weight"))

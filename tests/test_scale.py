@@ -53,8 +53,17 @@ def test_two_process_training_predicts_like_one_process(tmp_path: Path) -> None:
         ]
         cfg = load_config("configs/demo.yaml", sets)
         write_folds(cfg, load_competition(cfg.data).train)
-        launcher = [sys.executable, "-m", "competition"] if procs == 1 else [
-            str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={procs}", "-m", "competition"]  # fmt: skip
+        launcher = (
+            [sys.executable, "-m", "competition"]
+            if procs == 1
+            else [
+                str(Path(sys.executable).parent / "torchrun"),
+                "--standalone",
+                f"--nproc_per_node={procs}",
+                "-m",
+                "competition",
+            ]
+        )
         cmd = [*launcher, "train", "-c", "configs/demo.yaml", "--fold", "0", *[x for s in sets for x in ("--set", s)]]
         res = subprocess.run(
             cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900
@@ -81,8 +90,12 @@ def test_tuning_workers_share_one_postgres_study(trained: tuple[list[str], Path]
         base = [sys.executable, "-m", "competition"]
         flags = ["-c", "configs/demo.yaml", *[x for s in [*sets, f"tune.storage={url}"] for x in ("--set", s)]]
         subprocess.run([*base, "predict", "--fold", "0", "--split", "oof", *flags], check=True, capture_output=True)
-        res = subprocess.run([*base, "tune", "--study", "vote", "--trials", "12", "--workers", "2", *flags],
-                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+        res = subprocess.run(
+            [*base, "tune", "--study", "vote", "--trials", "12", "--workers", "2", *flags],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         study = optuna.load_study(study_name="demo-vote", storage=url)
         numbers = sorted(t.number for t in study.trials)
