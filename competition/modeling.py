@@ -59,11 +59,15 @@ def attn_implementation(name: str) -> str:
     return "sdpa"
 
 
+def patch_tokens(image_size: int, patch_size: int, strategy: str) -> int:
+    """Image tokens a CLIP tower yields: its patches, plus CLS under the 'full' strategy."""
+    return (image_size // patch_size) ** 2 + (1 if strategy == "full" else 0)
+
+
 def image_token_count(config: LlavaConfig) -> int:
-    """Image tokens per image: patches of the vision tower, plus CLS under the 'full' strategy."""
+    """Image tokens per image of a LLaVA config."""
     v = config.vision_config
-    n = (v.image_size // v.patch_size) ** 2
-    return n + (1 if config.vision_feature_select_strategy == "full" else 0)
+    return patch_tokens(v.image_size, v.patch_size, config.vision_feature_select_strategy)
 
 
 def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
@@ -119,7 +123,7 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
         patch_size=t.patch_size,
         attention_dropout=0.0,
     )
-    n_image = (t.image_size // t.patch_size) ** 2 + (cfg.vision_feature_select_strategy == "full")
+    n_image = patch_tokens(t.image_size, t.patch_size, cfg.vision_feature_select_strategy)
     text = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=t.text_hidden,
@@ -193,7 +197,7 @@ def build_from_parts(cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, A
         vision_feature_layer=cfg.vision_feature_layer,
         vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         projector_hidden_act="linear" if cfg.projector_type == "linear" else "gelu",
-        image_seq_length=(v.image_size // v.patch_size) ** 2 + (cfg.vision_feature_select_strategy == "full"),
+        image_seq_length=patch_tokens(v.image_size, v.patch_size, cfg.vision_feature_select_strategy),
     )
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
