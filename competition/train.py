@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,6 @@ from typing import Any
 import pandas as pd
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from competition.config import Config
 from competition.data import Competition
@@ -201,12 +201,26 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         report_to=t.report_to or "none",
         deepspeed=t.deepspeed,
         dataloader_num_workers=t.dataloader_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=False,
         save_only_model=False,
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
     )
+
+
+def last_complete_checkpoint(trainer_dir: Path) -> str | None:
+    """The newest checkpoint whose trainer state was fully written; the main process removes newer, cut-short ones."""
+    checkpoints = sorted(trainer_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True)
+    for ckpt in checkpoints:
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return str(ckpt)
+        except (OSError, ValueError):
+            if int(os.environ.get("RANK", "0")) == 0:
+                shutil.rmtree(ckpt, ignore_errors=True)
+    return None
 
 
 def peak_memory_mb() -> float:
@@ -257,7 +271,7 @@ def train_fold(
         callbacks=[JsonlLog(fdir / "train_log.jsonl")],
         part_lrs=lrs,
     )
-    last = get_last_checkpoint(str(trainer_dir))
+    last = last_complete_checkpoint(trainer_dir)
     if last:
         log(f"resuming from {last}")
     start = time.perf_counter()
