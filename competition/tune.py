@@ -10,6 +10,7 @@ are merged into experiments/<exp>/tuned.yaml, which `predict` and `ensemble` pic
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,9 @@ def plot_study(study: optuna.Study, out: Path) -> list[Path]:
         plots.append(("importance", plot_param_importances))
     for name, fn in plots:
         try:
-            fn(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+                fn(study)
         except (ValueError, RuntimeError):
             continue
         path = out.with_name(f"{out.stem}-{name}.png")
@@ -189,6 +192,10 @@ def run_study(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str, tr
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg, kind)
     if kind == "decoding":
+        if trials and not study.trials:  # the default greedy decoding is the first trial: the bar to clear
+            study.enqueue_trial(
+                {"prompt": cfg.train.prompt, "mode": "free", "num_beams": 1, "do_sample": False, "max_new_tokens": 8}
+            )
         if trials:
             study.optimize(DecodingObjective(cfg, comp, folds, cfg.tune.fold), n_trials=trials)
         path = save_tuned(cfg, best_decoding(study, cfg.predict.prompts))
