@@ -41,10 +41,12 @@ def meta_path(path: Path) -> Path:
 
 
 def predict_hash(cfg: Config, fold: int) -> str:
-    """Hash of everything that decides the predictions of a fold (not where they are written)."""
+    """Hash of everything that decides the predictions of a fold (not where they go, nor batching speed)."""
     import hashlib
 
     keys = {k: cfg.to_dict()[k] for k in ("model", "train", "predict", "normalize", "seed")}
+    for speed_only in ("batch_size", "prefix_cache"):
+        keys["predict"].pop(speed_only)
     keys["fold"], keys["data"] = fold, str(cfg.data.root)
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
 
