@@ -197,6 +197,7 @@ class TuneConfig(Section):
     fold: int = Field(0, ge=0, description="fold whose validation questions the decoding study scores")
     max_questions: int = Field(400, ge=10, description="validation questions per decoding trial")
     prune_chunks: int = Field(4, ge=1, description="partial evaluations per trial reported to the pruner")
+    min_gain: float = Field(0.01, ge=0, description="a tuned decoding must beat greedy by this much, else greedy stays")
 
 
 class Config(Section):

@@ -143,10 +143,20 @@ def save_tuned(cfg: Config, section: dict[str, Any]) -> Path:
     return path
 
 
-def best_decoding(study: optuna.Study, prompts: list[str]) -> dict[str, Any]:
-    """tuned.yaml section: the best prompt and decoding of the decoding study."""
-    prompt, d = decoding_space(optuna.trial.FixedTrial(study.best_params), prompts)
-    return {"decoding": {"prompt": prompt, **d.model_dump()}, "decoding_score": study.best_value}
+def default_decoding(cfg: Config) -> dict[str, Any]:
+    """The decoding study's parameters of plain greedy decoding with the training prompt."""
+    return {"prompt": cfg.train.prompt, "mode": "free", "num_beams": 1, "do_sample": False, "max_new_tokens": 8}
+
+
+def best_decoding(study: optuna.Study, cfg: Config) -> dict[str, Any]:
+    """tuned.yaml section: the best decoding, unless it beats the default by less than tune.min_gain."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    default = next((t for t in done if t.params == default_decoding(cfg)), None)
+    best = study.best_trial
+    if default is not None and best.value < default.value + cfg.tune.min_gain:
+        best = default
+    prompt, d = decoding_space(optuna.trial.FixedTrial(best.params), cfg.predict.prompts)
+    return {"decoding": {"prompt": prompt, **d.model_dump()}, "decoding_score": best.value}
 
 
 def best_vote(study: optuna.Study) -> dict[str, Any]:
@@ -198,7 +208,7 @@ def run_study(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str, tr
             )
         if trials:
             study.optimize(DecodingObjective(cfg, comp, folds, cfg.tune.fold), n_trials=trials)
-        path = save_tuned(cfg, best_decoding(study, cfg.predict.prompts))
+        path = save_tuned(cfg, best_decoding(study, cfg))
     else:
         if trials:
             from competition.cv import oof_frame
