@@ -18,10 +18,9 @@ from competition.config import Config
 from competition.cv import oof_frame
 from competition.data import Competition
 from competition.ensemble import Candidate, load_external, score, select_method, vote
-from competition.errors import DataError
 from competition.metrics import majority_baseline
 from competition.normalize import snap_to_vocab
-from competition.predictions import AnswerNormalizer, file_for, read_predictions
+from competition.predictions import AnswerNormalizer, read_split
 from competition.submit import write_submission
 from competition.tune import load_tuned
 
@@ -42,10 +41,7 @@ def candidates(cfg: Config) -> list[Candidate]:
 
 def test_frame(cfg: Config) -> pd.DataFrame:
     """All folds' test rows as vote input: id, member (fold/prompt/decoding), answer, logprob."""
-    parts = [read_predictions(file_for(cfg, f, "test")) for f in range(cfg.folds.k)]
-    rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
-    if rows is None:
-        raise DataError(f"{cfg.exp_dir}: no test predictions yet; run `predict` first")
+    rows = read_split(cfg, "test")
     rows["base"] = rows["prompt"] + "/" + rows["decoding"]
     rows["member"] = "fold" + rows["fold"].astype(str) + "/" + rows["base"]
     return rows

@@ -228,12 +228,7 @@ def predict(
     comp = load_competition(cfg.data)
     folds = read_folds(cfg)
     with rate_bar() as bar:
-
-        def track(name: str, total: int) -> Callable[[int], None]:
-            task = bar.add_task(name, total=total)
-            return lambda n: bar.advance(task, n)
-
-        files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), track)
+        files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), tracker(bar))
     for f in files:
         say(f"wrote {f}")
 
@@ -243,6 +238,16 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         return Text(f"{task.speed or 0:.1f} q/s")
+
+
+def tracker(bar: Progress) -> Callable[[str, int], Callable[[int], None]]:
+    """A factory of progress callbacks: one task of the bar per (name, total)."""
+
+    def track(name: str, total: int) -> Callable[[int], None]:
+        task = bar.add_task(name, total=total)
+        return lambda n: bar.advance(task, n)
+
+    return track
 
 
 def rate_bar() -> Progress:
@@ -411,13 +416,8 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
     def predict_all() -> None:
         with rate_bar() as bar:
-
-            def track(name: str, total: int) -> Callable[[int], None]:
-                task = bar.add_task(name, total=total)
-                return lambda n: bar.advance(task, n)
-
             for k in range(cfg.folds.k):
-                predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=track)
+                predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar))
 
     for k in range(cfg.folds.k):
         if (cfg.fold_dir(k) / "train_metrics.json").is_file():

@@ -15,18 +15,14 @@ import pandas as pd
 
 from competition.config import Config
 from competition.data import Competition
-from competition.errors import DataError
 from competition.io import atomic_open, atomic_write_json, atomic_write_text
 from competition.metrics import majority_baseline, question_types
-from competition.predictions import AnswerNormalizer, file_for, read_predictions
+from competition.predictions import AnswerNormalizer, read_split
 
 
 def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
     """All folds' OOF rows joined to their question, gold answer (normalized) and question type."""
-    parts = [read_predictions(file_for(cfg, f, "oof")) for f in range(cfg.folds.k)]
-    rows = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
-    if rows is None:
-        raise DataError(f"{cfg.exp_dir}: no out-of-fold predictions yet; run `predict` first")
+    rows = read_split(cfg, "oof")
     c = cfg.data
     gold = comp.train[[c.id_col, c.question_col, c.answer_col]].rename(
         columns={c.id_col: "id", c.question_col: "question", c.answer_col: "gold_raw"}

@@ -113,6 +113,14 @@ def read_predictions(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def read_split(cfg: Config, split: str) -> pd.DataFrame:
+    """Every fold's rows of one split ('oof' or 'test'); a DataError when there are none yet."""
+    parts = [p for p in (read_predictions(file_for(cfg, f, split)) for f in range(cfg.folds.k)) if len(p)]
+    if not parts:
+        raise DataError(f"{cfg.exp_dir}: no {split} predictions yet; run `predict` first")
+    return pd.concat(parts, ignore_index=True)
+
+
 def merge_shards(cfg: Config, fold: int, split: str, n: int) -> Path | None:
     """Merge complete shard files of one config into <split>.jsonl; None while a shard is unfinished."""
     parts = [file_for(cfg, fold, split, (i, n)) for i in range(n)]
