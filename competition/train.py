@@ -202,6 +202,7 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         deepspeed=t.deepspeed,
         dataloader_num_workers=t.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_backend=None if torch.cuda.is_available() or world_size() == 1 else "gloo",  # CPU processes: gloo
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=False,
