@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from competition.errors import ConfigError
 from competition.io import atomic_write_yaml
@@ -83,7 +83,11 @@ class ModelConfig(Section):
         "pad",
         description="pad: square with the mean colour, then resize (LLaVA-1.5); resize: stretch; crop: centre crop",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="storage dtype of the weights that stay frozen (trainable ones are float32); "
+        "auto: bfloat16 on a CUDA card that has it, float16 on older CUDA cards, float32 on CPU",
+    )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="auto: flash_attention_2 when flash-attn is installed, else sdpa"
     )
@@ -110,7 +114,7 @@ class TrainConfig(Section):
     vision_lr: float | None = Field(None, description="vision tower learning rate (default: learning_rate)")
     projector_lr: float | None = Field(None, description="projector learning rate (default: learning_rate)")
     weight_decay: float = 0.0
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of the optimizer steps spent warming up")
     scheduler: str = Field("cosine", description="transformers lr_scheduler_type")
     per_device_batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (ignored if effective_batch_size set)")
@@ -119,8 +123,11 @@ class TrainConfig(Section):
     )
     max_length: int = Field(128, ge=8, description="text tokens per example; image tokens come on top")
     pack_questions: int = Field(1, ge=1, description="questions of one image per training conversation (multi-turn)")
-    bf16: bool = False
-    tf32: bool = False
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="mixed precision of the forward/backward pass (weights that train stay float32); auto: bf16 "
+        "on a CUDA card that has it, fp16 on older CUDA cards, fp32 on CPU. TF32 matmuls are on wherever the card has them",
+    )
     gradient_checkpointing: bool = False
     group_by_length: bool = True
     cache_images: bool = Field(False, description="keep preprocessed images in memory (small data sets)")
@@ -141,7 +148,9 @@ class DecodingConfig(Section):
     do_sample: bool = False
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(8, ge=1)
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="generated tokens at most; default: the longest tokenized training answer + EOS"
+    )
     length_penalty: float = 1.0
     constrained: bool = Field(False, description="generate only answers of the fold's training vocabulary")
     rank: int = Field(0, ge=0, description="> 0: score the N most common training answers by likelihood, take the best")
@@ -162,7 +171,9 @@ class NormalizeConfig(Section):
 class PredictConfig(Section):
     """The inference engine: prompts x decodings, batching, prefix reuse."""
 
-    prompts: list[str] = Field(["short_answer"], min_length=1, description="prompt templates to run")
+    prompts: list[str] | None = Field(
+        None, min_length=1, description="prompt templates to run; default: [train.prompt], the one the model learned"
+    )
     decodings: list[DecodingConfig] = Field([DecodingConfig()], min_length=1)
     batch_size: int = Field(32, ge=1, description="questions per batch (halved and retried on out-of-memory)")
     prefix_cache: bool | Literal["auto"] = Field(
@@ -226,6 +237,13 @@ class Config(Section):
     def submissions_dir(self) -> Path:
         """submissions/ under the workdir."""
         return self.workdir / "submissions"
+
+    @model_validator(mode="after")
+    def _predict_with_the_training_prompt(self) -> Config:
+        """predict.prompts defaults to the prompt the model was trained on."""
+        if self.predict.prompts is None:
+            self.predict.prompts = [self.train.prompt]
+        return self
 
     def fold_dir(self, fold: int) -> Path:
         """experiments/<experiment>/fold<k>."""

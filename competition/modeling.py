@@ -45,8 +45,35 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def best_precision() -> str:
+    """'bf16' on a CUDA card that has it, 'fp16' on older CUDA cards (T4, V100), 'fp32' on CPU."""
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def resolve_precision(name: str) -> str:
+    """train.precision with 'auto' resolved; a precision the machine lacks is a ConfigError."""
+    precision = best_precision() if name == "auto" else name
+    if precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("train.precision=fp16 needs a CUDA card; use auto, bf16 or fp32 on CPU")
+    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.precision=bf16: {torch.cuda.get_device_name()} has no bfloat16; use auto or fp16")
+    return precision
+
+
+def tf32_available() -> bool:
+    """TF32 matmuls exist on CUDA cards of compute capability 8 (Ampere) and later."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
 def torch_dtype(name: str) -> torch.dtype:
-    """torch dtype from its config name."""
+    """torch dtype from its config name (model.dtype); 'auto' follows best_precision()."""
+    if name == "auto":
+        return PRECISION_DTYPES[best_precision()]
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 

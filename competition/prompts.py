@@ -14,6 +14,12 @@ from typing import Any
 from competition.errors import ConfigError
 
 IMAGE_TOKEN = "<image>"
+# The system texts of the original LLaVA code's conversation templates (llava/conversation.py):
+# `--version v1` trains with conv_vicuna_v1, `llava_v1` is conv_llava_v1.
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
 LLAVA_V1_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
@@ -22,9 +28,10 @@ TEMPLATES: dict[str, str] = {
     "plain": "{question}",
     "short_answer": "{question}\nAnswer the question using a single word or phrase.",
     "one_word": "{question}\nAnswer with one word.",
+    "vicuna_v1": "{question}",
     "llava_v1": "{question}",
 }
-SYSTEMS: dict[str, str] = {"llava_v1": LLAVA_V1_SYSTEM}
+SYSTEMS: dict[str, str] = {"vicuna_v1": VICUNA_V1_SYSTEM, "llava_v1": LLAVA_V1_SYSTEM}
 
 
 def check_prompt(name: str) -> str:

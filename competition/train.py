@@ -35,7 +35,9 @@ from competition.modeling import (
     count_parameters,
     image_token_count,
     part_of,
+    resolve_precision,
     save_trained,
+    tf32_available,
 )
 
 DACON_TRAIN_QUESTIONS = 359_521
@@ -180,6 +182,7 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
 def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
     """TrainingArguments from the config's train section."""
     t = cfg.train
+    precision = resolve_precision(t.precision)
     return TrainingArguments(
         output_dir=str(out),
         num_train_epochs=t.epochs,
@@ -194,8 +197,9 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        bf16=t.bf16,
-        tf32=t.tf32 or None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        tf32=tf32_available() or None,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         remove_unused_columns=False,
         report_to=t.report_to or "none",
