@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -112,11 +113,19 @@ def resolve_images(df: pd.DataFrame, path: Path, col: str, folder: Path, extensi
     return {i: index[i] for i in ids}
 
 
+# Modes Pillow gives 16-bit grey in (PNG, TIFF, PGM); I and F hold the 0..65535 range too.
+WIDE_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+
+
 def open_image(path: Path) -> Image.Image:
-    """Decode an image fully as RGB; a corrupt or truncated file is a DataError naming it."""
+    """Decode an image fully as RGB (16-bit scaled to 8); a corrupt or truncated file is a DataError naming it."""
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in WIDE_MODES:  # convert() would clip every value above 255 to white
+                wide = np.clip(np.nan_to_num(np.asarray(im)), 0, 65535).astype(np.uint16)
+                # >> 8 keeps the top byte, as Pillow itself reduces 48-bit RGB PNG/PPM to RGB
+                return Image.fromarray((wide >> 8).astype(np.uint8)).convert("RGB")
             return im.convert("RGB")
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: unreadable or truncated image ({e})") from None

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoProcessor,
@@ -34,7 +35,7 @@ from transformers import (
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from competition.config import ModelConfig, TrainConfig
+from competition.config import LoraSettings, ModelConfig, TrainConfig
 from competition.errors import ConfigError
 from competition.prompts import IMAGE_TOKEN, vocabulary_text
 
@@ -176,6 +177,7 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
     model = LlavaForConditionalGeneration(config)
     for layer in (model.model.multi_modal_projector.linear_1, model.model.multi_modal_projector.linear_2):
         layer.reset_parameters()  # PyTorch's fan-in init: lets the loss reach a random vision tower sooner
+    model = model.to(torch_dtype(cfg.dtype))
     set_generation_ids(model, tok)
     return model, make_processor(tok, t.image_size, t.patch_size, cfg.vision_feature_select_strategy)
 
@@ -193,6 +195,7 @@ def load_pretrained(name_or_path: str, cfg: ModelConfig) -> tuple[LlavaForCondit
     model = LlavaForConditionalGeneration.from_pretrained(
         name_or_path, dtype=torch_dtype(cfg.dtype), attn_implementation=attn_implementation(cfg.attn_implementation)
     )
+    model = restore_projector(model)
     processor = AutoProcessor.from_pretrained(name_or_path)
     if processor.tokenizer.pad_token_id is None:
         processor.tokenizer.pad_token = processor.tokenizer.unk_token or processor.tokenizer.eos_token
@@ -201,8 +204,8 @@ def load_pretrained(name_or_path: str, cfg: ModelConfig) -> tuple[LlavaForCondit
     return model, processor
 
 
-def build_from_parts(cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, Any]:
-    """CLIP vision tower + causal LM + a new projector (the original LLaVA recipe)."""
+def build_from_parts(cfg: ModelConfig, seed: int = 0) -> tuple[LlavaForConditionalGeneration, Any]:
+    """CLIP vision tower + causal LM + a new projector (the original LLaVA recipe), seeded."""
     if not cfg.vision_tower or not cfg.language_model:
         raise ConfigError("model.source=from_parts needs model.vision_tower and model.language_model")
     dtype, attn = torch_dtype(cfg.dtype), attn_implementation(cfg.attn_implementation)
@@ -225,13 +228,15 @@ def build_from_parts(cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, A
         vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         projector_hidden_act="linear" if cfg.projector_type == "linear" else "gelu",
         image_seq_length=patch_tokens(v.image_size, v.patch_size, cfg.vision_feature_select_strategy),
+        mm_projector_type=cfg.projector_type,
     )
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
     model.model.vision_tower = vision
     model.model.language_model = lm.model
     model.lm_head = lm.lm_head
-    model.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
+    torch.manual_seed(seed)
+    model.model.multi_modal_projector = new_projector(config).to(dtype)
     if cfg.projector:
         import_llava_projector(model, Path(cfg.projector), cfg.projector_type)
     set_generation_ids(model, tok)
@@ -239,9 +244,9 @@ def build_from_parts(cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, A
 
 
 def import_llava_projector(model: LlavaForConditionalGeneration, path: Path, projector_type: str) -> None:
-    """Load an original-LLaVA `mm_projector.bin` (keys model.mm_projector.*) into the HF projector.
+    """Load an original-LLaVA `mm_projector.bin` (keys model.mm_projector.*) into the projector.
 
-    `linear` projectors become linear_1 with an identity linear_2 (the act is 'linear' then).
+    `linear` files hold weight/bias; `mlp2x_gelu` files hold 0.* and 2.* (nn.Sequential indices).
     Embedding rows saved beside it (model.embed_tokens.weight) are loaded into the LM.
     """
     if not path.is_file():
@@ -250,17 +255,18 @@ def import_llava_projector(model: LlavaForConditionalGeneration, path: Path, pro
     proj = {k.split("mm_projector.", 1)[1]: v for k, v in state.items() if "mm_projector." in k}
     if not proj:
         raise ConfigError(f"{path}: no 'model.mm_projector.*' keys (found: {', '.join(list(state)[:5])})")
+    layers = {"weight": "linear_1.weight", "bias": "linear_1.bias"}
+    if projector_type != "linear":
+        layers = {f"{i}.{k}": f"linear_{n}.{k}" for i, n in (("0", 1), ("2", 2)) for k in ("weight", "bias")}
     target = model.model.multi_modal_projector
-    if projector_type == "linear":
-        mapped = {"linear_1.weight": proj["weight"], "linear_1.bias": proj["bias"]}
-        eye = torch.eye(target.linear_2.weight.shape[0], dtype=target.linear_2.weight.dtype)
-        mapped |= {"linear_2.weight": eye, "linear_2.bias": torch.zeros(eye.shape[0])}
-    else:
-        mapped = {f"linear_{1 if k.startswith('0.') else 2}.{k.split('.', 1)[1]}": v for k, v in proj.items()}
-    try:
-        target.load_state_dict({k: v.to(target.linear_1.weight.dtype) for k, v in mapped.items()})
-    except (RuntimeError, KeyError) as e:
-        raise ConfigError(f"{path}: projector does not fit model.projector_type={projector_type}: {e}") from None
+    expected = {k: tuple(target.state_dict()[v].shape) for k, v in layers.items()}
+    found = {k: tuple(v.shape) for k, v in proj.items()}
+    if found != expected:
+        raise ConfigError(
+            f"{path}: projector keys {found} do not fit model.projector_type={projector_type}, which expects {expected}"
+        )
+    dtype = target.linear_1.weight.dtype
+    target.load_state_dict({layers[k]: v.to(dtype) for k, v in proj.items()})
     emb = next((v for k, v in state.items() if k.endswith("embed_tokens.weight")), None)
     if emb is not None:
         table = model.get_input_embeddings().weight
@@ -292,6 +298,36 @@ def _local_config(name: str) -> Any | None:
         return None
 
 
+class LinearProjector(nn.Module):
+    """LLaVA v1's `linear` projector: one nn.Linear from vision features to the LM's embeddings."""
+
+    def __init__(self, config: LlavaConfig) -> None:
+        super().__init__()
+        layers = 1 if isinstance(config.vision_feature_layer, int) else len(config.vision_feature_layer)
+        v, t = config.vision_config.hidden_size, config.text_config.hidden_size
+        self.linear_1 = nn.Linear(v * layers, t, bias=config.multimodal_projector_bias)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_1(image_features)
+
+
+def new_projector(config: LlavaConfig) -> nn.Module:
+    """The projector of a config: one linear map when mm_projector_type is 'linear', else transformers' MLP."""
+    if getattr(config, "mm_projector_type", None) == "linear":
+        return LinearProjector(config)
+    return LlavaMultiModalProjector(config)
+
+
+def restore_projector(model: LlavaForConditionalGeneration) -> LlavaForConditionalGeneration:
+    """After from_pretrained: a linear-projector model gets its single nn.Linear back (linear_1 keeps its weights)."""
+    proj = model.model.multi_modal_projector
+    if getattr(model.config, "mm_projector_type", None) == "linear" and not isinstance(proj, LinearProjector):
+        linear = LinearProjector(model.config)
+        linear.linear_1 = proj.linear_1
+        model.model.multi_modal_projector = linear
+    return model
+
+
 def plan_model(cfg: ModelConfig) -> LlavaForConditionalGeneration:
     """The model's architecture on the meta device (no weights, no download), for counting and planning."""
     if cfg.source == "tiny":
@@ -317,11 +353,12 @@ def plan_model(cfg: ModelConfig) -> LlavaForConditionalGeneration:
                 vision_feature_layer=cfg.vision_feature_layer,
                 vision_feature_select_strategy=cfg.vision_feature_select_strategy,
                 projector_hidden_act="linear" if cfg.projector_type == "linear" else "gelu",
+                mm_projector_type=cfg.projector_type,
             )
     if config is None:
         raise ConfigError(f"model.source={cfg.source}: no local config for its weights; put them on disk to plan")
     with torch.device("meta"):
-        return LlavaForConditionalGeneration(config)
+        return restore_projector(LlavaForConditionalGeneration(config))
 
 
 def build_base(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[LlavaForConditionalGeneration, Any]:
@@ -332,7 +369,7 @@ def build_base(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
         if not cfg.name_or_path:
             raise ConfigError("model.source=pretrained needs model.name_or_path (hub id or local folder)")
         return load_pretrained(cfg.name_or_path, cfg)
-    return build_from_parts(cfg)
+    return build_from_parts(cfg, seed)
 
 
 def part_of(name: str) -> str:
@@ -345,19 +382,34 @@ def part_of(name: str) -> str:
 
 
 def apply_mode(model: LlavaForConditionalGeneration, train: TrainConfig) -> Any:
-    """Freeze or wrap the model for train.mode: projector only, LoRA on the LM (+ projector), or full."""
+    """Freeze or wrap the model for train.mode (projector only, LoRA on the LM + projector, or full).
+
+    Trainable weights are kept in float32 whatever model.dtype is: a bf16 weight cannot take a
+    small update (0.02 + 2e-5 == 0.02 in bf16); frozen weights keep their dtype.
+    """
+    model.model.multi_modal_projector.register_forward_pre_hook(_inputs_to_weight_dtype)
     if train.mode == "full":
         model.requires_grad_(True)
-        return model
-    if train.mode == "projector":
+    elif train.mode == "projector":
         model.requires_grad_(False)
         model.model.multi_modal_projector.requires_grad_(True)
-        if model.config.projector_hidden_act == "linear":
-            model.model.multi_modal_projector.linear_2.requires_grad_(False)
-        return model
+    else:
+        model = wrap_lora(model, train.lora)
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model
+
+
+def _inputs_to_weight_dtype(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook: features from a bf16/fp16 tower enter a float32 projector in float32."""
+    return (args[0].to(module.linear_1.weight.dtype), *args[1:])
+
+
+def wrap_lora(model: LlavaForConditionalGeneration, lora: LoraSettings) -> Any:
+    """PEFT LoRA on the language model's linear layers; the projector trains fully."""
     from peft import LoraConfig, get_peft_model
 
-    lora = train.lora
     targets = r"^model\.language_model\..*\.(" + "|".join(lora.target_modules) + r")$"
     peft_cfg = LoraConfig(
         r=lora.r,
@@ -421,6 +473,8 @@ def load_trained(model_dir: Path, cfg: ModelConfig) -> tuple[LlavaForConditional
             model, _ = build_from_parts(cfg)
         else:
             model = LlavaForConditionalGeneration.from_pretrained(base_dir, dtype=dtype, attn_implementation=attn)
+    model = restore_projector(model)
+    if meta["mode"] != "full":
         if meta["mode"] == "lora":
             from peft import PeftModel
 

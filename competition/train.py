@@ -21,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from competition.config import Config
 from competition.data import Competition
@@ -41,6 +42,7 @@ from competition.modeling import (
 )
 
 DACON_TRAIN_QUESTIONS = 359_521
+TRAINABLE_FILE = "trainable.safetensors"
 
 
 def world_size() -> int:
@@ -103,6 +105,43 @@ class PartsTrainer(Trainer):
                 eps=self.args.adam_epsilon,
             )
         return self.optimizer
+
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """A checkpoint's weights are the trainable parameters under their own names (resume loads them strictly)."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._save(output_dir, state_dict)  # their own sharded checkpoint formats
+        if self.args.should_save:
+            save_trainable(self.accelerator.unwrap_model(self.model), Path(output_dir or self.args.output_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Restore the trainable parameters a checkpoint holds; every one of them, or an error."""
+        if not (Path(resume_from_checkpoint) / TRAINABLE_FILE).is_file():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_trainable(self.accelerator.unwrap_model(model or self.model), Path(resume_from_checkpoint))
+
+
+def save_trainable(model: torch.nn.Module, folder: Path) -> None:
+    """Write the model's trainable parameters to folder/TRAINABLE_FILE."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(weights, str(folder / TRAINABLE_FILE))
+
+
+def load_trainable(model: torch.nn.Module, folder: Path) -> None:
+    """Load folder/TRAINABLE_FILE into the model's trainable parameters; names and shapes must match exactly."""
+    saved = load_file(str(folder / TRAINABLE_FILE))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
+    wrong = sorted(n for n in params.keys() & saved.keys() if params[n].shape != saved[n].shape)
+    if missing or unexpected or wrong:
+        raise ConfigError(
+            f"{folder}: checkpoint does not fit this run's trainable parameters (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, other shape {wrong[:3]}); was it written under another config?"
+        )
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(saved[n])
 
 
 class JsonlLog(TrainerCallback):
@@ -241,6 +280,7 @@ def train_fold(
     """Train one fold (resuming if checkpoints exist) and save its model; returns (metrics, trained model)."""
     fdir = cfg.fold_dir(fold)
     rows = fold_rows(comp, folds, fold, "train")
+    set_seed(cfg.seed)  # every new layer (projector, LoRA) starts the same in every run of a config
     model, processor = build_base(cfg.model, tokenizer_texts(comp), cfg.seed)
     base_name = None if cfg.model.source == "tiny" else (cfg.model.name_or_path or "from_parts")
     pristine = copy.deepcopy(model) if base_name is None and cfg.train.mode != "full" else None

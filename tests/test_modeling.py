@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-from competition.config import ModelConfig, load_config
+from competition.config import ModelConfig, TrainConfig, load_config
 from competition.modeling import (
     ImageTransform,
+    apply_mode,
     build_base,
     build_from_parts,
     expand_to_square,
@@ -54,9 +55,12 @@ def test_tiny_builds_offline_and_round_trips(tmp_path: Path) -> None:
     assert loaded_proc.tokenizer.padding_side == "left"
 
 
-@pytest.mark.parametrize("projector_type", ["mlp2x_gelu", "linear"])
-def test_from_parts_imports_original_llava_projector(tmp_path: Path, projector_type: str) -> None:
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a tiny CLIP vision tower (vision/) and a Llama LM with its tokenizer (lm/)."""
+    root = tmp_path_factory.mktemp("parts")
     tok = train_word_tokenizer(TEXTS)
+    torch.manual_seed(0)
     vision = CLIPVisionModel(
         CLIPVisionConfig(
             hidden_size=32,
@@ -78,9 +82,33 @@ def test_from_parts_imports_original_llava_projector(tmp_path: Path, projector_t
             pad_token_id=tok.pad_token_id,
         )
     )
-    vision.save_pretrained(tmp_path / "vision")
-    lm.save_pretrained(tmp_path / "lm")
-    tok.save_pretrained(tmp_path / "lm")
+    vision.save_pretrained(root / "vision")
+    lm.save_pretrained(root / "lm")
+    tok.save_pretrained(root / "lm")
+    return root
+
+
+def parts_cfg(parts: Path, **kw: object) -> ModelConfig:
+    return ModelConfig(source="from_parts", vision_tower=str(parts / "vision"), language_model=str(parts / "lm"), **kw)
+
+
+def test_linear_projector_is_one_seeded_linear_map_in_every_mode(parts: Path) -> None:
+    cfg = parts_cfg(parts, projector_type="linear")
+    model, _ = build_base(cfg, [], seed=3)
+    again, _ = build_base(cfg, [], seed=3)
+    proj = model.model.multi_modal_projector
+    assert [n for n, _ in proj.named_parameters()] == ["linear_1.weight", "linear_1.bias"]
+    assert all(torch.equal(p, q) for p, q in zip(proj.parameters(), again.model.multi_modal_projector.parameters(), strict=True))
+    feats = torch.randn(3, 32)
+    assert torch.allclose(proj(feats), feats @ proj.linear_1.weight.T + proj.linear_1.bias)
+    for mode in ("projector", "lora"):
+        wrapped = apply_mode(build_base(cfg, [], seed=3)[0], TrainConfig(mode=mode, lora={"r": 2}))
+        trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad and "multi_modal_projector" in n]
+        assert len(trainable) == 2 and all("linear_1" in n for n in trainable), trainable
+
+
+@pytest.mark.parametrize("projector_type", ["mlp2x_gelu", "linear"])
+def test_from_parts_imports_original_llava_projector(parts: Path, tmp_path: Path, projector_type: str) -> None:
     if projector_type == "linear":
         state = {"model.mm_projector.weight": torch.randn(48, 32), "model.mm_projector.bias": torch.randn(48)}
     else:
@@ -91,13 +119,7 @@ def test_from_parts_imports_original_llava_projector(tmp_path: Path, projector_t
             "model.mm_projector.2.bias": torch.randn(48),
         }
     torch.save(state, tmp_path / "mm_projector.bin")
-    cfg = ModelConfig(
-        source="from_parts",
-        vision_tower=str(tmp_path / "vision"),
-        language_model=str(tmp_path / "lm"),
-        projector=str(tmp_path / "mm_projector.bin"),
-        projector_type=projector_type,
-    )
+    cfg = parts_cfg(parts, projector=str(tmp_path / "mm_projector.bin"), projector_type=projector_type)
     model, processor = build_from_parts(cfg)
     proj = model.model.multi_modal_projector
     first = state.get("model.mm_projector.weight", state.get("model.mm_projector.0.weight"))
@@ -106,6 +128,7 @@ def test_from_parts_imports_original_llava_projector(tmp_path: Path, projector_t
     expected = feats @ first.T + state.get("model.mm_projector.bias", state.get("model.mm_projector.0.bias"))
     if projector_type == "linear":
         assert torch.allclose(proj(feats), expected, atol=1e-5)
+    lm = LlamaForCausalLM.from_pretrained(parts / "lm")
     assert torch.equal(model.model.language_model.embed_tokens.weight[:10], lm.model.embed_tokens.weight[:10])
     assert model.config.vision_feature_layer == -2
     assert torch.isfinite(logits(model, processor)).all()
@@ -119,3 +142,13 @@ def test_seed_recipe_dry_run_plans_without_weights() -> None:
     assert "effective 256" in text
     assert "trainable parameters 4,198,400 of" in text  # the linear projector 1024 -> 4096
     assert "287,617 examples; 1,124 optimizer steps per epoch" in text
+
+
+def test_a_projector_file_of_the_other_type_is_one_clear_error(parts: Path, tmp_path: Path) -> None:
+    from competition.errors import ConfigError
+
+    torch.save({"model.mm_projector.weight": torch.randn(48, 32), "model.mm_projector.bias": torch.randn(48)},
+               tmp_path / "mm_projector.bin")  # fmt: skip
+    cfg = parts_cfg(parts, projector=str(tmp_path / "mm_projector.bin"), projector_type="mlp2x_gelu")
+    with pytest.raises(ConfigError, match=r"mm_projector.bin: projector keys .*weight.* model.projector_type=mlp2x_gelu, which expects"):
+        build_base(cfg, [], 0)

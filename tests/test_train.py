@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,19 @@ def test_projector_mode_trains_only_the_projector(demo_root: Path, tmp_path: Pat
     assert metrics["trainable_parameters"] == sum(p.numel() for p in base.model.multi_modal_projector.parameters())
 
 
+def test_bf16_weights_that_train_take_small_updates(demo_root: Path, tmp_path: Path) -> None:
+    sets = ["model.dtype=bfloat16", "train.mode=projector", "train.projector_lr=2e-5", "train.max_steps=10"]
+    cfg, comp, folds = setup(demo_root, tmp_path, *sets)
+    _, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    base, _ = build_base(cfg.model, tokenizer_texts(comp), cfg.seed)
+    before = dict(base.model.multi_modal_projector.named_parameters())
+    after = dict(model.model.multi_modal_projector.named_parameters())
+    assert all(p.dtype == torch.float32 for p in after.values())
+    assert next(model.model.language_model.parameters()).dtype == torch.bfloat16  # frozen weights stay bf16
+    same = sum(int((after[n].float() == before[n].float()).sum()) for n in after)
+    assert same / sum(p.numel() for p in after.values()) < 0.01
+
+
 def test_lora_saves_an_adapter_that_reloads_to_the_same_predictions(demo_root: Path, tmp_path: Path) -> None:
     cfg, comp, folds = setup(demo_root, tmp_path, "train.mode=lora", "train.max_steps=3", "train.lora.r=4")
     _, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
@@ -53,6 +67,27 @@ def test_lora_saves_an_adapter_that_reloads_to_the_same_predictions(demo_root: P
     base, _ = build_base(cfg.model, tokenizer_texts(comp), cfg.seed)
     assert torch.allclose(logits(model, processor), logits(trained, processor), atol=1e-5)
     assert not torch.allclose(logits(base, processor), logits(trained, processor), atol=1e-3)
+
+
+def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("mode", ["full", "projector", "lora"])
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(demo_root: Path, tmp_path: Path, mode: str) -> None:
+    sets = [f"train.mode={mode}", "train.max_steps=6", "train.save_steps=3", "train.lora.r=4"]
+    cfg, comp, folds = setup(demo_root, tmp_path / "straight", *sets)
+    _, straight = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    cfg, comp, folds = setup(demo_root, tmp_path / "killed", *sets)
+    train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    shutil.rmtree(cfg.fold_dir(0) / "model")  # what a kill just after checkpoint-3 leaves behind
+    shutil.rmtree(cfg.fold_dir(0) / "trainer" / "checkpoint-6")
+    metrics, resumed = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    assert metrics["resumed_from"].endswith("checkpoint-3") and metrics["steps"] == 6
+    want, got = trainable(straight), trainable(resumed)
+    assert want.keys() == got.keys() and len(want) > 0
+    far = [n for n in want if not torch.allclose(want[n], got[n], atol=1e-5)]
+    assert not far, f"{len(far)} of {len(want)} trainable tensors differ after resuming, e.g. {far[:3]}"
 
 
 def read_steps(log: Path) -> list[int]:
