@@ -96,7 +96,7 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
                 {"threshold": tuned["threshold"], "weights": tuned["weights"]},
                 tuned_cv,
             )
-    normalizer = AnswerNormalizer(cfg, comp.train[cfg.data.answer_col])
+    normalizer = AnswerNormalizer.of(cfg, comp)
     test = test_frame(cfg)
     ext_rows, ext_weights = externals(cfg)
     if len(ext_rows):

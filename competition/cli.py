@@ -48,6 +48,15 @@ app = typer.Typer(
     help="VQA competition toolkit: data to ranked submission.",
 )
 console = Console(stderr=True)
+
+
+@app.callback()
+def check_installed() -> None:
+    """Refuse to start on library versions the toolkit was not tested with (one line, exit 2)."""
+    from competition.versions import check_versions
+
+    fails_cleanly(check_versions)()
+
 out = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
@@ -302,7 +311,7 @@ def ensemble(
     )
     solution = cfg.data.root / "solution.csv"
     if solution.is_file():
-        norm = AnswerNormalizer(cfg, comp.train[cfg.data.answer_col])
+        norm = AnswerNormalizer.of(cfg, comp)
         for key in ("submission", "single"):
             say(f"held-out accuracy of {res[key].name}: {holdout_score(res[key], solution, norm):.4f}")
     say(f"wrote {res['submission']}")

@@ -28,7 +28,7 @@ def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFra
         columns={c.id_col: "id", c.question_col: "question", c.answer_col: "gold_raw"}
     )
     df = rows.merge(gold, on="id", how="left", validate="many_to_one")
-    df["gold"] = AnswerNormalizer(cfg, comp.train[c.answer_col])(df["gold_raw"]).to_numpy()
+    df["gold"] = AnswerNormalizer.of(cfg, comp)(df["gold_raw"]).to_numpy()
     df["qtype"] = question_types(df["question"]).to_numpy()
     df["member"] = df["prompt"] + "/" + df["decoding"]
     df["correct"] = df["answer"] == df["gold"]

@@ -354,11 +354,27 @@ def plan_model(cfg: ModelConfig) -> LlavaForConditionalGeneration:
                 vision_feature_select_strategy=cfg.vision_feature_select_strategy,
                 projector_hidden_act="linear" if cfg.projector_type == "linear" else "gelu",
                 mm_projector_type=cfg.projector_type,
+                image_seq_length=patch_tokens(vision.image_size, vision.patch_size, cfg.vision_feature_select_strategy),
             )
     if config is None:
         raise ConfigError(f"model.source={cfg.source}: no local config for its weights; put them on disk to plan")
     with torch.device("meta"):
         return restore_projector(LlavaForConditionalGeneration(config))
+
+
+def check_tokenizer(cfg: ModelConfig) -> str:
+    """Load the tokenizer a run will use from disk (no download): a line for the plan, or a ConfigError."""
+    name = cfg.name_or_path if cfg.source == "pretrained" else cfg.language_model
+    if cfg.source == "tiny":
+        return "tokenizer: word-level, trained on the data's text"
+    if _local_config(name or "") is None:
+        return f"tokenizer: {name} is not on disk; not checked"
+    try:
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except Exception as e:  # transformers raises many kinds here (ImportError for a missing sentencepiece)
+        raise ConfigError(f"{name}: tokenizer does not load: {str(e).splitlines()[0]}") from None
+    pad = "" if tok.pad_token is not None else "; no pad token (unk or eos will pad)"
+    return f"tokenizer: {type(tok).__name__}, {len(tok):,} tokens{pad}"
 
 
 def build_base(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[LlavaForConditionalGeneration, Any]:

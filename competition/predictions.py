@@ -148,6 +148,12 @@ class AnswerNormalizer:
         self.cutoff = n.snap_cutoff
         self.vocab = normalize_series(pd.Series(train_answers.value_counts().index), n.rules, self.keep).tolist()
 
+    @classmethod
+    def of(cls, cfg: Config, comp: Competition) -> AnswerNormalizer:
+        """The competition's one normalizer (all training answers), shared by predictions and ground truth,
+        so that a fold lacking one member of a protected pair ('none' / '0') scores like the others."""
+        return cls(cfg, comp.train[cfg.data.answer_col])
+
     def __call__(self, raw: pd.Series) -> pd.Series:
         out = normalize_series(raw, self.rules, self.keep)
         if self.cutoff is not None:
@@ -183,7 +189,7 @@ def predict_fold(
     model, processor = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
     train_answers = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col]
     vocabulary = train_answers.value_counts().index.tolist()
-    normalizer = AnswerNormalizer(cfg, train_answers)
+    normalizer = AnswerNormalizer.of(cfg, comp)
     transform = ImageTransform(processor, cfg.model.image_aspect_ratio)
     c, p = cfg.data, cfg.predict
     tuned = tuned_job(cfg)

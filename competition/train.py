@@ -39,6 +39,7 @@ from competition.modeling import (
     resolve_precision,
     save_trained,
     tf32_available,
+    torch_dtype,
 )
 
 DACON_TRAIN_QUESTIONS = 359_521
@@ -171,6 +172,10 @@ class Plan:
     processes: int
     steps_per_epoch: int
     epochs: float
+    max_steps: int
+    save_steps: int
+    precision: str
+    frozen_dtype: str
 
     @property
     def effective_batch(self) -> int:
@@ -183,7 +188,23 @@ class Plan:
             f"batch: {self.per_device} per device x {self.grad_accum} accumulation x {self.processes} processes"
             f" = effective {self.effective_batch}",
             f"data: {self.examples:,} examples; {self.steps_per_epoch:,} optimizer steps per epoch; {self.epochs:g} epochs",
+            f"precision: {self.precision} compute, trainable weights float32, frozen weights {self.frozen_dtype}; "
+            f"TF32 {'on' if tf32_available() else 'off (not on this machine)'}",
+            self.checkpoint_line(),
         ]
+
+    @property
+    def total_steps(self) -> int:
+        return self.max_steps if self.max_steps > 0 else int(self.steps_per_epoch * self.epochs)
+
+    def checkpoint_line(self) -> str:
+        """How often a checkpoint is written, or a warning that none will be."""
+        if self.save_steps > self.total_steps:
+            return (
+                f"checkpoints: NONE (train.save_steps={self.save_steps} > {self.total_steps:,} steps): "
+                "a killed run restarts from step 0"
+            )
+        return f"checkpoints: every {self.save_steps:,} steps of {self.total_steps:,} (a killed run resumes from the last)"
 
 
 def describe_parts(cfg: Config) -> str:
@@ -215,6 +236,10 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
         world_size(),
         max(1, -(-examples // per_step)),
         cfg.train.epochs,
+        cfg.train.max_steps,
+        cfg.train.save_steps,
+        resolve_precision(cfg.train.precision),
+        str(torch_dtype(cfg.model.dtype)).removeprefix("torch."),
     )
 
 
@@ -344,9 +369,10 @@ def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     """The plan of a run without building weights or downloading: meta-device model, data size."""
     from competition.data import load_competition
     from competition.errors import DataError
-    from competition.modeling import plan_model
+    from competition.modeling import check_tokenizer, plan_model
 
     model = apply_mode(plan_model(cfg.model), cfg.train)
+    tokenizer = check_tokenizer(cfg.model)
     try:
         n_train = len(load_competition(cfg.data).train)
         source = f"{cfg.data.root}"
@@ -354,4 +380,4 @@ def dry_run_plan(cfg: Config, fold: int) -> list[str]:
         n_train, source = DACON_TRAIN_QUESTIONS, f"the Dacon size ({cfg.data.root} not found)"
     examples = n_train - n_train // cfg.folds.k
     plan = make_plan(cfg, model, examples)
-    return [f"fold {fold} of {cfg.folds.k}; training questions from {source}", *plan.lines()]
+    return [f"fold {fold} of {cfg.folds.k}; training questions from {source}", *plan.lines(), tokenizer]

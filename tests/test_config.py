@@ -44,3 +44,42 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     again = load_config(path)
     assert again == cfg and again.hash() == cfg.hash()
     assert "data.root" in valid_keys() and "folds.k" in valid_keys()
+
+
+def test_the_gpu_configs_run_on_a_machine_without_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from competition.modeling import resolve_precision, tf32_available, torch_dtype
+    from competition.train import training_arguments
+
+    for config in ("configs/seed_llava_vicuna7b.yaml", "configs/llava15_7b_lora.yaml"):
+        args = training_arguments(load_config(config, ["data.root=/nonexistent"]), tmp_path)  # CPU: no traceback
+        assert not args.bf16 and not args.fp16
+    with pytest.raises(ConfigError, match="train.precision=fp16 needs a CUDA card"):
+        resolve_precision("fp16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a T4: CUDA, no bf16, no TF32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    assert resolve_precision("auto") == "fp16" and torch_dtype("auto") == torch.float16 and not tf32_available()
+    with pytest.raises(ConfigError, match="Tesla T4 has no bfloat16"):
+        resolve_precision("bf16")
+
+
+def test_a_warmup_ratio_read_as_a_step_count_is_refused() -> None:
+    with pytest.raises(ConfigError, match="train.warmup_ratio"):
+        load_config("configs/demo.yaml", ["train.warmup_ratio=1"])
+
+
+def test_an_older_transformers_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from competition import versions
+    from competition.cli import app
+
+    real = versions.metadata.version
+    monkeypatch.setattr(versions.metadata, "version", lambda name: "4.57.6" if name == "transformers" else real(name))
+    with pytest.raises(ConfigError, match=r"transformers 4.57.6 is installed; this toolkit needs transformers>=5\.\d+"):
+        versions.check_versions()
+    res = CliRunner().invoke(app, ["cv", "-c", "configs/demo.yaml"])
+    assert res.exit_code == 2 and "transformers 4.57.6 is installed" in res.output
