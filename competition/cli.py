@@ -105,6 +105,11 @@ def say(text: str) -> None:
     out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def warn(text: str) -> None:
+    """Print a warning line to stderr (above any progress bar)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def leaderboard_table(df: Any) -> Table:
     """The leaderboard's key columns as a rich table."""
     cols = [c for c in ("rank", "name", "cv", "public", "gap", "method") if c in df.columns]
@@ -237,7 +242,7 @@ def predict(
     comp = load_competition(cfg.data)
     folds = read_folds(cfg)
     with rate_bar() as bar:
-        files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), tracker(bar))
+        files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), tracker(bar), warn)
     for f in files:
         say(f"wrote {f}")
 
@@ -426,7 +431,7 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     def predict_all() -> None:
         with rate_bar() as bar:
             for k in range(cfg.folds.k):
-                predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar))
+                predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar), warn=warn)
 
     for k in range(cfg.folds.k):
         if (cfg.fold_dir(k) / "train_metrics.json").is_file():

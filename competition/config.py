@@ -156,6 +156,13 @@ class DecodingConfig(Section):
     rank: int = Field(0, ge=0, description="> 0: score the N most common training answers by likelihood, take the best")
     seed: int = Field(0, description="sampling seed")
 
+    @model_validator(mode="after")
+    def _no_beam_sampling(self) -> DecodingConfig:
+        """Sampling draws one path per row; with beams it would not be beam sampling."""
+        if self.do_sample and self.num_beams > 1:
+            raise ValueError(f"decoding '{self.name}': do_sample needs num_beams=1")
+        return self
+
 
 class NormalizeConfig(Section):
     """How raw answers become comparable answers (applied to predictions and to ground truth)."""

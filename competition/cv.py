@@ -40,12 +40,13 @@ def baseline_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.Da
     """Per OOF question: the majority answer of its type in its fold's training part, and whether it is right."""
     from competition.train import fold_rows
 
-    c, out = cfg.data, []
+    c, out, norm = cfg.data, [], AnswerNormalizer.of(cfg, comp)
     for f in sorted(folds["fold"].unique()):
         train, val = fold_rows(comp, folds, f, "train"), fold_rows(comp, folds, f, "val")
         guess = majority_baseline(train, val, c.question_col, c.answer_col)
+        right = norm(guess.reset_index(drop=True)).to_numpy() == norm(val[c.answer_col]).to_numpy()
         out.append(pd.DataFrame({"id": val[c.id_col], "qtype": question_types(val[c.question_col]),
-                                 "correct": (guess == val[c.answer_col]).to_numpy()}))  # fmt: skip
+                                 "correct": right}))  # fmt: skip
     return pd.concat(out, ignore_index=True)
 
 

@@ -5,6 +5,9 @@
 Each image's questions share a prefix (system text + image tokens): it is encoded once per image
 and its key/value cache reused for every question (greedy and sampling; beam search runs the
 plain path). Rows are appended to fold<k>/predictions/{oof,test}.jsonl as batches finish.
+
+A row's answer depends on the row alone, never on its batch: sampling draws each row's noise from a
+generator keyed by the decoding's seed, the row's image and question (see `RowSampler`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformers import LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from competition.config import DecodingConfig
 from competition.dataset import Images, encode_prompts, expand_image_tokens
@@ -25,6 +28,9 @@ from competition.modeling import image_token_count
 
 # transformers renamed `past_key_values` to `cache` (inputs and outputs); speak whichever it knows.
 CACHE = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters else "past_key_values"
+
+# Generated tokens at most when max_new_tokens is unset and there is no training vocabulary to measure.
+FALLBACK_MAX_NEW_TOKENS = 16
 
 
 class AnswerTrie:
@@ -45,6 +51,27 @@ class AnswerTrie:
             if node is None:
                 return []
         return list(node)
+
+
+class RowSampler(LogitsProcessor):
+    """Sampling as greedy search: argmax(top-p(logits / T) + Gumbel noise) draws from softmax(logits / T) after
+    top-p; each row's noise comes from its own generator (one draw per step), so no other row can change it."""
+
+    def __init__(self, d: DecodingConfig, keys: list[str]) -> None:
+        self.temperature, self.top_p = d.temperature, TopPLogitsWarper(d.top_p)
+        self.generators = [torch.Generator().manual_seed(zlib.crc32(f"{d.seed}\0{k}".encode())) for k in keys]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        gumbel = -(-uniform.clamp_min(torch.finfo(torch.float32).tiny).log()).log()
+        return self.top_p(input_ids, scores.float() / self.temperature) + gumbel.to(scores.device)
+
+
+def token_logprobs(logits: tuple[torch.Tensor, ...], tokens: torch.Tensor) -> torch.Tensor:
+    """The model's own log-probability of each generated token, from the raw logits of each step."""
+    return torch.stack(
+        [step.float().log_softmax(-1).gather(-1, tokens[:, k, None])[:, 0] for k, step in enumerate(logits)], 1
+    )
 
 
 @dataclass
@@ -119,6 +146,8 @@ class Engine:
             else []
         )
         self.trie = AnswerTrie(self._answer_ids)
+        self.default_max_new_tokens = max(map(len, self._answer_ids), default=FALLBACK_MAX_NEW_TOKENS)
+        self.cut_answers = 0  # rows whose generation hit max_new_tokens before EOS, since the engine was made
 
     def encode(self, prompt: str, questions: list[str], image_ids: list[str], rows: list[int]) -> Encoded:
         """Expanded prompts of `rows`, split after the image tokens."""
@@ -161,6 +190,12 @@ class Engine:
             half = len(batch) // 2
             return self._with_oom_retry(batch[:half], run) + self._with_oom_retry(batch[half:], run)
 
+    def max_new_tokens(self, d: DecodingConfig) -> int:
+        """d.max_new_tokens, else the longest vocabulary answer + EOS; constrained decoding gets at least the
+        latter, so every row reaches the end of its trie path and no answer is cut to a prefix."""
+        limit = d.max_new_tokens or self.default_max_new_tokens
+        return max(limit, self.default_max_new_tokens) if d.constrained else limit
+
     @torch.inference_mode()
     def _batch(
         self, prompt: str, d: DecodingConfig, questions: list[str], image_ids: list[str], rows: list[int]
@@ -172,16 +207,17 @@ class Engine:
         if d.rank:
             return self._rank(enc, pixels, d.rank)
         kwargs: dict[str, Any] = dict(
-            max_new_tokens=d.max_new_tokens,
-            do_sample=d.do_sample,
+            max_new_tokens=self.max_new_tokens(d),
+            do_sample=False,
             num_beams=d.num_beams,
             length_penalty=d.length_penalty,
-            output_scores=True,
+            output_scores=d.num_beams > 1,
+            output_logits=d.num_beams == 1,
             return_dict_in_generate=True,
         )
         if d.do_sample:
-            kwargs |= dict(temperature=d.temperature, top_p=d.top_p)
-            torch.manual_seed(d.seed + zlib.crc32(str(rows[0]).encode()))
+            keys = [f"{image_ids[r]}\0{questions[r]}" for r in enc.rows]
+            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(d, keys)])
         if self.use_prefix_cache(enc) and d.num_beams == 1:
             ids, mask, cache = self._cached_inputs(enc, pixels)
             kwargs[CACHE] = cache
@@ -195,15 +231,20 @@ class Engine:
             )
         out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
         new = out.sequences[:, width:]
-        scores = self.model.compute_transition_scores(
-            out.sequences, out.scores, getattr(out, "beam_indices", None), normalize_logits=d.num_beams == 1
-        )
+        self.cut_answers += int((new != self.tok.eos_token_id).all(-1).sum())
+        texts = self.tok.batch_decode(new, skip_special_tokens=True)
+        return [(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, self._logprobs(out, new), strict=True)]
+
+    def _logprobs(self, out: Any, new: torch.Tensor) -> list[float]:
+        """Each row's summed log-probability up to its EOS: the model's own, or the beam scores of beam search."""
+        if out.logits is not None:
+            scores = token_logprobs(out.logits, new)
+        else:
+            scores = self.model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
         live = torch.ones_like(new, dtype=torch.bool)
         if new.shape[1] > 1:
             live[:, 1:] = (new[:, :-1] != self.tok.eos_token_id).cumprod(-1).bool()
-        logprob = scores.masked_fill(~live[:, : scores.shape[1]], 0).sum(-1).float().cpu().tolist()
-        texts = self.tok.batch_decode(new, skip_special_tokens=True)
-        return [(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, logprob, strict=True)]
+        return scores.masked_fill(~live[:, : scores.shape[1]], 0).sum(-1).float().cpu().tolist()
 
     def use_prefix_cache(self, enc: Encoded) -> bool:
         """On when asked; 'auto': when the shared prefix is at least twice the longest question (real image tokens)."""

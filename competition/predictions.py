@@ -178,6 +178,7 @@ def predict_fold(
     splits: tuple[str, ...],
     shard: tuple[int, int] = (0, 1),
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    warn: Callable[[str], None] = print,
 ) -> list[Path]:
     """Run every prompt x decoding of the config on the fold's splits; returns the finished files."""
     from competition.dataset import Images
@@ -213,6 +214,7 @@ def predict_fold(
         todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
         tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None
         for prompt, d in jobs:
+            cut_before = engine.cut_answers
             for batch in engine.answer(prompt, d, questions, images, todo[(prompt, d.name)], tick):
                 raw = pd.Series([t for _, t, _ in batch], dtype=str)
                 answers = normalizer(raw).tolist()
@@ -230,6 +232,11 @@ def predict_fold(
                         }
                         for (r, t, lp), a in zip(batch, answers, strict=True)
                     ]
+                )
+            if engine.cut_answers > cut_before:
+                warn(
+                    f"warning: fold {fold} {split} {prompt}/{d.name}: {engine.cut_answers - cut_before} answers stopped "
+                    f"at max_new_tokens={engine.max_new_tokens(d)} before EOS (raise it in predict.decodings)"
                 )
         log.finish()
         written.append(log.path)

@@ -47,7 +47,9 @@ def open_study(cfg: Config, kind: str) -> optuna.Study:
 
 
 def decoding_space(trial: optuna.Trial, prompts: list[str]) -> tuple[str, DecodingConfig]:
-    """The decoding study's search space: prompt; free, constrained or ranked; beams, sampling, lengths."""
+    """The decoding study's search space: prompt; free, constrained or ranked; beams or sampling, length penalty.
+
+    max_new_tokens is not searched: its default fits the longest training answer and its EOS."""
     prompt = trial.suggest_categorical("prompt", prompts)
     mode = trial.suggest_categorical("mode", ["free", "constrained", "rank"])
     if mode == "rank":
@@ -59,7 +61,6 @@ def decoding_space(trial: optuna.Trial, prompts: list[str]) -> tuple[str, Decodi
         num_beams=beams,
         do_sample=sample,
         temperature=trial.suggest_float("temperature", 0.1, 1.0, log=True) if sample else 1.0,
-        max_new_tokens=trial.suggest_int("max_new_tokens", 2, 8),
         length_penalty=trial.suggest_float("length_penalty", 0.5, 1.5) if beams > 1 else 1.0,
         constrained=mode == "constrained",
     )
@@ -88,7 +89,7 @@ class DecodingObjective:
         val = fold_rows(comp, folds, fold, "val")
         self.val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
         c = cfg.data
-        self.normalizer = AnswerNormalizer(cfg, train[c.answer_col])
+        self.normalizer = AnswerNormalizer.of(cfg, comp)
         self.gold = self.normalizer(self.val[c.answer_col])
         images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cache=True)
         vocab = train[c.answer_col].value_counts().index.tolist()
@@ -145,7 +146,7 @@ def save_tuned(cfg: Config, section: dict[str, Any]) -> Path:
 
 def default_decoding(cfg: Config) -> dict[str, Any]:
     """The decoding study's parameters of plain greedy decoding with the training prompt."""
-    return {"prompt": cfg.train.prompt, "mode": "free", "num_beams": 1, "do_sample": False, "max_new_tokens": 8}
+    return {"prompt": cfg.train.prompt, "mode": "free", "num_beams": 1, "do_sample": False}
 
 
 def best_decoding(study: optuna.Study, cfg: Config) -> dict[str, Any]:
@@ -203,9 +204,7 @@ def run_study(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str, tr
     study = open_study(cfg, kind)
     if kind == "decoding":
         if trials and not study.trials:  # the default greedy decoding is the first trial: the bar to clear
-            study.enqueue_trial(
-                {"prompt": cfg.train.prompt, "mode": "free", "num_beams": 1, "do_sample": False, "max_new_tokens": 8}
-            )
+            study.enqueue_trial(default_decoding(cfg))
         if trials:
             study.optimize(DecodingObjective(cfg, comp, folds, cfg.tune.fold), n_trials=trials)
         path = save_tuned(cfg, best_decoding(study, cfg))

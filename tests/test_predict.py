@@ -10,15 +10,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
+import torch
 
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
 from competition.dataset import Images
 from competition.folds import read_folds
 from competition.modeling import ImageTransform, load_trained
-from competition.predict import Engine
+from competition.predict import FALLBACK_MAX_NEW_TOKENS, Engine, RowSampler
 from competition.train import fold_rows
 
 
@@ -63,6 +66,107 @@ def test_constrained_and_ranked_answers_come_from_the_vocabulary(trained: tuple[
     assert {t for t, _ in constrained.values()} <= set(vocab)
     assert {t for t, _ in ranked.values()} <= set(vocab)
     assert all(lp <= 0 for _, lp in ranked.values())
+
+
+def test_constrained_answers_are_never_cut_to_a_prefix(trained: tuple[list[str], Path]) -> None:
+    sets, _ = trained
+    engine, questions, images, vocab = engine_for(sets, batch_size=16)
+    multi_token = [v for v in vocab if len(engine.tok(v, add_special_tokens=False)["input_ids"]) > 1]
+    assert multi_token, "the demo vocabulary should hold multi-token answers"
+    engine = Engine(engine.model, engine.processor, engine.images, batch_size=16, vocabulary=multi_token)
+    answers = run(engine, DecodingConfig(name="c", constrained=True, max_new_tokens=1), questions, images)
+    assert {t for t, _ in answers.values()} <= set(multi_token)
+    assert engine.cut_answers == 0
+
+
+def test_answers_cut_by_max_new_tokens_are_counted(trained: tuple[list[str], Path]) -> None:
+    sets, _ = trained
+    engine, questions, images, _ = engine_for(sets, batch_size=16)
+    run(engine, DecodingConfig(name="greedy"), questions, images)
+    assert engine.cut_answers == 0, "with the derived limit the trained model ends every answer with EOS"
+    run(engine, DecodingConfig(name="short", max_new_tokens=1), questions, images)
+    assert engine.cut_answers > 0
+
+
+def test_default_max_new_tokens_is_the_longest_answer_plus_eos(trained: tuple[list[str], Path]) -> None:
+    sets, _ = trained
+    engine, *_ = engine_for(sets)
+    tok = engine.tok
+    longest = "top right bottom left"
+    vocab = ["yes", longest, "top"]
+    sized = Engine(engine.model, engine.processor, engine.images, vocabulary=vocab)
+    assert sized.default_max_new_tokens == len(tok(longest, add_special_tokens=False)["input_ids"]) + 1 == 5
+    assert sized.max_new_tokens(DecodingConfig(name="short", max_new_tokens=2)) == 2
+    assert sized.max_new_tokens(DecodingConfig(name="c", constrained=True, max_new_tokens=2)) == 5
+    bare = Engine(engine.model, engine.processor, engine.images)
+    assert bare.max_new_tokens(DecodingConfig(name="greedy")) == FALLBACK_MAX_NEW_TOKENS
+
+
+def raise_oom_above(model: Any, rows: int) -> None:
+    """Make model.generate fail with out-of-memory on batches of more than `rows` rows."""
+    generate = model.generate
+
+    def limited(**kw: Any) -> Any:
+        if kw["input_ids"].shape[0] > rows:
+            raise torch.OutOfMemoryError("simulated")
+        return generate(**kw)
+
+    model.generate = limited
+
+
+def test_a_sampled_answer_depends_on_its_row_not_its_batch(trained: tuple[list[str], Path]) -> None:
+    sets, _ = trained
+    sample = DecodingConfig(name="sample", do_sample=True, temperature=1.0)
+    engines = [engine_for(sets, batch_size=b, prefix_cache=c)[0] for b, c in [(1, False), (6, True), (64, True)]]
+    halved, questions, images, _ = engine_for(sets, batch_size=64, prefix_cache=False)
+    raise_oom_above(halved.model, 3)
+    first, *others = (run(e, sample, questions, images) for e in [*engines, halved])
+    for other in others:
+        assert {r: t for r, (t, _) in other.items()} == {r: t for r, (t, _) in first.items()}
+        assert max(abs(other[r][1] - first[r][1]) for r in first) < 1e-4
+    reseeded = run(engines[0], sample.model_copy(update={"seed": 1}), questions, images)
+    assert sum(reseeded[r][0] != first[r][0] for r in first) > 0
+
+
+def test_row_sampler_draws_from_the_top_p_softmax() -> None:
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    scores, ids = probs.log().expand(4000, 3), torch.zeros((4000, 1), dtype=torch.long)
+    keys = [f"row{i}" for i in range(4000)]
+    drawn = RowSampler(DecodingConfig(name="s", do_sample=True), keys)(ids, scores).argmax(-1)
+    assert torch.allclose(drawn.bincount(minlength=3) / 4000, probs, atol=0.03)
+    nucleus = RowSampler(DecodingConfig(name="s", do_sample=True, top_p=0.5), keys)(ids, scores).argmax(-1)
+    assert (nucleus == 0).all()
+
+
+def test_beam_sampling_is_refused() -> None:
+    with pytest.raises(ValueError, match="num_beams=1"):
+        DecodingConfig(name="bs", num_beams=2, do_sample=True)
+
+
+def test_a_fold_lacking_one_of_a_protected_pair_scores_it_right(
+    trained: tuple[list[str], Path], data_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'none' only in fold 0's validation, '0' in its training part: a predicted 'none' is right."""
+    from competition.cv import oof_frame
+    from competition.predictions import predict_fold
+
+    sets, work = trained
+    sets = [*copy_workdir(sets, work, tmp_path / "work"), f"data.root={data_copy}", "predict.prompts=[short_answer]",
+            "predict.decodings=[{name: greedy}]"]  # fmt: skip
+    cfg = load_config("configs/demo.yaml", sets)
+    folds = read_folds(cfg)
+    train = pd.read_csv(data_copy / "train.csv", dtype=str, keep_default_na=False)
+    fold_of = train["image_id"].map(folds.drop_duplicates("image_id").set_index("image_id")["fold"])
+    val_image, train_image = train["image_id"][fold_of == 0].iloc[0], train["image_id"][fold_of != 0].iloc[0]
+    train.loc[train["image_id"] == val_image, "answer"] = "none"
+    train.loc[train["image_id"] == train_image, "answer"] = "0"
+    train.to_csv(data_copy / "train.csv", index=False)
+    monkeypatch.setattr(Engine, "answer", lambda self, p, d, q, i, rows, tick=None: iter([[(r, "none", 0.0) for r in rows]]))
+    comp = load_competition(cfg.data)
+    shutil.rmtree(cfg.fold_dir(0) / "predictions", ignore_errors=True)
+    predict_fold(cfg, comp, folds, 0, ("oof",))
+    df = oof_frame(cfg, comp, folds)
+    assert (df["gold_raw"] == "none").sum() > 0 and df.loc[df["gold_raw"] == "none", "correct"].all()
 
 
 def predict_cmd(sets: list[str], *extra: str) -> list[str]:
