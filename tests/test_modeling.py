@@ -142,6 +142,23 @@ def test_seed_recipe_dry_run_plans_without_weights() -> None:
     assert "effective 256" in text
     assert "trainable parameters 4,198,400 of" in text  # the linear projector 1024 -> 4096
     assert "287,617 examples; 1,124 optimizer steps per epoch" in text
+    assert "checkpoints: every 200 steps of 1,124" in text
+
+
+def test_seed_recipe_trains_and_predicts_with_the_seeds_conversation() -> None:
+    from competition.prompts import render
+    from competition.train import dry_run_plan
+
+    cfg = load_config("configs/seed_llava_vicuna7b.yaml")
+    assert cfg.train.prompt == "vicuna_v1" and cfg.predict.prompts == ["vicuna_v1"]
+    assert render("vicuna_v1", "What is it?") == (  # LLaVA's conv_vicuna_v1 (`--version v1`), sep_style TWO
+        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the user's questions. USER: <image>\nWhat is it? ASSISTANT:"
+    )
+    assert render("llava_v1", "What is it?").startswith("A chat between a curious human")
+    seed_sets = ["data.root=/nonexistent", "train.save_steps=2400"]
+    plan = dry_run_plan(load_config("configs/seed_llava_vicuna7b.yaml", seed_sets), 0)
+    assert any(line.startswith("checkpoints: NONE (train.save_steps=2400 > 1,124 steps)") for line in plan), plan
 
 
 def test_a_projector_file_of_the_other_type_is_one_clear_error(parts: Path, tmp_path: Path) -> None:
