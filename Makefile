@@ -54,8 +54,12 @@ folds: install
 demo: install data
 	$(RUN) demo -c $(config) $(SETS)
 
+# The demo config's data set is made when missing, so `make fold=0 train` works on a fresh clone
+# (the stage itself writes a missing folds.csv).
+DEMO_INPUTS := $(if $(filter configs/demo.yaml,$(config)),data)
+
 # gpus=N > 1: N processes through torchrun (DDP; DeepSpeed when train.deepspeed is set).
-train: install
+train: install $(DEMO_INPUTS)
 ifeq ($(gpus),1)
 	$(RUN) train -c $(config) --fold $(fold) $(SETS)
 else
@@ -63,7 +67,7 @@ else
 endif
 
 # gpus=N > 1: N shard processes, one per device, merged when the last one finishes.
-predict: install
+predict: install $(DEMO_INPUTS)
 ifeq ($(gpus),1)
 	$(RUN) predict -c $(config) --fold $(fold) $(SETS)
 else

@@ -1,5 +1,5 @@
 """Entry point: python -m competition --help"""
 
-from competition.cli import app
+from competition.cli import main
 
-app()
+main()

@@ -121,6 +121,19 @@ def config_from(config: Path | None, overrides: list[str] | None) -> Config:
     return load_config(config, overrides or [])
 
 
+def stage_inputs(cfg: Config) -> tuple[Any, Any]:
+    """The competition and its folds; a missing folds.csv is written first (deterministic, never overwritten)."""
+    from competition.data import load_competition
+    from competition.folds import read_folds, write_folds
+
+    comp = load_competition(cfg.data)
+    if not (cfg.exp_dir / "folds.csv").is_file():
+        path, _ = write_folds(cfg, comp.train)
+        cfg.save()
+        say(f"wrote {path} ({cfg.folds.k} folds, seed {cfg.split_seed}): it was missing")
+    return comp, read_folds(cfg)
+
+
 @app.command()
 @fails_cleanly
 def data(
@@ -181,27 +194,22 @@ def folds(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    fold: Annotated[int, typer.Option("--fold", "-f", help="fold to train (its questions are held out)")] = 0,
+    fold: Annotated[int, typer.Option("--fold", "-f", min=0, help="fold to train (its questions are held out)")] = 0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the resolved plan; build nothing, download nothing")
     ] = False,
 ) -> None:
     """Fine-tune LLaVA on one fold (resumes from experiments/<exp>/fold<k>/trainer/)."""
     cfg = config_from(config, set_)
-    if fold >= cfg.folds.k:
-        raise ConfigError(f"--fold {fold} is out of range for folds.k={cfg.folds.k}")
     if dry_run:
         from competition.train import dry_run_plan
 
         for line in dry_run_plan(cfg, fold):
             say(line)
         return
-    from competition.data import load_competition
-    from competition.folds import read_folds
     from competition.train import train_fold
 
-    comp = load_competition(cfg.data)
-    folds = read_folds(cfg)
+    comp, folds = stage_inputs(cfg)
     cfg.save()
     metrics, _ = train_fold(cfg, comp, folds, fold, log=say)
     say(
@@ -226,21 +234,18 @@ def parse_shard(text: str) -> tuple[int, int]:
 def predict(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    fold: Annotated[int, typer.Option("--fold", "-f", help="fold whose model answers")] = 0,
+    fold: Annotated[int, typer.Option("--fold", "-f", min=0, help="fold whose model answers")] = 0,
     split: Annotated[str, typer.Option(help="oof (the fold's validation questions), test, or both")] = "both",
     shard: Annotated[str, typer.Option(help="i/n: this process takes image group i of n")] = "0/1",
 ) -> None:
     """Answer OOF and/or test questions with every prompt x decoding; resumable and shardable."""
-    from competition.data import load_competition
-    from competition.folds import read_folds
     from competition.predictions import predict_fold
 
     cfg = config_from(config, set_)
     if split not in ("oof", "test", "both"):
         raise ConfigError(f"--split '{split}': expected oof, test or both")
     splits = ("oof", "test") if split == "both" else (split,)
-    comp = load_competition(cfg.data)
-    folds = read_folds(cfg)
+    comp, folds = stage_inputs(cfg)
     with rate_bar() as bar:
         files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), tracker(bar), warn)
     for f in files:
@@ -454,3 +459,19 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         say("[tune] vote study on out-of-fold predictions")
         run_study(cfg, comp, folds, "vote", 4 * cfg.tune.trials)
     ensemble(config, set_)
+
+
+def main() -> None:
+    """The entry point: a usage error (unknown option, bad value) is one line on stderr and exit status 2."""
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(standalone_mode=False)
+    except TyperException as e:  # typer's usage errors (its ClickException family)
+        ctx = getattr(e, "ctx", None)
+        where = ctx.command_path if ctx else "python -m competition"
+        print(f"error: {e.format_message()} (see {where} --help)", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

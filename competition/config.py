@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from competition.errors import ConfigError
 from competition.io import atomic_write_yaml
@@ -225,6 +226,17 @@ class Config(Section):
         "demo", pattern=r"^[A-Za-z0-9_.-]+$", description="experiment name (folder under experiments/)"
     )
     workdir: Path = Field(Path("."), description="experiments/ and submissions/ are created under it")
+
+    @field_validator("workdir")
+    @classmethod
+    def _writable_folder(cls, path: Path) -> Path:
+        """An existing file, or a folder this process cannot write, cannot hold experiments."""
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"{existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"{existing} is not writable")
+        return path
     seed: int = 42
     data: DataConfig = DataConfig()
     folds: FoldsConfig = FoldsConfig()
@@ -326,6 +338,21 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; a ConfigError with line and column when it is not text or not YAML."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); a config is YAML text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        hint = ", YAML indents with spaces, never tabs" if "'\\t'" in problem else ""
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}{f' {context}' if context else ''}{hint}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply overrides, validate; ConfigError names the offending key."""
     raw: dict[str, Any] = {}
@@ -335,10 +362,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         source = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML: {e}".splitlines()[0]) from None
+        raw = read_yaml(path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     _check_keys(raw, Config, "", source)
@@ -351,4 +375,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{source}: bad value for '{key}': {err['msg']} (got {err.get('input')!r})") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{source}: bad value for '{key}': {msg} (got {err.get('input')!r})") from None

@@ -73,6 +73,12 @@ def tokenizer_texts(comp: Competition) -> list[str]:
 
 def fold_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> pd.DataFrame:
     """Training rows of the fold's train ('train') or validation ('val') part."""
+    existing = sorted(folds["fold"].unique())
+    if fold not in existing:
+        raise ConfigError(
+            f"--fold {fold}: folds.csv has folds {', '.join(map(str, existing))}; "
+            "pick one of them (or rerun `folds` after changing folds.k)"
+        )
     f = folds.set_index("ID")["fold"]
     in_fold = comp.train[comp.cfg.id_col].map(f)
     if in_fold.isna().any():

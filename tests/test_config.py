@@ -83,3 +83,15 @@ def test_an_older_transformers_is_refused_in_one_line(monkeypatch: pytest.Monkey
         versions.check_versions()
     res = CliRunner().invoke(app, ["cv", "-c", "configs/demo.yaml"])
     assert res.exit_code == 2 and "transformers 4.57.6 is installed" in res.output
+
+
+def test_every_default_is_pinned() -> None:
+    pinned = yaml.safe_load(Path("tests/config_defaults.yaml").read_text())
+    assert load_config().to_dict() == pinned
+
+
+def test_set_reaches_a_section_the_yaml_lacks(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("experiment: mini\n")
+    cfg = load_config(tmp_path / "c.yaml", ["tune.trials=3", "model.tiny.image_size=32"])
+    assert (cfg.experiment, cfg.tune.trials, cfg.model.tiny.image_size) == ("mini", 3, 32)
+    assert cfg.folds.k == 5 and cfg.tune.fold == 0

@@ -1,0 +1,89 @@
+"""The command line: usage errors and bad configs are one line; a missing folds.csv is made, never replaced."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from competition.cli import stage_inputs
+from competition.config import load_config
+from competition.errors import ConfigError
+from competition.train import fold_rows
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "competition", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--fold", "abc"], "error: Invalid value for '--fold'"),
+        (["train", "--fold", "-1"], "greater than or equal to 0"),
+        (["train", "--bogus"], "error: No such option: --bogus"),
+        (["bogus"], "error: No such command 'bogus'"),
+    ],
+)
+def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
+    res = cli(*args)
+    assert res.returncode == 2 and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_a_fold_that_folds_csv_lacks_is_refused(demo_root: Path, tmp_path: Path) -> None:
+    cfg = load_config("configs/demo.yaml", [f"data.root={demo_root}", f"workdir={tmp_path}", "folds.k=3"])
+    comp, folds = stage_inputs(cfg)
+    with pytest.raises(ConfigError, match=r"--fold 4: folds.csv has folds 0, 1, 2"):
+        fold_rows(comp, folds, 4, "train")
+    assert len(fold_rows(comp, folds, 2, "val")) > 0
+
+
+def test_a_missing_folds_csv_is_written_and_an_existing_one_kept(
+    demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    sets = [f"data.root={demo_root}", f"workdir={tmp_path}"]
+    _, folds = stage_inputs(load_config("configs/demo.yaml", [*sets, "folds.k=3"]))
+    assert "folds.csv (3 folds, seed 42): it was missing" in capsys.readouterr().out
+    path = tmp_path / "experiments" / "demo" / "folds.csv"
+    before = path.read_bytes()
+    _, again = stage_inputs(load_config("configs/demo.yaml", [*sets, "folds.k=5"]))
+    assert path.read_bytes() == before and sorted(again["fold"].unique()) == [0, 1, 2]
+    assert "it was missing" not in capsys.readouterr().out
+
+
+def test_make_train_on_a_fresh_clone_makes_the_demo_data_first(tmp_path: Path) -> None:
+    res = subprocess.run(["make", "-n", "fold=0", "train", f"DEMO_DATA={tmp_path}/demo"], capture_output=True, text=True)
+    lines = res.stdout.splitlines()
+    data = next(i for i, line in enumerate(lines) if f"competition data --out {tmp_path}/demo" in line)
+    assert data < next(i for i, line in enumerate(lines) if "competition train -c configs/demo.yaml" in line)
+    res = subprocess.run(["make", "-n", "fold=0", "train", "config=configs/llava15_7b_lora.yaml",
+                          f"DEMO_DATA={tmp_path}/demo"], capture_output=True, text=True)  # fmt: skip
+    assert "competition data" not in res.stdout
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("experiment: x\ntrain:\n\tmode: full\n", r"line 3, column 1: invalid YAML: .*never tabs"),
+        ("predict:\n  prompts: [a, b\n", r"line 3, column 1: invalid YAML: expected ',' or ']'"),
+        ("- a\n- b\n", "expected a mapping at the top level"),
+    ],
+)
+def test_config_errors_name_the_line_and_column(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_a_binary_config_or_a_file_as_workdir_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match=r"c.yaml: not a UTF-8 text file"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "afile").write_text("")
+    for workdir in ("afile", "afile/below"):
+        with pytest.raises(ConfigError, match=r"'workdir': .*afile is a file, not a folder"):
+            load_config("configs/demo.yaml", [f"workdir={tmp_path / workdir}"])
