@@ -17,7 +17,7 @@ RUN := $(PY) -m competition
 SETS := $(foreach s,$(set),--set $(s))
 DEMO_DATA ?= data/demo
 
-.PHONY: help install test test-fast lint demo data validate folds train predict train-all predict-all cv tune ensemble leaderboard bench clean
+.PHONY: help install test test-fast lint mutate docs demo data validate folds train predict train-all predict-all cv tune ensemble leaderboard bench clean
 
 help:
 	@echo "make test | make demo | make data folds validate | config=... fold=K gpus=N set='k=v ...'"
@@ -35,6 +35,17 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# Mutation testing of the pure modules (config in pyproject.toml [tool.mutmut]); an hour or more on 2 cores.
+mutate: install
+	$(PY) -m pip install -q -e ".[mutate]"
+	cd $(CURDIR) && $(VENV)/bin/mutmut run --max-children 2; $(VENV)/bin/mutmut results | tail -40
+
+# The README's config key table, regenerated from the config fields' descriptions.
+docs: install
+	$(PY) -c "import re, pathlib; from competition.config import key_table; p = pathlib.Path('README.md'); \
+	rows = '\n'.join(['| key | default | meaning |', '| --- | --- | --- |', *key_table()]); \
+	p.write_text(re.sub(r'(<!-- config-keys:start -->\n).*?(<!-- config-keys:end -->)', lambda m: m[1] + rows + '\n' + m[2], p.read_text(), flags=re.S))"
 
 lint: install
 	$(PY) -m ruff check competition tests bench

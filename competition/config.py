@@ -33,10 +33,10 @@ class DataConfig(Section):
     sample_submission_csv: str = Field("sample_submission.csv", description="sample submission, relative to root")
     train_images: str = Field("image/train", description="training image folder, relative to root")
     test_images: str = Field("image/test", description="test image folder, relative to root")
-    id_col: str = "ID"
-    image_col: str = "image_id"
-    question_col: str = "question"
-    answer_col: str = "answer"
+    id_col: str = Field("ID", description="question id column (train, test, sample submission)")
+    image_col: str = Field("image_id", description="image id column: the file stem under the image folders")
+    question_col: str = Field("question", description="question text column")
+    answer_col: str = Field("answer", description="answer column (train, sample submission, submissions)")
     image_extensions: list[str] = Field(
         [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"], description="extensions tried when resolving an image id"
     )
@@ -57,14 +57,14 @@ class TinyModelConfig(Section):
 
     image_size: int = Field(64, ge=8, description="square input resolution of the vision tower")
     patch_size: int = Field(8, ge=1, description="ViT patch size; image tokens = (image_size / patch_size)^2")
-    vision_hidden: int = 128
-    vision_intermediate: int = 256
-    vision_layers: int = 2
-    vision_heads: int = 4
-    text_hidden: int = 128
-    text_intermediate: int = 256
-    text_layers: int = 2
-    text_heads: int = 4
+    vision_hidden: int = Field(128, description="vision tower width")
+    vision_intermediate: int = Field(256, description="vision tower MLP width")
+    vision_layers: int = Field(2, description="vision tower depth")
+    vision_heads: int = Field(4, description="vision tower attention heads")
+    text_hidden: int = Field(128, description="language model width")
+    text_intermediate: int = Field(256, description="language model MLP width")
+    text_layers: int = Field(2, description="language model depth")
+    text_heads: int = Field(4, description="language model attention heads")
 
 
 class ModelConfig(Section):
@@ -98,10 +98,13 @@ class ModelConfig(Section):
 class LoraSettings(Section):
     """PEFT LoRA on the language model (train.mode: lora); the projector trains fully."""
 
-    r: int = Field(16, ge=1)
-    alpha: int = 32
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA branch")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="language-model linear layers that get LoRA adapters",
+    )
 
 
 class TrainConfig(Section):
@@ -109,35 +112,41 @@ class TrainConfig(Section):
 
     mode: Literal["projector", "lora", "full"] = Field("full", description="what trains")
     prompt: str = Field("short_answer", description="prompt template the model is trained on")
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="passes over the fold's training questions")
     max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: epochs decide)")
     learning_rate: float = Field(2e-3, gt=0, description="language model (and default) learning rate")
     vision_lr: float | None = Field(None, description="vision tower learning rate (default: learning_rate)")
     projector_lr: float | None = Field(None, description="projector learning rate (default: learning_rate)")
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on biases and norms)")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of the optimizer steps spent warming up")
     scheduler: str = Field("cosine", description="transformers lr_scheduler_type")
-    per_device_batch_size: int = Field(16, ge=1)
+    per_device_batch_size: int = Field(16, ge=1, description="training conversations per device per step")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (ignored if effective_batch_size set)")
     effective_batch_size: int | None = Field(
         None, ge=1, description="per-device batch x accumulation x processes; accumulation is derived from it"
     )
-    max_length: int = Field(128, ge=8, description="text tokens per example; image tokens come on top")
+    max_length: int = Field(
+        128,
+        ge=8,
+        description="text tokens of a training conversation (questions + answers, all turns); image tokens on top",
+    )
     pack_questions: int = Field(1, ge=1, description="questions of one image per training conversation (multi-turn)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto",
         description="mixed precision of the forward/backward pass (weights that train stay float32); auto: bf16 "
         "on a CUDA card that has it, fp16 on older CUDA cards, fp32 on CPU. TF32 matmuls are on wherever the card has them",
     )
-    gradient_checkpointing: bool = False
-    group_by_length: bool = True
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in backward: less memory, ~30% slower"
+    )
+    group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     cache_images: bool = Field(False, description="keep preprocessed images in memory (small data sets)")
-    save_steps: int = Field(500, ge=1)
-    save_total_limit: int = Field(2, ge=1)
-    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1, description="optimizer steps between checkpoints (resume points)")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept; older ones are deleted")
+    logging_steps: int = Field(10, ge=1, description="optimizer steps between train_log.jsonl lines")
     report_to: list[str] = Field([], description="e.g. [wandb] or [tensorboard]")
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json)")
-    dataloader_workers: int = 0
+    dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: the main process)")
     lora: LoraSettings = LoraSettings()
 
 
@@ -145,14 +154,14 @@ class DecodingConfig(Section):
     """One decoding setting; every prompt is run with every decoding."""
 
     name: str = Field("greedy", pattern=r"^[A-Za-z0-9_.-]+$", description="tag of the prediction rows")
-    num_beams: int = Field(1, ge=1)
-    do_sample: bool = False
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    num_beams: int = Field(1, ge=1, description="beam search width (1: greedy or sampling)")
+    do_sample: bool = Field(False, description="sample each row's answer (seeded by the row and `seed`)")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="sampling nucleus: the smallest token set of this probability")
     max_new_tokens: int | None = Field(
         None, ge=1, description="generated tokens at most; default: the longest tokenized training answer + EOS"
     )
-    length_penalty: float = 1.0
+    length_penalty: float = Field(1.0, description="beam search: exponent of the length normalisation")
     constrained: bool = Field(False, description="generate only answers of the fold's training vocabulary")
     rank: int = Field(0, ge=0, description="> 0: score the N most common training answers by likelihood, take the best")
     seed: int = Field(0, description="sampling seed")
@@ -173,7 +182,12 @@ class NormalizeConfig(Section):
         description="VQA-eval rules, applied in their fixed order",
     )
     protect: bool = Field(True, description="never merge two distinct training answers (e.g. 'none' and '0')")
-    snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap to the training answers at this similarity")
+    snap_cutoff: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="snap every prediction to the training answers at this rapidfuzz similarity, before scoring",
+    )
 
 
 class PredictConfig(Section):
@@ -182,37 +196,48 @@ class PredictConfig(Section):
     prompts: list[str] | None = Field(
         None, min_length=1, description="prompt templates to run; default: [train.prompt], the one the model learned"
     )
-    decodings: list[DecodingConfig] = Field([DecodingConfig()], min_length=1)
+    decodings: list[DecodingConfig] = Field(
+        [DecodingConfig()], min_length=1, description="decodings to run, each with every prompt (keys below)"
+    )
     batch_size: int = Field(32, ge=1, description="questions per batch (halved and retried on out-of-memory)")
     prefix_cache: bool | Literal["auto"] = Field(
         "auto",
         description="encode each image's shared prefix once and reuse its KV cache; auto: when the prefix is long",
     )
-    max_length: int = Field(128, ge=8, description="text tokens of a prompt; image tokens come on top")
+    max_length: int = Field(
+        128, ge=8, description="text tokens of one inference prompt (a single question, no answer); image tokens on top"
+    )
 
 
 class ExternalMember(Section):
     """A prediction set from outside (a submission CSV or LLaVA result.jsonl) that joins the test vote."""
 
-    path: Path
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: Path = Field(description="a submission CSV or an original-LLaVA result.jsonl")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="member name in the vote and the submission record")
     weight: float = Field(1.0, ge=0, description="vote weight (not fitted: external members have no OOF)")
 
 
 class EnsembleConfig(Section):
     """Voting: candidate methods scored on OOF; the best votes the test predictions."""
 
-    methods: list[Literal["majority", "weighted", "fuzzy"]] = ["majority", "weighted", "fuzzy"]
+    methods: list[Literal["majority", "weighted", "fuzzy"]] = Field(
+        ["majority", "weighted", "fuzzy"], description="vote methods scored on OOF; the best votes the test set"
+    )
     thresholds: list[float] = Field([90.0, 80.0], description="fuzzy similarity thresholds (rapidfuzz ratio) tried")
-    external: list[ExternalMember] = []
-    snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap voted answers to the training answers")
+    external: list[ExternalMember] = Field([], description="prediction sets from outside that join the test vote")
+    snap_cutoff: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="snap only the submission's voted answers to the training answers (members stay as predicted)",
+    )
 
 
 class TuneConfig(Section):
     """Optuna studies, stored in an RDB (SQLite file by default)."""
 
     storage: str | None = Field(None, description="RDB URL; default sqlite:///<exp>/optuna.db")
-    trials: int = Field(20, ge=1)
+    trials: int = Field(20, ge=1, description="trials per `tune` run (added to the stored study)")
     fold: int = Field(0, ge=0, description="fold whose validation questions the decoding study scores")
     max_questions: int = Field(400, ge=10, description="validation questions per decoding trial")
     prune_chunks: int = Field(4, ge=1, description="partial evaluations per trial reported to the pruner")
@@ -237,7 +262,8 @@ class Config(Section):
         if not os.access(existing, os.W_OK | os.X_OK):
             raise ValueError(f"{existing} is not writable")
         return path
-    seed: int = 42
+
+    seed: int = Field(42, description="run seed: model init, data order, sampling; folds fall back to it")
     data: DataConfig = DataConfig()
     folds: FoldsConfig = FoldsConfig()
     model: ModelConfig = ModelConfig()
@@ -298,6 +324,37 @@ def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
         else:
             keys.append(prefix + name)
     return keys
+
+
+def _sections(ann: Any) -> type[Section] | None:
+    """The Section class a field holds, directly or as the items of a list."""
+    item = (getattr(ann, "__args__", None) or [None])[0] if getattr(ann, "__origin__", None) is list else ann
+    return item if isinstance(item, type) and issubclass(item, Section) else None
+
+
+def _default_text(field: Any) -> str:
+    """A field's default as the key table shows it."""
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "none"
+    if isinstance(value, BaseModel) or (isinstance(value, list) and value and isinstance(value[0], BaseModel)):
+        return "see below"
+    return f"`{json.dumps(value, default=str)}`"
+
+
+def key_table(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Rows `| key | default | meaning |` of every config key, from the fields' defaults and descriptions."""
+    rows = []
+    for name, field in model.model_fields.items():
+        section = _sections(field.annotation)
+        is_list = getattr(field.annotation, "__origin__", None) is list
+        if section is None or is_list:
+            rows.append(f"| `{prefix}{name}` | {_default_text(field)} | {field.description or ''} |")
+        if section is not None:
+            rows += key_table(section, f"{prefix}{name}{'[]' if is_list else ''}.")
+    return rows
 
 
 def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, source: str) -> None:

@@ -95,3 +95,12 @@ def test_set_reaches_a_section_the_yaml_lacks(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "c.yaml", ["tune.trials=3", "model.tiny.image_size=32"])
     assert (cfg.experiment, cfg.tune.trials, cfg.model.tiny.image_size) == ("mini", 3, 32)
     assert cfg.folds.k == 5 and cfg.tune.fold == 0
+
+
+def test_the_readme_key_table_is_the_one_the_fields_describe() -> None:
+    from competition.config import key_table
+
+    readme = Path("README.md").read_text()
+    table = readme.split("<!-- config-keys:start -->\n")[1].split("<!-- config-keys:end -->")[0]
+    assert table.splitlines()[2:] == key_table(), "README key table is stale: run `make docs`"
+    assert all(row.split(" | ")[2].strip(" |") for row in key_table()), "a config key without a description"
