@@ -4,7 +4,8 @@
 
 Members are (prompt, decoding) prediction sets; on OOF each question is answered by its own
 fold's model, on test by every fold's model, so a member's fitted weight applies to all its folds.
-Writes the ensemble and the best single member as submissions, ranked on the leaderboard.
+Writes the ensemble and the best single member as submissions, ranked on the leaderboard; with a
+solution.csv (held-out answers: the demo generator writes one) in the data folder, scores both on it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from competition.config import Config
+from competition.config import Config, DataConfig
 from competition.cv import oof_frame
-from competition.data import Competition
+from competition.data import Competition, check_not_empty, check_unique, read_table
 from competition.ensemble import Candidate, load_external, score, select_method, vote
+from competition.errors import DataError
 from competition.metrics import majority_baseline
 from competition.normalize import snap_to_vocab
 from competition.predictions import AnswerNormalizer, read_split
-from competition.submit import write_submission
+from competition.submit import read_submission, write_submission
 from competition.tune import load_tuned
 
 
@@ -97,6 +99,7 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
                 tuned_cv,
             )
     normalizer = AnswerNormalizer.of(cfg, comp)
+    truth = read_solution(comp, normalizer)
     test = test_frame(cfg)
     ext_rows, ext_weights = externals(cfg)
     if len(ext_rows):
@@ -127,12 +130,28 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     safe = best.replace("/", "-")
     single_path = write_submission(fill_empty(single, comp, normalizer), comp.sample, cfg.submissions_dir,
                                    f"{cfg.experiment}-{safe}", single_meta, c.id_col, c.answer_col)  # fmt: skip
+    holdout = {} if truth is None else {p.name: holdout_score(p, truth, c) for p in (path, single_path)}
     return {"method": method, "threshold": params["threshold"], "weights": params["weights"], "cv": cv,
-            "members": singles.to_dict(), "submission": path, "single": single_path}  # fmt: skip
+            "members": singles.to_dict(), "submission": path, "single": single_path,
+            "holdout": holdout}  # fmt: skip
 
 
-def holdout_score(submission: Path, solution: Path, normalizer: AnswerNormalizer) -> float:
-    """Accuracy of a submission against held-out answers (the demo generator writes solution.csv)."""
-    sub = pd.read_csv(submission, dtype=str, keep_default_na=False).set_index("ID")["answer"]
-    sol = pd.read_csv(solution, dtype=str, keep_default_na=False).set_index("ID")["answer"]
-    return score(pd.DataFrame({"id": sub.index, "answer": sub.to_numpy()}), normalizer(sol))
+def read_solution(comp: Competition, normalizer: AnswerNormalizer) -> pd.Series | None:
+    """Normalized held-out answers by ID from the data folder's solution.csv; None when there is none."""
+    c = comp.cfg
+    path = Path(c.root) / "solution.csv"
+    if not path.is_file():
+        return None
+    sol = read_table(path, [c.id_col, c.answer_col])
+    check_not_empty(sol, path, [c.id_col, c.answer_col])
+    check_unique(sol, path, c.id_col)
+    missing = ~comp.test[c.id_col].isin(sol[c.id_col])
+    if missing.any():
+        raise DataError(f"{path}: column '{c.id_col}': test ID '{comp.test[c.id_col][missing].iloc[0]}' has no row")
+    return pd.Series(normalizer(sol[c.answer_col]).to_numpy(), index=sol[c.id_col].to_numpy())
+
+
+def holdout_score(submission: Path, truth: pd.Series, c: DataConfig) -> float:
+    """Accuracy of a written submission against the held-out answers (`read_solution`)."""
+    sub = read_submission(submission)
+    return score(pd.DataFrame({"id": sub[c.id_col], "answer": sub[c.answer_col]}), truth)

@@ -306,10 +306,9 @@ def ensemble(
     name: Annotated[str, typer.Option(help="submission name")] = "ensemble",
 ) -> None:
     """Vote all members into a submission (method chosen on OOF) and rank it on the leaderboard."""
-    from competition.blend import holdout_score, run_ensemble
+    from competition.blend import run_ensemble
     from competition.data import load_competition
     from competition.folds import read_folds
-    from competition.predictions import AnswerNormalizer
     from competition.submit import leaderboard
 
     cfg = config_from(config, set_)
@@ -319,11 +318,8 @@ def ensemble(
         f"vote: {res['method']} (threshold {res['threshold']}), OOF accuracy {res['cv']:.4f}; "
         f"best single member {max(res['members'].values()):.4f}"
     )
-    solution = cfg.data.root / "solution.csv"
-    if solution.is_file():
-        norm = AnswerNormalizer.of(cfg, comp)
-        for key in ("submission", "single"):
-            say(f"held-out accuracy of {res[key].name}: {holdout_score(res[key], solution, norm):.4f}")
+    for file, accuracy in res["holdout"].items():
+        say(f"held-out accuracy of {file}: {accuracy:.4f}")
     say(f"wrote {res['submission']}")
     out.print(leaderboard_table(leaderboard(cfg.submissions_dir)))
 
@@ -388,22 +384,24 @@ def tune(
 
     from competition.data import load_competition
     from competition.folds import read_folds
-    from competition.tune import run_study
+    from competition.tune import objective_for, run_study
 
     cfg = config_from(config, set_)
     kind = {"prompts": "decoding"}.get(study, study)
     if kind not in ("decoding", "vote"):
         raise ConfigError(f"--study '{study}': expected decoding, prompts or vote")
+    comp, folds = load_competition(cfg.data), read_folds(cfg)
+    objective = objective_for(cfg, comp, folds, kind)  # refuses bad input before any worker or storage exists
     total = trials or cfg.tune.trials
     shares = [total // workers + (i < total % workers) for i in range(workers)]
     base = [sys.executable, "-m", "competition", "tune", "--study", kind, "--workers", "1"]
     base += (["-c", str(config)] if config else []) + [x for s in set_ or [] for x in ("--set", s)]
     helpers = [subprocess.Popen([*base, "--trials", str(n)]) for n in shares[1:] if n]
-    s, path = run_study(cfg, load_competition(cfg.data), read_folds(cfg), kind, shares[0])
+    s, path = run_study(cfg, comp, folds, kind, shares[0], objective)
     if any(h.wait() for h in helpers):
         raise ConfigError("a tuning worker failed; its error is printed above")
     if helpers:
-        s, path = run_study(cfg, load_competition(cfg.data), read_folds(cfg), kind, 0)
+        s, path = run_study(cfg, comp, folds, kind, 0, objective)
     done = [t for t in s.trials if t.state.name == "COMPLETE"]
     say(
         f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}"

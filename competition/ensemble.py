@@ -4,9 +4,10 @@ python -m competition ensemble -c configs/demo.yaml [--name NAME]
 
 Predictions are one long frame, `id, member, answer, logprob` (answers already normalized):
 
-    method, params, cv = select_method(oof, gold)            # chosen on out-of-fold predictions only
+    candidates = [Candidate("majority"), Candidate("weighted", fit=True), Candidate("fuzzy", 80.0, fit=True)]
+    method, params, cv = select_method(oof, gold, candidates)  # chosen on out-of-fold predictions only
     test = pd.concat([test, load_external(Path("result.jsonl"), "ext/llava_seed")])
-    voted = vote(test, method, **params)                     # id, answer, support, logprob
+    voted = vote(test, method, **params)                       # id, answer, support, logprob
 
 Ties between answers go to the higher summed log-probability, then the higher single member weight,
 then the smaller answer string. A NaN log-probability (external members) adds nothing to a sum.
@@ -31,6 +32,7 @@ from competition.errors import ConfigError, DataError
 
 Method = Literal["majority", "weighted", "fuzzy"]
 METHODS: tuple[str, ...] = get_args(Method)
+FUZZY_THRESHOLD = 90.0  # default: two spellings of one answer when rapidfuzz's ratio is at least this
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Candidate:
     """One voting configuration that `select_method` scores on OOF: method, fuzzy threshold, fitted weights."""
 
     method: Method = "majority"
-    threshold: float = 90.0
+    threshold: float = FUZZY_THRESHOLD
     fit: bool = False
 
     def __post_init__(self) -> None:
@@ -75,20 +77,11 @@ def check_method(method: str) -> None:
         raise ConfigError(f"ensemble: unknown method '{method}' (valid: {', '.join(METHODS)})")
 
 
-DEFAULT_CANDIDATES = (
-    Candidate("majority"),
-    Candidate("weighted", fit=True),
-    Candidate("fuzzy", 90.0),
-    Candidate("fuzzy", 90.0, fit=True),
-    Candidate("fuzzy", 80.0, fit=True),
-)
-
-
 def vote(
     preds: pd.DataFrame,
     method: Method,
     weights: dict[str, float] | None = None,
-    threshold: float = 90.0,
+    threshold: float = FUZZY_THRESHOLD,
 ) -> pd.DataFrame:
     """One row per id (first-seen order): `id, answer, support, logprob` of the winning answer.
 
@@ -271,7 +264,7 @@ def fit_weights(
     oof: pd.DataFrame,
     gold: pd.Series,
     method: Literal["weighted", "fuzzy"] = "weighted",
-    threshold: float = 90.0,
+    threshold: float = FUZZY_THRESHOLD,
     grid: Iterable[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
     rounds: int = 3,
 ) -> dict[str, float]:
@@ -325,7 +318,7 @@ def _trials(weight: np.ndarray, m: int, values: np.ndarray) -> Iterable[np.ndarr
 
 
 def select_method(
-    oof: pd.DataFrame, gold: pd.Series, candidates: Iterable[Candidate] = DEFAULT_CANDIDATES
+    oof: pd.DataFrame, gold: pd.Series, candidates: Iterable[Candidate]
 ) -> tuple[Method, dict[str, Any], float]:
     """The candidate with the best voted OOF accuracy (first on ties): (method, vote kwargs, OOF accuracy).
 

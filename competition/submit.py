@@ -91,12 +91,25 @@ def check_answers(sub: pd.DataFrame, id_col: str, answer_col: str, name: str) ->
         )
 
 
+def check_kept(sub: pd.DataFrame, sample: pd.DataFrame, answer_col: str, name: str) -> None:
+    """Refuse a cell outside the answer column that differs from the sample's (rows already in its order)."""
+    for col in sample.columns.drop(answer_col):
+        found, expected = sub[col].astype(str).to_numpy(), sample[col].astype(str).to_numpy()
+        changed = np.flatnonzero(found != expected)
+        if len(changed):
+            i = int(changed[0])
+            raise SubmissionError(
+                f"{name}: line {_line(i)}, column '{col}': '{found[i]}' differs from the sample's '{expected[i]}'"
+            )
+
+
 def validate_submission(
     sub: pd.DataFrame, sample: pd.DataFrame, id_col: str = "ID", answer_col: str = "answer", name: str = "submission"
 ) -> None:
-    """Raise SubmissionError unless `sub` has the sample's columns and IDs, in its order, with every answer filled."""
+    """Raise SubmissionError unless `sub` is the sample (columns, IDs, order, other cells) with every answer filled."""
     check_columns(sub, sample, name)
     check_ids(sub, sample, id_col, name)
+    check_kept(sub, sample, answer_col, name)
     check_answers(sub, id_col, answer_col, name)
 
 
@@ -126,10 +139,12 @@ def validate_file(
 def join_answers(
     answers: pd.Series, sample: pd.DataFrame, id_col: str = "ID", answer_col: str = "answer"
 ) -> pd.DataFrame:
-    """Rows in the sample's order, each ID with its answer (joined by ID); IDs the sample lacks go last."""
+    """The sample with each ID's answer (joined by ID) in its answer column; IDs the sample lacks go last."""
     sub = pd.DataFrame({id_col: answers.index.to_numpy(), answer_col: answers.to_numpy()})
     rank = sub[id_col].map(dict(zip(sample[id_col], range(len(sample)), strict=True))).fillna(len(sample))
-    return sub.iloc[np.argsort(rank.to_numpy(), kind="stable")].reset_index(drop=True)
+    sub = sub.iloc[np.argsort(rank.to_numpy(), kind="stable")]
+    kept = sample.drop(columns=answer_col)
+    return sub.merge(kept, on=id_col, how="left", validate="many_to_one")[list(sample.columns)]
 
 
 def check_score(value: Any, what: str) -> float:

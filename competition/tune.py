@@ -4,8 +4,10 @@
     python -m competition tune -c configs/demo.yaml --study vote --trials 50
 
 Studies live in an RDB (sqlite:///experiments/<exp>/optuna.db unless tune.storage names another),
-so a rerun adds trials to the same study and several workers can share one. The best parameters
-are merged into experiments/<exp>/tuned.yaml, which `predict` and `ensemble` pick up.
+so a rerun adds trials to the same study and several workers can share one. A running trial beats
+a heartbeat into the storage; one whose heartbeat stopped (its process was killed) is failed when any
+worker next opens the study or starts a trial. The best parameters are merged into
+experiments/<exp>/tuned.yaml, which `predict` and `ensemble` pick up.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import yaml
 
 from competition.config import Config, DecodingConfig
 from competition.data import Competition
-from competition.ensemble import score, vote
+from competition.ensemble import FUZZY_THRESHOLD, score, vote
 from competition.io import atomic_open, atomic_write_yaml
 
 STUDIES = ("decoding", "vote")
+HEARTBEAT_S = 10  # a running trial records it is alive this often
+GRACE_S = 60  # a running trial silent this long belongs to a dead process and is failed
 
 
 def storage_url(cfg: Config) -> str:
@@ -35,15 +39,20 @@ def storage_url(cfg: Config) -> str:
 
 
 def open_study(cfg: Config, kind: str) -> optuna.Study:
-    """Create or load the experiment's study of `kind` (trial numbers continue across runs)."""
-    return optuna.create_study(
-        study_name=f"{cfg.experiment}-{kind}",
-        storage=storage_url(cfg),
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-    )
+    """Create or load the experiment's study of `kind` (trial numbers continue), failing its stale trials."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+        storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        study = optuna.create_study(
+            study_name=f"{cfg.experiment}-{kind}",
+            storage=storage,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+        )
+        optuna.storages.fail_stale_trials(study)
+    return study
 
 
 def decoding_space(trial: optuna.Trial, prompts: list[str]) -> tuple[str, DecodingConfig]:
@@ -69,7 +78,7 @@ def decoding_space(trial: optuna.Trial, prompts: list[str]) -> tuple[str, Decodi
 def vote_space(trial: optuna.Trial, members: list[str]) -> tuple[str, dict[str, float], float]:
     """The vote study's search space: method, fuzzy threshold, one weight per member."""
     method = trial.suggest_categorical("method", ["majority", "weighted", "fuzzy"])
-    threshold = trial.suggest_float("threshold", 70.0, 100.0) if method == "fuzzy" else 90.0
+    threshold = trial.suggest_float("threshold", 70.0, 100.0) if method == "fuzzy" else FUZZY_THRESHOLD
     weights = {m: trial.suggest_float(f"w:{m}", 0.0, 2.0) for m in members} if method != "majority" else {}
     return method, weights, threshold
 
@@ -164,7 +173,7 @@ def best_vote(study: optuna.Study) -> dict[str, Any]:
     """tuned.yaml section: the best vote method, threshold and member weights."""
     p = dict(study.best_params)
     weights = {k[2:]: v for k, v in p.items() if k.startswith("w:")}
-    return {"vote": {"method": p["method"], "threshold": p.get("threshold", 90.0), "weights": weights or None},
+    return {"vote": {"method": p["method"], "threshold": p.get("threshold", FUZZY_THRESHOLD), "weights": weights or None},
             "vote_score": study.best_value}  # fmt: skip
 
 
@@ -198,24 +207,30 @@ def plot_study(study: optuna.Study, out: Path) -> list[Path]:
     return written
 
 
-def run_study(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str, trials: int) -> tuple[optuna.Study, Path]:
-    """Run `trials` more trials of one study (0: just reload it), then save its best parameters and plots."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(cfg, kind)
+def objective_for(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str) -> Any:
+    """The study's objective, built from its inputs (a CompetitionError when they are missing)."""
     if kind == "decoding":
-        if trials and not study.trials:  # the default greedy decoding is the first trial: the bar to clear
-            study.enqueue_trial(default_decoding(cfg))
-        if trials:
-            study.optimize(DecodingObjective(cfg, comp, folds, cfg.tune.fold), n_trials=trials)
-        path = save_tuned(cfg, best_decoding(study, cfg))
-    else:
-        if trials:
-            from competition.cv import oof_frame
+        return DecodingObjective(cfg, comp, folds, cfg.tune.fold)
+    from competition.cv import oof_frame
 
-            oof = oof_frame(cfg, comp, folds)
-            gold = oof.drop_duplicates("id").set_index("id")["gold"]
-            study.optimize(vote_objective(oof[["id", "member", "answer", "logprob"]], gold), n_trials=trials)
-        path = save_tuned(cfg, best_vote(study))
+    oof = oof_frame(cfg, comp, folds)
+    gold = oof.drop_duplicates("id").set_index("id")["gold"]
+    return vote_objective(oof[["id", "member", "answer", "logprob"]], gold)
+
+
+def run_study(
+    cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str, trials: int, objective: Any = None
+) -> tuple[optuna.Study, Path]:
+    """Add `trials` trials (0: reload), save best parameters and plots; the objective checks inputs before any write."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if trials and objective is None:
+        objective = objective_for(cfg, comp, folds, kind)
+    study = open_study(cfg, kind)
+    if kind == "decoding" and trials and not study.trials:  # default greedy decoding first: the bar to clear
+        study.enqueue_trial(default_decoding(cfg))
+    if trials:
+        study.optimize(objective, n_trials=trials)
+    path = save_tuned(cfg, best_decoding(study, cfg) if kind == "decoding" else best_vote(study))
     plot_study(study, cfg.exp_dir / f"optuna-{kind}.png")
     return study, path
 

@@ -1,8 +1,11 @@
-"""Voting, weight fitting, method selection and external members on small hand-made frames."""
+"""Voting, weight fitting, method selection and external members on small hand-made frames; the ensemble stage."""
 
 from __future__ import annotations
 
 import itertools
+import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,12 @@ import pandas as pd
 import pytest
 from rapidfuzz import fuzz
 
+from competition import ensemble
+from competition.blend import run_ensemble
+from competition.config import Config, load_config
+from competition.data import Competition, load_competition
 from competition.ensemble import (
+    FUZZY_THRESHOLD,
     Candidate,
     fit_weights,
     load_external,
@@ -19,6 +27,10 @@ from competition.ensemble import (
     vote,
 )
 from competition.errors import CompetitionError, ConfigError, DataError
+from competition.folds import read_folds, write_folds
+from competition.predictions import file_for, write_canonical
+from competition.submit import read_submission, validate_file
+from competition.train import fold_rows
 
 
 def frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
@@ -30,6 +42,12 @@ def one_question(answers: list[str], logprobs: list[float] | None = None, qid: s
     """One question answered by members m0, m1, ... in order."""
     logprobs = logprobs or [-1.0] * len(answers)
     return frame([(qid, f"m{i}", a, lp) for i, (a, lp) in enumerate(zip(answers, logprobs, strict=True))])
+
+
+def refused(error: type[Exception], message: str, fn: Callable[..., object], *args: object, **kw: object) -> None:
+    """`fn(*args, **kw)` raises `error` with exactly `message`."""
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        fn(*args, **kw)
 
 
 def winner(preds: pd.DataFrame, method: str, **kw: object) -> str:
@@ -152,18 +170,59 @@ def test_vectorised_vote_matches_a_plain_per_question_vote(seed: int) -> None:
 
 
 def test_vote_refuses_bad_method_and_weight() -> None:
-    preds = one_question(["red"])
-    with pytest.raises(ConfigError, match="unknown method 'median'"):
-        vote(preds, "median")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="member 'm0'"):
-        vote(preds, "weighted", weights={"m0": -1.0})
-
-
-def test_vote_refuses_a_missing_answer() -> None:
     preds = one_question(["red", "blue"])
-    preds.loc[1, "answer"] = None
-    with pytest.raises(DataError, match="row 1 has no 'answer'"):
-        vote(preds, "majority")
+    refused(ConfigError, "ensemble: unknown method 'median' (valid: majority, weighted, fuzzy)", vote, preds, "median")
+    for bad in (-1.0, float("nan"), float("inf")):
+        message = f"ensemble: weight of member 'm1' must be >= 0, got {bad}"
+        refused(ConfigError, message, vote, preds, "weighted", weights={"m0": 1.0, "m1": bad})
+    assert winner(preds, "weighted", weights={"m0": 0.0}) == "blue"  # zero is a weight
+
+
+def test_vote_refuses_a_missing_value() -> None:
+    for col, row in (("answer", 1), ("id", 0), ("member", 2)):
+        preds = one_question(["red", "blue", "red"])
+        preds.loc[row, col] = None
+        refused(DataError, f"predictions: row {row} has no '{col}'", vote, preds, "majority")
+
+
+def test_vote_answers_ids_in_first_seen_order() -> None:
+    preds = frame([("q2", "m0", "a", -1.0), ("q10", "m0", "b", -1.0), ("q1", "m0", "c", -1.0), ("q2", "m1", "a", -1.0)])
+    voted = vote(preds, "fuzzy")
+    assert voted.columns.tolist() == ["id", "answer", "support", "logprob"]
+    assert voted["id"].tolist() == ["q2", "q10", "q1"] and voted["answer"].tolist() == ["a", "b", "c"]
+    agreed = vote(preds.assign(answer="yes"), "majority")  # one distinct answer over several ids
+    assert agreed["id"].tolist() == ["q2", "q10", "q1"] and agreed["answer"].tolist() == ["yes"] * 3
+
+
+def test_fuzzy_default_threshold_is_90() -> None:
+    assert FUZZY_THRESHOLD == Candidate().threshold == 90.0
+    assert fuzz.ratio("yellow", "yelow") == pytest.approx(90.909, abs=1e-3)
+    assert fuzz.ratio("abcdefghij", "abcdefghix") == 90.0
+    for right, wrong in (("yelow", "yellow"), ("abcdefghix", "abcdefghij")):
+        preds = one_question([right, wrong, right, "a", "a"])  # apart: "a" wins the 2-2 tie on the smaller string
+        assert winner(preds, "fuzzy") == right  # merged: 3 votes to 2, the spelling with 2 votes answers
+        assert winner(preds, "fuzzy", threshold=90.95) == "a"
+
+
+def test_logprob_sums_skip_nan_and_stay_nan_without_a_number() -> None:
+    nan = float("nan")
+    voted = vote(one_question(["red", "red", "blue"], [nan, -1.5, nan]), "majority")
+    assert voted["answer"].item() == "red" and voted["logprob"].item() == -1.5
+    assert np.isnan(vote(one_question(["red", "red", "blue"], [nan, nan, -1.0]), "majority")["logprob"].item())
+    fuzzy = vote(one_question(["blue", "bluee", "red"], [nan, -2.0, -0.5]), "fuzzy", threshold=85)
+    assert fuzzy["answer"].item() == "bluee" and fuzzy["logprob"].item() == -2.0
+    fuzzy = vote(one_question(["blue", "bluee", "red"], [nan, nan, -0.5]), "fuzzy", threshold=85)
+    assert fuzzy["answer"].item() == "blue" and np.isnan(fuzzy["logprob"].item())
+
+
+def test_support_is_zero_when_every_weight_is_zero() -> None:
+    voted = vote(one_question(["red", "blue"]), "weighted", {"m0": 0.0, "m1": 0.0})
+    assert voted["answer"].item() == "blue" and voted["support"].item() == 0.0
+
+
+def test_weight_sums_equal_up_to_rounding_tie() -> None:
+    preds = one_question(["red", "red", "blue"], [-5.0, -5.0, -1.0])
+    assert winner(preds, "weighted", weights={"m0": 0.1, "m1": 0.2, "m2": 0.3}) == "blue"  # 0.1 + 0.2 ties 0.3
 
 
 def test_vote_of_no_predictions_is_empty() -> None:
@@ -195,14 +254,47 @@ def test_fit_weights_favours_the_accurate_member_and_beats_majority() -> None:
     weighted = score(vote(oof, "weighted", weights), gold)
     assert weighted >= majority
     assert weighted >= 0.85 > majority
-    assert fit_weights(oof, gold) == weights  # deterministic
+    assert weights == {"n1": 0.0, "n2": 0.12, "n3": 0.0, "n4": 0.45, "strong": 0.93}  # deterministic
+
+
+def spy_accuracy(monkeypatch: pytest.MonkeyPatch, fake: Callable[[np.ndarray], float] | None = None) -> list[list]:
+    """Record every weight vector fit_weights scores (scored by `fake` when given, else for real)."""
+    calls: list[list] = []
+    real = ensemble._accuracy
+
+    def accuracy(b: object, weight: np.ndarray, correct: np.ndarray) -> float:
+        calls.append(weight.tolist())
+        return fake(weight) if fake else real(b, weight, correct)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ensemble, "_accuracy", accuracy)
+    return calls
+
+
+def test_fit_weights_stops_after_a_quiet_first_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    # member a is right on q0, q1 and wins every tie on logprob; b is right on q2 only: 2/3 is the best vote
+    rows = [("q0", "a", "x", -1.0), ("q1", "a", "x", -1.0), ("q2", "a", "x", -1.0)]
+    rows += [("q0", "b", "y", -5.0), ("q1", "b", "y", -5.0), ("q2", "b", "y", -5.0)]
+    gold = pd.Series({"q0": "x", "q1": "x", "q2": "y"})
+    calls = spy_accuracy(monkeypatch)
+    assert fit_weights(frame(rows), gold) == {"a": 0.666667, "b": 0.333333}
+    a, b = 2 / 3, 1 / 3
+    tried = [[f * a, b] for f in (0.0, 0.25, 0.5, 2.0, 4.0)] + [[a, f * b] for f in (0.0, 0.25, 0.5, 2.0, 4.0)]
+    assert np.array(calls).shape == (11, 2) and np.allclose(calls, [[a, b], *tried])
+
+
+def test_fit_weights_keeps_improvements_for_at_most_three_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = spy_accuracy(monkeypatch, fake=lambda w: float(len(calls)))  # every trial beats the last one
+    weights = fit_weights(one_question(["red", "blue"], qid="q0"), pd.Series({"q0": "red"}))
+    assert weights == {"m0": 4.0, "m1": 0.0}  # m0 ends on its last trial, its start (accuracy 1) x 4; m1 starts at 0
+    # m0's trials each round: its start x each factor but the one it holds as the round begins (1, then 4, 4)
+    assert len(calls) == 1 + 5 + 5 + 5
 
 
 def test_score_is_exact_match_accuracy_and_needs_gold_for_every_id() -> None:
     voted = pd.DataFrame({"id": ["q1", "q2"], "answer": ["red", "Blue"]})
     assert score(voted, pd.Series({"q1": "red", "q2": "blue"})) == 0.5
-    with pytest.raises(DataError, match="no answer for id 'q2'"):
-        score(voted, pd.Series({"q1": "red"}))
+    refused(DataError, "gold answers: no answer for id 'q2'", score, voted, pd.Series({"q1": "red"}))
+    assert score(voted.iloc[:0], pd.Series({"q1": "red"})) == 0.0
 
 
 def test_select_method_picks_by_oof() -> None:
@@ -225,9 +317,18 @@ def generated_misspellings() -> tuple[pd.DataFrame, pd.Series]:
     return frame([(i, f"m{k}", a, -1.0) for i in ids for k, a in enumerate(answers)]), pd.Series("yellow", ids)
 
 
-def test_candidate_refuses_fitting_majority() -> None:
-    with pytest.raises(ConfigError, match="majority uses unit weights"):
-        Candidate("majority", fit=True)
+def test_select_method_keeps_the_first_candidate_on_ties_and_needs_one() -> None:
+    oof, gold = generated_oof()
+    tied = [Candidate("weighted"), Candidate("majority")]  # unit weights: the same vote
+    assert select_method(oof, gold, tied)[:2] == ("weighted", {"threshold": 90.0, "weights": None})
+    assert select_method(oof, gold, tied[::-1])[0] == "majority"
+    refused(ConfigError, "ensemble: no candidate voting method to select from", select_method, oof, gold, [])
+
+
+def test_candidate_refuses_fitting_majority_and_an_unknown_method() -> None:
+    message = "ensemble: majority uses unit weights; fit weights with 'weighted' or 'fuzzy'"
+    refused(ConfigError, message, Candidate, "majority", fit=True)
+    refused(ConfigError, "ensemble: unknown method 'mean' (valid: majority, weighted, fuzzy)", Candidate, "mean")
 
 
 def test_load_external_submission_csv(tmp_path: Path) -> None:
@@ -276,3 +377,139 @@ def test_load_external_malformed_file_names_file_and_line(tmp_path: Path, name: 
 def test_load_external_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="file not found"):
         load_external(tmp_path / "result.jsonl", "ext/x")
+
+
+MEMBERS = {"short_answer": 0.8, "plain": 0.5}  # prompt -> chance that its (greedy) answer is right
+
+
+def predicted(data: Path, work: Path, sets: list[str] | None = None) -> tuple[Config, Competition, pd.DataFrame]:
+    """Folds and hand-made OOF and test predictions of two members (no model) for the data folder."""
+    cfg = load_config("configs/demo.yaml", [f"data.root={data}", f"workdir={work}", *(sets or [])])
+    comp = load_competition(cfg.data)
+    write_folds(cfg, comp.train)
+    folds, c = read_folds(cfg), cfg.data
+    solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
+    rng = np.random.default_rng(0)
+    for fold in range(cfg.folds.k):
+        for split, truth in (("oof", fold_rows(comp, folds, fold, "val")), ("test", solution)):
+            ids, gold = truth[c.id_col].to_numpy(), truth[c.answer_col].to_numpy()
+            rows = [
+                pd.DataFrame(
+                    {
+                        "id": ids,
+                        "fold": fold,
+                        "split": split,
+                        "prompt": prompt,
+                        "decoding": "greedy",
+                        "raw": gold,
+                        "answer": np.where(rng.random(len(ids)) < p_right, gold, "wrong"),
+                        "logprob": -1.0,
+                    }
+                )
+                for prompt, p_right in MEMBERS.items()
+            ]
+            write_canonical(pd.concat(rows), file_for(cfg, fold, split))
+    return cfg, comp, folds
+
+
+RENAMED = {"ID": "qid", "image_id": "img", "question": "text", "answer": "label"}
+
+
+def rename_columns(data: Path) -> list[str]:
+    """Rename the columns of every table of the data folder; returns the config overrides that name them."""
+    for name in ("train.csv", "test.csv", "sample_submission.csv", "solution.csv"):
+        df = pd.read_csv(data / name, dtype=str, keep_default_na=False)
+        df.rename(columns=RENAMED).to_csv(data / name, index=False)
+    return [f"data.{key}={RENAMED[old]}" for key, old in
+            (("id_col", "ID"), ("image_col", "image_id"), ("question_col", "question"), ("answer_col", "answer"))]  # fmt: skip
+
+
+def held_out_accuracy(submission: Path, data: Path, id_col: str = "ID", answer_col: str = "answer") -> float:
+    """Exact-match accuracy of a submission against the data folder's solution.csv."""
+    sub = read_submission(submission).set_index(id_col)[answer_col]
+    sol = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False).set_index(id_col)[answer_col]
+    return float((sub == sol.reindex(sub.index)).mean())
+
+
+def test_ensemble_stage_with_renamed_columns_scores_on_the_solution(data_copy: Path, tmp_path: Path) -> None:
+    sets = rename_columns(data_copy)
+    cfg, comp, folds = predicted(data_copy, tmp_path / "w", sets)
+    res = run_ensemble(cfg, comp, folds)
+    for key in ("submission", "single"):
+        path = res[key]
+        assert read_submission(path).columns.tolist() == ["qid", "label"]
+        assert res["holdout"][path.name] == pytest.approx(held_out_accuracy(path, data_copy, "qid", "label"))
+    assert res["holdout"][res["single"].name] != res["holdout"][res["submission"].name]
+    assert 0.5 < min(res["holdout"].values())
+
+
+def test_ensemble_stage_without_a_solution_scores_nothing(data_copy: Path, tmp_path: Path) -> None:
+    cfg, comp, folds = predicted(data_copy, tmp_path / "w")
+    (data_copy / "solution.csv").unlink()
+    assert run_ensemble(cfg, comp, folds)["holdout"] == {}
+
+
+def test_ensemble_stage_refuses_a_bad_solution_before_writing(data_copy: Path, tmp_path: Path) -> None:
+    cfg, comp, folds = predicted(data_copy, tmp_path / "w")
+    solution = pd.read_csv(data_copy / "solution.csv", dtype=str, keep_default_na=False)
+    solution.iloc[1:].to_csv(data_copy / "solution.csv", index=False)
+    with pytest.raises(DataError, match=rf"solution\.csv: column 'ID': test ID '{solution['ID'][0]}' has no row"):
+        run_ensemble(cfg, comp, folds)
+    solution.rename(columns={"answer": "label"}).to_csv(data_copy / "solution.csv", index=False)
+    with pytest.raises(DataError, match=r"solution\.csv: missing column 'answer'"):
+        run_ensemble(cfg, comp, folds)
+    assert not cfg.submissions_dir.exists()
+
+
+def test_ensemble_stage_keeps_the_samples_columns_and_order(data_copy: Path, tmp_path: Path) -> None:
+    sample = pd.read_csv(data_copy / "sample_submission.csv", dtype=str, keep_default_na=False)
+    sample = sample.iloc[::-1].assign(Usage=["Public", "Private"] * (len(sample) // 2) + ["Public"] * (len(sample) % 2))
+    sample[["answer", "Usage", "ID"]].to_csv(data_copy / "sample_submission.csv", index=False)
+    cfg, comp, folds = predicted(data_copy, tmp_path / "w")
+    res = run_ensemble(cfg, comp, folds)
+    for key in ("submission", "single"):
+        sub = validate_file(res[key], data_copy / "sample_submission.csv")
+        assert sub.columns.tolist() == ["answer", "Usage", "ID"]
+        assert sub["ID"].tolist() == sample["ID"].tolist() and sub["Usage"].tolist() == sample["Usage"].tolist()
+        assert json.loads(res[key].with_suffix(".json").read_text())["cv"] > 0.5
+    assert res["holdout"][res["submission"].name] == pytest.approx(held_out_accuracy(res["submission"], data_copy))
+
+
+BAD_RECORD = "line 1: expected an object with 'question_id' and 'text'"
+BAD_QID = "line 1, 'question_id': empty or not a string/integer"
+BAD_TEXT = "line 1, 'text': empty or not a string"
+LONG = '{"question_id": "a", "text": "' + "x" * 80
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5", BAD_RECORD),
+        ('{"text": "x"}', BAD_RECORD),
+        ('{"question_id": true, "text": "x"}', BAD_QID),
+        ('{"question_id": 1.5, "text": "x"}', BAD_QID),
+        ('{"question_id": " ", "text": "x"}', BAD_QID),
+        ('{"question_id": "a", "text": " "}', BAD_TEXT),
+        ('{"question_id": "a", "text": 7}', BAD_TEXT),
+        (LONG, f"line 1: invalid JSON: {LONG[:60]!r}"),
+        (
+            '{"question_id": "a", "text": "x"}\n\n{"question_id": "a", "text": "y"}',
+            "line 3: duplicate question_id 'a' (first on line 1)",
+        ),
+    ],
+)
+def test_llava_result_refusals_name_file_line_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "result.jsonl"
+    path.write_text(text + "\n")
+    refused(DataError, f"{path}: {message}", load_external, path, "ext/x")
+
+
+def test_load_external_csv_with_named_columns_and_unique_ids(tmp_path: Path) -> None:
+    path = tmp_path / "sub.csv"
+    path.write_text("label,qid\nred,q1\n2,q2\n")
+    ext = load_external(path, "ext/x", id_col="qid", answer_col="label")
+    assert ext["id"].tolist() == ["q1", "q2"] and ext["answer"].tolist() == ["red", "2"]
+    path.write_text("ID,answer\nTEST_0,red\nTEST_1,red\nTEST_0,blue\n")
+    refused(
+        DataError, f"{path}: line 4, column 'ID': duplicate ID 'TEST_0' (first on line 2)", load_external, path, "x"
+    )

@@ -1,0 +1,117 @@
+"""Studies: a refusal writes nothing; a killed worker's trial is failed on resume, a live worker's is not."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from typer.testing import CliRunner
+
+from competition.cli import app
+from competition.config import load_config
+from competition.data import load_competition
+from competition.folds import write_folds
+from competition.tune import open_study, run_study, storage_url
+from tests.postgres import postgres_server
+from tests.test_ensemble import predicted
+
+State = optuna.trial.TrialState
+LONG_AGO = datetime(2000, 1, 1)
+
+
+def files_under(root: Path) -> list[str]:
+    """Every file below `root`, relative."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_vote_study_without_predictions_refuses_and_writes_nothing(data_copy: Path, tmp_path: Path) -> None:
+    sets = [f"data.root={data_copy}", f"workdir={tmp_path / 'w'}"]
+    cfg = load_config("configs/demo.yaml", sets)
+    write_folds(cfg, load_competition(cfg.data).train)
+    before = files_under(tmp_path / "w")
+    args = ["tune", "--study", "vote", "--trials", "2", "-c", "configs/demo.yaml"]
+    res = CliRunner().invoke(app, args + [x for s in sets for x in ("--set", s)])
+    assert res.exit_code == 2
+    assert res.stderr == f"error: {cfg.exp_dir}: no oof predictions yet; run `predict` first\n"
+    assert files_under(tmp_path / "w") == before == ["experiments/demo/folds.csv"]
+
+
+# A worker that dies by SIGKILL in the middle of its trial, after the trial's first heartbeat.
+KILLED_WORKER = """
+import sys, time
+from competition.config import load_config
+from competition.tune import open_study
+open_study(load_config("configs/demo.yaml", sys.argv[1:]), "vote").optimize(lambda t: time.sleep(600), n_trials=1)
+"""
+
+
+def count(url: str, query: str) -> int:
+    """The number a count query gives on the storage (0 before Optuna made its tables)."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as con:
+            return con.execute(sqlalchemy.text(query)).scalar_one() if engine.dialect.has_table(con, "trials") else 0
+    finally:
+        engine.dispose()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    """Poll `condition` until it holds or `seconds` pass."""
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def kill_a_worker_mid_trial(url: str, sets: list[str]) -> None:
+    """Run KILLED_WORKER into its trial, SIGKILL it, then age its heartbeat past any grace period."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, *sets])
+    wait_for(lambda: proc.poll() is not None or count(url, "select count(*) from trials") > 0, 120)
+    wait_for(lambda: count(url, "select count(*) from trial_heartbeats") > 0, 5)  # beats right after it starts
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert count(url, "select count(*) from trials where state = 'RUNNING'") == 1
+    engine = sqlalchemy.create_engine(url)
+    aged = sqlalchemy.text("update trial_heartbeats set heartbeat = :t")
+    with engine.begin() as con:  # as if the resume came long after the kill
+        con.execute(aged.bindparams(sqlalchemy.bindparam("t", type_=sqlalchemy.DateTime())), {"t": LONG_AGO})
+    engine.dispose()
+
+
+def resume_beside_a_live_worker(data: Path, work: Path, storage: list[str]) -> None:
+    """A killed worker's trial, a live worker's trial, then a resumed study: killed FAIL, live RUNNING."""
+    sets = [f"data.root={data}", f"workdir={work}", *storage]
+    cfg, comp, folds = predicted(data, work, storage)
+    url = storage_url(cfg)
+    kill_a_worker_mid_trial(url, sets)
+    release = threading.Event()
+    live = threading.Thread(
+        target=lambda: open_study(cfg, "vote").optimize(lambda t: float(release.wait(60)), n_trials=1)
+    )
+    live.start()
+    try:
+        wait_for(lambda: count(url, "select count(*) from trials") == 2, 60)
+        study, _ = run_study(cfg, comp, folds, "vote", 2)
+        assert [t.state for t in study.trials] == [State.FAIL, State.RUNNING, State.COMPLETE, State.COMPLETE]
+    finally:
+        release.set()
+        live.join()
+    assert optuna.load_study(study_name="demo-vote", storage=url).trials[1].state == State.COMPLETE
+
+
+def test_resume_fails_a_killed_trial_but_not_a_live_workers(data_copy: Path, tmp_path: Path) -> None:
+    resume_beside_a_live_worker(data_copy, tmp_path / "w", [])
+
+
+@pytest.mark.slow
+def test_resume_fails_a_killed_trial_but_not_a_live_workers_on_postgres(data_copy: Path, tmp_path: Path) -> None:
+    with postgres_server() as url:
+        resume_beside_a_live_worker(data_copy, tmp_path / "w", [f"tune.storage={url}"])
