@@ -3,7 +3,8 @@
     python -m competition cv -c configs/demo.yaml
 
 Writes experiments/<exp>/cv.json, cv.md and cv.png. Ground truth is normalized by the same rules
-as the predictions; the baseline is the most common training answer of each question type.
+as the predictions; the baseline is the most common training answer of each question type (the VQA v2
+types, see competition.metrics).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import pandas as pd
 from competition.config import Config
 from competition.data import Competition
 from competition.io import atomic_open, atomic_write_json, atomic_write_text
-from competition.metrics import majority_baseline, question_types
+from competition.metrics import exact_matches, majority_baseline, question_types
 from competition.predictions import AnswerNormalizer, read_split
+
+BASELINE_STYLE = {"color": "0.6", "hatch": "//", "edgecolor": "0.2"}  # cv.png: hatched grey; no member colour is grey
+_TAB10_GREY = 7  # the index of tab10's one grey
 
 
 def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
@@ -32,7 +36,7 @@ def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFra
     df["qtype"] = question_types(df["question"]).to_numpy()
     df["member"] = df["prompt"] + "/" + df["decoding"]
     df["correct"] = df["answer"] == df["gold"]
-    df["exact"] = df["raw"].str.strip() == df["gold_raw"]
+    df["exact"] = exact_matches(df["raw"], df["gold_raw"])
     return df
 
 
@@ -87,15 +91,30 @@ def markdown(tables: dict[str, Any]) -> str:
     )
 
 
+def member_colors(n: int) -> list[str]:
+    """n distinct colours, none of them grey: tab10 less its grey, or viridis steps for more than nine."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    qualitative = [to_hex(c) for i, c in enumerate(colormaps["tab10"].colors) if i != _TAB10_GREY]
+    return qualitative[:n] if n <= len(qualitative) else [to_hex(colormaps["viridis"](i / (n - 1))) for i in range(n)]
+
+
 def plot(tables: dict[str, Any], path: Path) -> None:
-    """cv.png: accuracy per question type for each member, next to the baseline."""
+    """cv.png: accuracy per question type for each member, next to the baseline (hatched grey)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     per_type = pd.DataFrame(tables["per_type"]).set_index("qtype").drop(columns="n")
-    ax = per_type.plot.bar(figsize=(max(6, 1.2 * len(per_type)), 4), rot=30, width=0.8)
+    members = [c for c in per_type.columns if c != "baseline"]
+    colors = [BASELINE_STYLE["color"], *member_colors(len(members))]
+    ax = per_type[["baseline", *members]].plot.bar(
+        figsize=(max(6, 1.2 * len(per_type)), 4), rot=30, width=0.8, color=colors
+    )
+    for bar in ax.containers[0]:
+        bar.set(hatch=BASELINE_STYLE["hatch"], edgecolor=BASELINE_STYLE["edgecolor"])
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.set_title("Out-of-fold accuracy per question type")

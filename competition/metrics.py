@@ -3,6 +3,7 @@
 from competition.metrics import breakdown, exact_accuracy, question_types, vqa_accuracy
 exact_accuracy(["yes", "2 "], ["yes", "two"])  # 0.5
 vqa_accuracy(["2"], [["two", "2", "3"]])       # 0.667: 2 of 3 ground truths agree
+question_type("What color is the bus?")         # 'what color is the': the longest VQA type that fits
 breakdown(df.assign(qtype=question_types(df["question"])), ["qtype"])  # columns qtype, n, accuracy
 
 Matching is exact on stripped strings unless normalization `rules` are given (see competition.normalize).
@@ -10,52 +11,66 @@ Matching is exact on stripped strings unless normalization `rules` are given (se
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Sequence
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from competition.normalize import DEFAULT_RULES, normalize_series
 
-YES_NO_STARTS: tuple[str, ...] = tuple(
-    "is are was were am do does did can could will would should shall has have had may might must".split()
-)
-# Leading words -> question type; the longest matching prefix wins, anything unmatched is "other".
-QUESTION_TYPES: dict[tuple[str, ...], str] = {
-    **{(w,): "yes/no" for w in YES_NO_STARTS},
-    ("how", "many"): "how many",
-    **{("what", c): "what color" for c in ("color", "colour", "colors", "colours")},
-    **{("what", "is", "the", c): "what color" for c in ("color", "colour")},
-    **{("what", s): "what shape" for s in ("shape", "shapes")},
-    ("what", "is", "the", "shape"): "what shape",
-    ("where",): "where",
-    ("is", "there"): "is there",
-    ("are", "there"): "is there",
-    ("is", "the"): "is the",
-    ("are", "the"): "is the",
-    ("what", "is"): "what is",
-    ("what's",): "what is",
-    ("what",): "what",
-}
-_PREFIX_LEN = max(map(len, QUESTION_TYPES))
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# The VQA v2 question types (GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt): a question's type
+# is the longest of these that its first words spell out; UNMATCHED (VQA's 65th type) when none does.
+QUESTION_TYPES: tuple[str, ...] = (
+    "how many", "is the", "what", "what color is the", "what is the", "is this", "is this a", "what is", "are the",
+    "what kind of", "is there a", "what type of", "is it", "what are the", "where is the", "is there", "does the",
+    "what color are the", "are these", "are there", "which", "is", "what is the man", "is the man", "are", "how",
+    "does this", "what is on the", "what does the", "how many people are", "what is in the", "what is this", "do",
+    "what are", "are they", "what time", "what sport is", "are there any", "is he", "what color is", "why",
+    "where are the", "what color", "who is", "what animal is", "is the woman", "is this an", "do you",
+    "how many people are in", "what room is", "has", "is this person", "what is the woman", "can you", "why is the",
+    "is the person", "what is the color of the", "what is the person", "could", "was", "is that a", "what number is",
+    "what is the name", "what brand",
+)  # fmt: skip
+UNMATCHED = "none of the above"
+_TYPE = object()  # trie key of the type that ends at a node (never a word)
+_EDGE_MARKS = "\"'()[]{},.;:!?"  # stripped off a word's ends: "many?" -> "many"
 
 
-def question_type(question: str) -> str:
-    """Type from the question's first words: 'how many', 'what color', 'is there', 'yes/no', ..., 'other'."""
-    words = tuple(_WORD.findall(question.lower().replace("\u2019", "'"))[:_PREFIX_LEN])
-    for n in range(len(words), 0, -1):
-        if words[:n] in QUESTION_TYPES:
-            return QUESTION_TYPES[words[:n]]
-    return "other"
+@lru_cache(maxsize=8)
+def _trie(types: tuple[str, ...]) -> dict:
+    """Word trie of the question types: word -> child node, and _TYPE -> the type ending there."""
+    root: dict = {}
+    for qtype in types:
+        node = root
+        for word in qtype.split():
+            node = node.setdefault(word, {})
+        node[_TYPE] = qtype
+    return root
 
 
-def question_types(s: pd.Series) -> pd.Series:
+def _longest_type(trie: dict, question: str) -> str:
+    """Walk the trie along the question's words ("what's" read as "what is"); the last type passed, else UNMATCHED."""
+    node, found = trie, UNMATCHED
+    for word in question.replace("\u2019", "'").lower().replace("'s", " is").split():
+        node = node.get(word.strip(_EDGE_MARKS))
+        if node is None:
+            return found
+        found = node.get(_TYPE, found)
+    return found
+
+
+def question_type(question: str, types: Sequence[str] = QUESTION_TYPES) -> str:
+    """The longest type in `types` that the question's first words spell, case aside; else UNMATCHED."""
+    return _longest_type(_trie(tuple(types)), question)
+
+
+def question_types(s: pd.Series, types: Sequence[str] = QUESTION_TYPES) -> pd.Series:
     """`question_type` of every cell, each distinct question computed once; a Series named 'qtype'."""
     codes, uniques = pd.factorize(s.fillna("").astype(str))
-    types = np.array([question_type(q) for q in uniques], dtype=object)
-    return pd.Series(types[codes], index=s.index, name="qtype")
+    trie = _trie(tuple(types))
+    found = np.array([_longest_type(trie, q) for q in uniques], dtype=object)
+    return pd.Series(found[codes], index=s.index, name="qtype")
 
 
 def _strings(x: Sequence[str] | pd.Series) -> pd.Series:
@@ -81,9 +96,14 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+def exact_matches(pred: Sequence[str] | pd.Series, gold: Sequence[str] | pd.Series) -> np.ndarray:
+    """Per row, whether the prediction equals the ground truth, both stripped: the competition's metric."""
+    return _correct(pred, gold)
+
+
 def exact_accuracy(pred: Sequence[str] | pd.Series, gold: Sequence[str] | pd.Series) -> float:
     """Share of predictions equal to the ground truth, both stripped: the competition's metric."""
-    return _mean(_correct(pred, gold))
+    return _mean(exact_matches(pred, gold))
 
 
 def normalized_accuracy(

@@ -170,8 +170,10 @@ def _lowercase(text: str) -> str:
 
 
 def _punctuation(text: str) -> str:
-    """VQA eval: drop a mark that touches a space (or any mark when a comma sits between digits, so
-    '1,000' -> '1000'), else turn it into a space ('t-shirt' -> 't shirt'); drop '.' unless a digit follows."""
+    """VQA eval: newlines and tabs to spaces and strip, as it does first; then drop a mark that touches a space
+    (or any mark when a comma sits between digits, so '1,000' -> '1000'), else turn it into a space
+    ('t-shirt' -> 't shirt', 't-shirt\\n-x' -> 'tshirt x'); drop '.' unless a digit follows."""
+    text = text.replace("\n", " ").replace("\t", " ").strip()
     glued = _NUMBER_COMMA.search(text) is not None
     table = {ord(p): "" if glued or f"{p} " in text or f" {p}" in text else " " for p in _PUNCT if p in text}
     return _PERIOD.sub("", text.translate(table))

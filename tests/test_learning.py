@@ -24,7 +24,7 @@ def test_tiny_llava_beats_the_per_type_majority_answer(tmp_path: Path) -> None:
     generate(root, train_images=1500, test_images=5, seed=7)
     cfg = load_config(
         "configs/demo.yaml",
-        [f"data.root={root}", f"workdir={tmp_path}", "train.max_steps=1000", "train.save_steps=10000"],
+        [f"data.root={root}", f"workdir={tmp_path}", "train.max_steps=1600", "train.save_steps=10000"],
     )
     comp = load_competition(cfg.data)
     write_folds(cfg, comp.train)
@@ -56,4 +56,4 @@ def test_tiny_llava_beats_the_per_type_majority_answer(tmp_path: Path) -> None:
     total_model, total_base = (df["model"] == df["gold"]).mean(), (df["baseline"] == df["gold"]).mean()
     assert total_model >= total_base + 0.15, (total_model, total_base)
     assert acc.loc["how many", "model"] >= acc.loc["how many", "baseline"] + 0.2
-    assert acc.loc["what shape", "model"] >= acc.loc["what shape", "baseline"] + 0.1  # it sees what the objects are
+    assert acc.loc["what", "model"] >= acc.loc["what", "baseline"] + 0.1  # it sees what the objects are
