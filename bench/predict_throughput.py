@@ -81,9 +81,8 @@ def main() -> None:
         transform = ImageTransform(processor, cfg.model.image_aspect_ratio)
 
         def engine(prefix: bool, bs: int) -> Engine:
-            return Engine(
-                model, processor, Images(comp, "train", transform, cache=False), bs, prefix, cfg.predict.max_length
-            )
+            images = Images(comp, "train", transform, cache=False)
+            return Engine(model, processor, images, batch_size=bs, prefix_cache=prefix, max_length=cfg.predict.max_length)
 
         seed_answers, t_seed = timed(one_at_a_time, engine(False, 1), questions, images)
         plain, t_plain = timed(batched, engine(False, a.batch_size), questions, images)

@@ -16,13 +16,14 @@ import inspect
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
 from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
-from competition.config import DecodingConfig
+from competition.config import Config, DecodingConfig
+from competition.data import Competition
 from competition.dataset import Images, encode_prompts, expand_image_tokens
 from competition.modeling import image_token_count
 
@@ -31,6 +32,14 @@ CACHE = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.fo
 
 # Generated tokens at most when max_new_tokens is unset and there is no training vocabulary to measure.
 FALLBACK_MAX_NEW_TOKENS = 16
+
+
+class Answer(NamedTuple):
+    """One answered question: its row, the raw generated text and the model's log-probability of it."""
+
+    row: int
+    text: str
+    logprob: float
 
 
 class AnswerTrie:
@@ -129,6 +138,7 @@ class Engine:
         model: Any,
         processor: Any,
         images: Images,
+        *,
         batch_size: int = 32,
         prefix_cache: bool | str = "auto",
         max_length: int = 128,
@@ -166,8 +176,8 @@ class Engine:
         image_ids: list[str],
         rows: list[int] | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> Iterator[list[tuple[int, str, float]]]:
-        """(row, raw answer, log-probability) for each row, yielded one batch at a time."""
+    ) -> Iterator[list[Answer]]:
+        """An Answer for each row, yielded one batch at a time."""
         rows = list(range(len(questions))) if rows is None else rows
         sub_images = [image_ids[i] for i in rows]
         for batch in batches(sub_images, self.batch_size):
@@ -199,7 +209,7 @@ class Engine:
     @torch.inference_mode()
     def _batch(
         self, prompt: str, d: DecodingConfig, questions: list[str], image_ids: list[str], rows: list[int]
-    ) -> list[tuple[int, str, float]]:
+    ) -> list[Answer]:
         """Answer one batch of rows."""
         enc = self.encode(prompt, questions, image_ids, rows)
         dev, dtype = self.model.device, self.model.dtype
@@ -233,7 +243,7 @@ class Engine:
         new = out.sequences[:, width:]
         self.cut_answers += int((new != self.tok.eos_token_id).all(-1).sum())
         texts = self.tok.batch_decode(new, skip_special_tokens=True)
-        return [(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, self._logprobs(out, new), strict=True)]
+        return [Answer(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, self._logprobs(out, new), strict=True)]
 
     def _logprobs(self, out: Any, new: torch.Tensor) -> list[float]:
         """Each row's summed log-probability up to its EOS: the model's own, or the beam scores of beam search."""
@@ -268,7 +278,7 @@ class Engine:
             mask[r, p + width - len(s) :] = 1
         return ids, mask, cache
 
-    def _rank(self, enc: Encoded, pixels: torch.Tensor, top: int) -> list[tuple[int, str, float]]:
+    def _rank(self, enc: Encoded, pixels: torch.Tensor, top: int) -> list[Answer]:
         """Score the `top` vocabulary answers by log-likelihood given each prompt; return the best."""
         if not self._answer_ids:
             raise ValueError("rank decoding needs the training answer vocabulary")
@@ -312,5 +322,20 @@ class Engine:
             total += tok_lp.sum(-1).view(n, c)
         best = total.argmax(-1).tolist()
         return [
-            (r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))
+            Answer(r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))
         ]
+
+
+def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, image_split: str,
+                cache: bool = False, loaded: tuple[Any, Any] | None = None) -> Engine:  # fmt: skip
+    """The engine of a fold's trained model (`loaded`: its (model, processor) when already in memory):
+    the fold's training answers as vocabulary, images of `image_split`, the config's batching."""
+    from competition.modeling import ImageTransform, load_trained
+    from competition.train import fold_rows
+
+    model, processor = loaded or load_trained(cfg.fold_dir(fold) / "model", cfg.model)
+    vocabulary = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col].value_counts().index.tolist()
+    images = Images(comp, image_split, ImageTransform(processor, cfg.model.image_aspect_ratio), cache)
+    p = cfg.predict
+    return Engine(model, processor, images, batch_size=p.batch_size, prefix_cache=p.prefix_cache,
+                  max_length=p.max_length, vocabulary=vocabulary)  # fmt: skip

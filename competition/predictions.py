@@ -181,17 +181,12 @@ def predict_fold(
     warn: Callable[[str], None] = print,
 ) -> list[Path]:
     """Run every prompt x decoding of the config on the fold's splits; returns the finished files."""
-    from competition.dataset import Images
-    from competition.modeling import ImageTransform, load_trained
-    from competition.predict import Engine, shard_rows
-    from competition.train import fold_rows
+    from competition.modeling import load_trained
+    from competition.predict import fold_engine, shard_rows
     from competition.tune import tuned_job
 
-    model, processor = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
-    train_answers = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col]
-    vocabulary = train_answers.value_counts().index.tolist()
+    loaded = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
     normalizer = AnswerNormalizer.of(cfg, comp)
-    transform = ImageTransform(processor, cfg.model.image_aspect_ratio)
     c, p = cfg.data, cfg.predict
     tuned = tuned_job(cfg)
     written = []
@@ -200,15 +195,7 @@ def predict_fold(
         rows = rows[shard_rows(rows[c.image_col], *shard).to_numpy()].reset_index(drop=True)
         log = PredictionLog(file_for(cfg, fold, split, shard), predict_hash(cfg, fold))
         done = log.done()
-        engine = Engine(
-            model,
-            processor,
-            Images(comp, image_split, transform, cache=False),
-            p.batch_size,
-            p.prefix_cache,
-            p.max_length,
-            vocabulary,
-        )
+        engine = fold_engine(cfg, comp, folds, fold, image_split, loaded=loaded)
         ids, questions, images = rows[c.id_col].tolist(), rows[c.question_col].tolist(), rows[c.image_col].tolist()
         jobs = [(pr, d) for pr in p.prompts for d in p.decodings] + ([tuned] if tuned else [])
         todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
@@ -216,7 +203,7 @@ def predict_fold(
         for prompt, d in jobs:
             cut_before = engine.cut_answers
             for batch in engine.answer(prompt, d, questions, images, todo[(prompt, d.name)], tick):
-                raw = pd.Series([t for _, t, _ in batch], dtype=str)
+                raw = pd.Series([a.text for a in batch], dtype=str)
                 answers = normalizer(raw).tolist()
                 log.append(
                     [
@@ -230,7 +217,7 @@ def predict_fold(
                             "answer": a,
                             "logprob": round(lp, LOGPROB_DIGITS),
                         }
-                        for (r, t, lp), a in zip(batch, answers, strict=True)
+                        for (r, t, lp), a in zip(batch, answers, strict=True)  # Answer(row, text, logprob)
                     ]
                 )
             if engine.cut_answers > cut_before:

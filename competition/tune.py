@@ -87,29 +87,22 @@ class DecodingObjective:
     """Accuracy of a decoding on (a sample of) one fold's validation questions, reported in chunks."""
 
     def __init__(self, cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int) -> None:
-        from competition.dataset import Images
-        from competition.modeling import ImageTransform, load_trained
-        from competition.predict import Engine
+        from competition.predict import fold_engine
         from competition.predictions import AnswerNormalizer
         from competition.train import fold_rows
 
-        model, processor = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
-        train = fold_rows(comp, folds, fold, "train")
         val = fold_rows(comp, folds, fold, "val")
         self.val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
         c = cfg.data
         self.normalizer = AnswerNormalizer.of(cfg, comp)
         self.gold = self.normalizer(self.val[c.answer_col])
-        images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cache=True)
-        vocab = train[c.answer_col].value_counts().index.tolist()
-        self.engine = Engine(model, processor, images, cfg.predict.batch_size, cfg.predict.prefix_cache,
-                             cfg.predict.max_length, vocab)  # fmt: skip
+        self.engine = fold_engine(cfg, comp, folds, fold, "train", cache=True)
         self.questions, self.images = self.val[c.question_col].tolist(), self.val[c.image_col].tolist()
         self.prompts, self.chunks = cfg.predict.prompts, cfg.tune.prune_chunks
 
     def accuracy(self, prompt: str, d: DecodingConfig, rows: list[int]) -> float:
         """Normalized accuracy of one decoding on the given validation rows."""
-        raw = {r: t for batch in self.engine.answer(prompt, d, self.questions, self.images, rows) for r, t, _ in batch}
+        raw = {a.row: a.text for batch in self.engine.answer(prompt, d, self.questions, self.images, rows) for a in batch}
         pred = self.normalizer(pd.Series([raw[r] for r in rows], dtype=str))
         return float((pred.to_numpy() == self.gold.iloc[rows].to_numpy()).mean())
 

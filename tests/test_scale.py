@@ -30,7 +30,7 @@ def val_accuracy(sets: list[str]) -> float:
     folds = read_folds(cfg)
     model, processor = load_trained(cfg.fold_dir(0) / "model", cfg.model)
     val = fold_rows(comp, folds, 0, "val")
-    engine = Engine(model, processor, Images(comp, "train", ImageTransform(processor, "pad"), cache=True), 64)
+    engine = Engine(model, processor, Images(comp, "train", ImageTransform(processor, "pad"), cache=True), batch_size=64)
     got = {
         r: t
         for b in engine.answer("short_answer", DecodingConfig(), val["question"].tolist(), val["image_id"].tolist())
