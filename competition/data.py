@@ -5,6 +5,7 @@ python -m competition validate -c configs/demo.yaml    # full scan, images inclu
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ from PIL import Image
 
 from competition.config import DataConfig
 from competition.errors import DataError
+from competition.prompts import IMAGE_TOKEN
 
+# Cells read as missing (after strip and lower): empty, and what float NaN, pd.NA and SQL NULL print as.
 MISSING_TEXT = {"", "nan", "<na>", "null"}
 
 
@@ -43,12 +46,23 @@ class Competition:
             df = self.train if split == "train" else self.test
             table = Path(self.cfg.root) / (self.cfg.train_csv if split == "train" else self.cfg.test_csv)
             i = int((df[self.cfg.image_col] == image_id).to_numpy().argmax())
-            raise DataError(f"{e} [{table}: line {_line(i)}, column '{self.cfg.image_col}']") from None
+            raise DataError(f"{e} [{table}: line {_line(table, i)}, column '{self.cfg.image_col}']") from None
 
 
-def _line(i: int) -> int:
-    """CSV line number of 0-based data row i (the header is line 1)."""
-    return i + 2
+def _line(path: Path, i: int) -> int:
+    """Physical line of `path` where 0-based data row i starts; read again only for an error message."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader, start, row = csv.reader(f), 1, -1  # row -1 is the header
+            for cells in reader:
+                if cells and (len(cells) > 1 or cells[0].strip()):  # pandas skips blank lines
+                    if row == i:
+                        return start
+                    row += 1
+                start = reader.line_num + 1
+    except (OSError, csv.Error):
+        pass
+    return i + 2  # the line when no record spans lines
 
 
 def read_table(path: Path, required: list[str]) -> pd.DataFrame:
@@ -62,6 +76,8 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column '{missing[0]}' (columns found: {', '.join(df.columns)})")
+    if df.empty:
+        raise DataError(f"{path}: no rows (only a header)")
     return df
 
 
@@ -71,7 +87,18 @@ def check_not_empty(df: pd.DataFrame, path: Path, columns: Iterable[str]) -> Non
         bad = df[col].str.strip().str.lower().isin(MISSING_TEXT)
         if bad.any():
             i = int(bad.to_numpy().argmax())
-            raise DataError(f"{path}: line {_line(i)}, column '{col}': empty or NaN value")
+            raise DataError(f"{path}: line {_line(path, i)}, column '{col}': empty or NaN value")
+
+
+def check_no_placeholder(df: pd.DataFrame, path: Path, columns: Iterable[str]) -> None:
+    """Refuse text holding the image placeholder: the model would take it for the image's slot."""
+    for col in columns:
+        # one search of the joined column (3x faster than per cell; the token holds no newline to span cells)
+        if IMAGE_TOKEN in "\n".join(df[col].tolist()):
+            i = int(df[col].str.contains(IMAGE_TOKEN, regex=False).to_numpy().argmax())
+            raise DataError(
+                f"{path}: line {_line(path, i)}, column '{col}': contains the image placeholder '{IMAGE_TOKEN}' (remove or reword it)"
+            )
 
 
 def check_unique(df: pd.DataFrame, path: Path, col: str) -> None:
@@ -82,7 +109,8 @@ def check_unique(df: pd.DataFrame, path: Path, col: str) -> None:
         value = df[col].iloc[rows[0]]
         same = rows[(df[col].iloc[rows] == value).to_numpy()]
         raise DataError(
-            f"{path}: line {_line(same[1])}, column '{col}': duplicate ID '{value}' (first on line {_line(same[0])})"
+            f"{path}: line {_line(path, same[1])}, column '{col}': duplicate ID '{value}' "
+            f"(first on line {_line(path, same[0])})"
         )
 
 
@@ -109,8 +137,20 @@ def resolve_images(df: pd.DataFrame, path: Path, col: str, folder: Path, extensi
     if not present.all():
         missing = ids[~present][0]
         i = int((df[col] == missing).to_numpy().argmax())
-        raise DataError(f"{path}: line {_line(i)}, column '{col}': image '{missing}' not found in {folder}")
+        hint = _extension_hint(folder, missing)
+        raise DataError(f"{path}: line {_line(path, i)}, column '{col}': image '{missing}' not found in {folder}{hint}")
     return {i: index[i] for i in ids}
+
+
+def _extension_hint(folder: Path, image_id: str) -> str:
+    """' (found x.tif: add ...)' when a file of that stem has an extension not tried, else ''."""
+    with os.scandir(folder) as it:  # x.tif has stem x; a file named just x has no extension to suggest
+        names = sorted(
+            e.name for e in it if e.name != image_id and os.path.splitext(e.name)[0] == image_id and e.is_file()
+        )
+    if not names:
+        return ""
+    return f" (found {names[0]}: add '{os.path.splitext(names[0])[1]}' to data.image_extensions)"
 
 
 # Modes Pillow gives 16-bit grey in (PNG, TIFF, PGM); I and F hold the 0..65535 range too.
@@ -148,14 +188,18 @@ def load_competition(cfg: DataConfig) -> Competition:
     ):
         check_not_empty(df, path, cols)
         check_unique(df, path, c.id_col)
+    check_no_placeholder(train, train_path, [c.question_col, c.answer_col])
+    check_no_placeholder(test, test_path, [c.question_col])
     extra = ~sample[c.id_col].isin(test[c.id_col])
     if extra.any():
         i = int(extra.to_numpy().argmax())
         raise DataError(
-            f"{sample_path}: line {_line(i)}, column '{c.id_col}': ID '{sample[c.id_col].iloc[i]}' is not in {test_path}"
+            f"{sample_path}: line {_line(sample_path, i)}, column '{c.id_col}': "
+            f"ID '{sample[c.id_col].iloc[i]}' is not in {test_path}"
         )
-    if len(sample) != len(test):
-        missing = test[c.id_col][~test[c.id_col].isin(sample[c.id_col])].iloc[0]
+    absent = ~test[c.id_col].isin(sample[c.id_col])
+    if absent.any():
+        missing = test[c.id_col][absent].iloc[0]
         raise DataError(f"{sample_path}: column '{c.id_col}': test ID '{missing}' has no row")
     train_paths = resolve_images(train, train_path, c.image_col, root / c.train_images, c.image_extensions)
     test_paths = resolve_images(test, test_path, c.image_col, root / c.test_images, c.image_extensions)

@@ -10,14 +10,17 @@ own colour, so colour names an object and questions ask what it is, where, how b
 from __future__ import annotations
 
 import io
+import os
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from competition.io import atomic_write_bytes, atomic_write_csv
+from competition.errors import ConfigError
 
 SHAPES = ("circle", "square", "triangle", "cross")
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
@@ -126,7 +129,7 @@ def _write_split(out: Path, split: str, n_images: int, q_per_image: int, size: i
         image_id = f"{split}_{i:0{width_digits}d}"
         objs = sample_scene(rng)
         buf = _png_bytes(draw_scene(objs, size, size, rng))
-        atomic_write_bytes(folder / f"{image_id}.png", buf)
+        (folder / f"{image_id}.png").write_bytes(buf)
         for q, a in questions_for(objs, rng, q_per_image):
             rows.append({"image_id": image_id, "question": q, "answer": a})
     df = pd.DataFrame(rows)
@@ -141,16 +144,56 @@ def _png_bytes(img: Image.Image) -> bytes:
     return b.getvalue()
 
 
+def check_args(out: Path, counts: dict[str, int]) -> None:
+    """Refuse a count below 1 (named as the `data` command's option), or an --out that is or lies under a file."""
+    for option, n in counts.items():
+        if n < 1:
+            raise ConfigError(f"{option} must be at least 1 (got {n})")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{existing}: exists and is not a folder")
+
+
+def _write_all(
+    out: Path, train_images: int, test_images: int, q_per_image: int, seed: int, size: int
+) -> dict[str, int]:
+    """Write every file of the data set into the folder `out`; returns row counts."""
+    rng = random.Random(seed)
+    train = _write_split(out, "train", train_images, q_per_image, size, rng)
+    test = _write_split(out, "test", test_images, q_per_image, size, rng)
+    train[["ID", "image_id", "question", "answer"]].to_csv(out / "train.csv", index=False)
+    test[["ID", "image_id", "question"]].to_csv(out / "test.csv", index=False)
+    test[["ID"]].assign(answer="yes").to_csv(out / "sample_submission.csv", index=False)
+    test[["ID", "answer"]].to_csv(out / "solution.csv", index=False)
+    return {"train": len(train), "test": len(test), "train_images": train_images, "test_images": test_images}
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished folder `tmp` to `out`: one rename, or file by file (tables last) into an existing folder."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: (p.suffix == ".csv", p))
+    for src in files:
+        dst = out / src.relative_to(tmp)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+
+
 def generate(
     out: Path, train_images: int = 3000, test_images: int = 300, q_per_image: int = 4, seed: int = 0, size: int = 96
 ) -> dict[str, int]:
-    """Write the whole demo competition folder (square `size` px PNGs); returns row counts."""
-    rng = random.Random(seed)
-    out.mkdir(parents=True, exist_ok=True)
-    train = _write_split(out, "train", train_images, q_per_image, size, rng)
-    test = _write_split(out, "test", test_images, q_per_image, size, rng)
-    atomic_write_csv(train[["ID", "image_id", "question", "answer"]], out / "train.csv")
-    atomic_write_csv(test[["ID", "image_id", "question"]], out / "test.csv")
-    atomic_write_csv(test[["ID"]].assign(answer="yes"), out / "sample_submission.csv")
-    atomic_write_csv(test[["ID", "answer"]], out / "solution.csv")
-    return {"train": len(train), "test": len(test), "train_images": train_images, "test_images": test_images}
+    """Write the demo competition folder (square `size` px PNGs) via a hidden sibling folder; returns row counts."""
+    counts = {"--train-images": train_images, "--test-images": test_images, "--questions-per-image": q_per_image}
+    check_args(out, counts)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot write there ({e.strerror})") from None
+    try:  # a failure midway leaves `out` as it was
+        rows = _write_all(tmp, train_images, test_images, q_per_image, seed, size)
+        _publish(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows

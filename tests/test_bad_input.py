@@ -34,6 +34,14 @@ def first_train_image(root: Path) -> Path:
     return root / "image" / "train" / f"{pd.read_csv(root / 'train.csv')['image_id'][0]}.png"
 
 
+def header_only(name: str) -> Callable[[Path], None]:
+    def apply(root: Path) -> None:
+        path = root / name
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+
+    return apply
+
+
 CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "missing file": (lambda r: (r / "test.csv").unlink(), ["test.csv", "not found"]),
     "missing column": (edit_csv("train.csv", lambda d: d.drop(columns=["answer"])), ["train.csv", "'answer'"]),
@@ -47,6 +55,15 @@ CASES: dict[str, tuple[Callable[[Path], None], list[str]]] = {
     "sample ID not in test": (
         edit_csv("sample_submission.csv", set_cell("ID", 2, "TEST_99999")),
         ["sample_submission.csv", "line 4", "TEST_99999"],
+    ),
+    "header-only train": (header_only("train.csv"), ["train.csv", "no rows (only a header)"]),
+    "image placeholder in a question": (
+        edit_csv("train.csv", set_cell("question", 4, "What is in the <image>?")),
+        ["train.csv", "line 6", "'question'", "'<image>'"],
+    ),
+    "embedded newline": (
+        edit_csv("train.csv", lambda d: set_cell("answer", 5, "")(set_cell("question", 1, "Two\nlines?")(d))),
+        ["train.csv", "line 8", "'answer'", "empty"],
     ),
 }
 
@@ -82,6 +99,24 @@ def test_unreadable_image_found_by_validate(damage: str, data_copy: Path, tmp_pa
     img.write_bytes(b"not an image" if damage == "garbage" else data[: len(data) // 2])
     res = invoke("validate", data_copy, tmp_path / "work")
     assert_one_line_error(res, [img.name, "unreadable or truncated", "train.csv", "line 2", "'image_id'"])
+
+
+@pytest.mark.parametrize("name", ["train.csv", "test.csv", "sample_submission.csv"])
+def test_header_only_table_fails_validate(name: str, data_copy: Path, tmp_path: Path) -> None:
+    header_only(name)(data_copy)
+    res = invoke("validate", data_copy, tmp_path / "work")
+    assert_one_line_error(res, [f"{data_copy / name}: no rows (only a header)"])
+
+
+@pytest.mark.parametrize(("split", "which"), [("train", 1), ("train", -1), ("test", 2)])
+def test_unreadable_later_image_names_its_first_line(split: str, which: int, data_copy: Path, tmp_path: Path) -> None:
+    table = pd.read_csv(data_copy / f"{split}.csv", dtype=str)
+    image_id = table["image_id"].unique()[which]
+    line = int((table["image_id"] == image_id).to_numpy().argmax()) + 2  # no embedded newlines: row i is line i+2
+    assert line > 2
+    (data_copy / "image" / split / f"{image_id}.png").write_bytes(b"not an image")
+    res = invoke("validate", data_copy, tmp_path / "work")
+    assert_one_line_error(res, [f"{image_id}.png", "unreadable", f"{split}.csv: line {line}, column 'image_id'"])
 
 
 def test_unknown_set_key_fails_cleanly(demo_root: Path, tmp_path: Path) -> None:

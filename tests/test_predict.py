@@ -21,7 +21,7 @@ from competition.data import load_competition
 from competition.dataset import Images
 from competition.folds import read_folds
 from competition.modeling import ImageTransform, load_trained
-from competition.predict import FALLBACK_MAX_NEW_TOKENS, Engine, RowSampler
+from competition.predict import FALLBACK_MAX_NEW_TOKENS, Answer, Engine, RowSampler
 from competition.train import fold_rows
 
 
@@ -161,7 +161,7 @@ def test_a_fold_lacking_one_of_a_protected_pair_scores_it_right(
     train.loc[train["image_id"] == val_image, "answer"] = "none"
     train.loc[train["image_id"] == train_image, "answer"] = "0"
     train.to_csv(data_copy / "train.csv", index=False)
-    monkeypatch.setattr(Engine, "answer", lambda self, p, d, q, i, rows, tick=None: iter([[(r, "none", 0.0) for r in rows]]))
+    monkeypatch.setattr(Engine, "answer", lambda self, p, d, q, i, rows, tick=None: iter([[Answer(r, "none", 0.0) for r in rows]]))
     comp = load_competition(cfg.data)
     shutil.rmtree(cfg.fold_dir(0) / "predictions", ignore_errors=True)
     predict_fold(cfg, comp, folds, 0, ("oof",))
