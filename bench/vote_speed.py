@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from competition.ensemble import vote
+from competition.vote import vote
 
 WORDS = [
     "red", "blue", "green", "yellow", "white", "black", "brown", "orange", "purple", "pink", "gray",

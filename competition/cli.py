@@ -239,7 +239,7 @@ def predict(
     shard: Annotated[str, typer.Option(help="i/n: this process takes image group i of n")] = "0/1",
 ) -> None:
     """Answer OOF and/or test questions with every prompt x decoding; resumable and shardable."""
-    from competition.predictions import predict_fold
+    from competition.predict import predict_fold
 
     cfg = config_from(config, set_)
     if split not in ("oof", "test", "both"):
@@ -306,8 +306,8 @@ def ensemble(
     name: Annotated[str, typer.Option(help="submission name")] = "ensemble",
 ) -> None:
     """Vote all members into a submission (method chosen on OOF) and rank it on the leaderboard."""
-    from competition.blend import run_ensemble
     from competition.data import load_competition
+    from competition.ensemble import run_ensemble
     from competition.folds import read_folds
     from competition.submit import leaderboard
 
@@ -416,10 +416,11 @@ def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     from competition.cv import run_cv
     from competition.data import load_competition
     from competition.folds import read_folds, write_folds
-    from competition.predictions import predict_fold
+    from competition.predict import predict_fold
     from competition.synthetic import generate
     from competition.train import train_fold
-    from competition.tune import load_tuned, run_study
+    from competition.tune import run_study
+    from competition.tuned import load_tuned
 
     cfg = config_from(config, set_)
     if not (cfg.data.root / cfg.data.train_csv).is_file():

@@ -16,33 +16,19 @@ import pandas as pd
 
 from competition.config import Config
 from competition.data import Competition
+from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_json, atomic_write_text
-from competition.metrics import exact_matches, majority_baseline, question_types
-from competition.predictions import AnswerNormalizer, read_split
+from competition.metrics import majority_baseline, question_types
+from competition.normalize import AnswerNormalizer
+from competition.predict import oof_frame
 
 BASELINE_STYLE = {"color": "0.6", "hatch": "//", "edgecolor": "0.2"}  # cv.png: hatched grey; no member colour is grey
 _TAB10_GREY = 7  # the index of tab10's one grey
 
 
-def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
-    """All folds' OOF rows joined to their question, gold answer (normalized) and question type."""
-    rows = read_split(cfg, "oof")
-    c = cfg.data
-    gold = comp.train[[c.id_col, c.question_col, c.answer_col]].rename(
-        columns={c.id_col: "id", c.question_col: "question", c.answer_col: "gold_raw"}
-    )
-    df = rows.merge(gold, on="id", how="left", validate="many_to_one")
-    df["gold"] = AnswerNormalizer.of(cfg, comp)(df["gold_raw"]).to_numpy()
-    df["qtype"] = question_types(df["question"]).to_numpy()
-    df["member"] = df["prompt"] + "/" + df["decoding"]
-    df["correct"] = df["answer"] == df["gold"]
-    df["exact"] = exact_matches(df["raw"], df["gold_raw"])
-    return df
-
 
 def baseline_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
     """Per OOF question: the majority answer of its type in its fold's training part, and whether it is right."""
-    from competition.train import fold_rows
 
     c, out, norm = cfg.data, [], AnswerNormalizer.of(cfg, comp)
     for f in sorted(folds["fold"].unique()):

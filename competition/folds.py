@@ -12,7 +12,8 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from competition.config import Config
-from competition.errors import DataError
+from competition.data import Competition
+from competition.errors import ConfigError, DataError
 from competition.io import atomic_write_csv
 
 RARE = "__rare__"
@@ -87,3 +88,19 @@ def read_folds(cfg: Config) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: not found; run `python -m competition folds` first")
     return pd.read_csv(path, dtype={"ID": str, "image_id": str, "fold": int}, keep_default_na=False)
+
+
+def fold_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> pd.DataFrame:
+    """Training rows of the fold's train ('train') or validation ('val') part."""
+    existing = sorted(folds["fold"].unique())
+    if fold not in existing:
+        raise ConfigError(
+            f"--fold {fold}: folds.csv has folds {', '.join(map(str, existing))}; "
+            "pick one of them (or rerun `folds` after changing folds.k)"
+        )
+    f = folds.set_index("ID")["fold"]
+    in_fold = comp.train[comp.cfg.id_col].map(f)
+    if in_fold.isna().any():
+        raise ConfigError("folds.csv does not cover train.csv; rerun `python -m competition folds`")
+    mask = in_fold == fold if split == "val" else in_fold != fold
+    return comp.train[mask.to_numpy()].reset_index(drop=True)

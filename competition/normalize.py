@@ -20,6 +20,9 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
 
+from competition.config import Config
+from competition.data import Competition
+
 RULES: tuple[str, ...] = ("lowercase", "punctuation", "whitespace", "articles", "number_words", "contractions")
 DEFAULT_RULES: tuple[str, ...] = RULES
 MAPPING_RULES: tuple[str, ...] = ("number_words", "contractions")
@@ -291,3 +294,26 @@ def snap_to_vocab(answers: Sequence[str], vocab: Sequence[str], cutoff: float = 
         hit = scores[np.arange(len(chunk)), best] >= cutoff
         snapped.update((a, vocab[j]) for a, j, ok in zip(chunk, best, hit, strict=True) if ok)
     return [snapped.get(a, a) for a in answers]
+
+
+class AnswerNormalizer:
+    """Raw answers -> answers, by the config's rules, protected answers and optional vocabulary snap."""
+
+    def __init__(self, cfg: Config, train_answers: pd.Series) -> None:
+        n = cfg.normalize
+        self.rules = n.rules
+        self.keep = protected_answers(train_answers, n.rules) if n.protect else set()
+        self.cutoff = n.snap_cutoff
+        self.vocab = normalize_series(pd.Series(train_answers.value_counts().index), n.rules, self.keep).tolist()
+
+    @classmethod
+    def of(cls, cfg: Config, comp: Competition) -> AnswerNormalizer:
+        """The competition's one normalizer (all training answers), shared by predictions and ground truth,
+        so that a fold lacking one member of a protected pair ('none' / '0') scores like the others."""
+        return cls(cfg, comp.train[cfg.data.answer_col])
+
+    def __call__(self, raw: pd.Series) -> pd.Series:
+        out = normalize_series(raw, self.rules, self.keep)
+        if self.cutoff is not None:
+            out = pd.Series(snap_to_vocab(out.tolist(), self.vocab, self.cutoff), index=out.index)
+        return out

@@ -1,341 +1,231 @@
-"""The inference engine: batched, grouped by image, every prompt x decoding, resumable, sharded.
+"""The predict stage: a fold's model answers its OOF and test questions with every prompt x decoding.
 
-    python -m competition predict -c configs/demo.yaml --fold 0 [--split oof|test|both] [--shard 0/2]
+    python -m competition predict -c configs/demo.yaml --fold 0 [--split oof|test|both] [--shard 1/2]
 
-Each image's questions share a prefix (system text + image tokens): it is encoded once per image
-and its key/value cache reused for every question (greedy and sampling; beam search runs the
-plain path). Rows are appended to fold<k>/predictions/{oof,test}.jsonl as batches finish.
+Prediction files are append-only JSONL that resume, shard files merge, and readers join them to the
+ground truth (`oof_frame`) for CV, tuning and ensembling.
 
-A row's answer depends on the row alone, never on its batch: sampling draws each row's noise from a
-generator keyed by the decoding's seed, the row's image and question (see `RowSampler`).
+One row per question x prompt x decoding: id, fold, split, prompt, decoding, raw, answer, logprob.
+A killed run resumes after its last complete line and never writes a row twice; a finished file
+is rewritten in canonical order (prompt, decoding, id), so shards merge to the one-process file.
 """
 
 from __future__ import annotations
 
-import inspect
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import torch
-from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
-from competition.config import Config, DecodingConfig
+from competition.config import Config
 from competition.data import Competition
-from competition.dataset import Images, encode_prompts, expand_image_tokens
-from competition.modeling import image_token_count
+from competition.errors import DataError
+from competition.folds import fold_rows
+from competition.io import atomic_write_json, atomic_write_text
+from competition.metrics import exact_matches, question_types
+from competition.normalize import AnswerNormalizer
 
-# transformers renamed `past_key_values` to `cache` (inputs and outputs); speak whichever it knows.
-CACHE = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters else "past_key_values"
-
-# Generated tokens at most when max_new_tokens is unset and there is no training vocabulary to measure.
-FALLBACK_MAX_NEW_TOKENS = 16
-
-
-class Answer(NamedTuple):
-    """One answered question: its row, the raw generated text and the model's log-probability of it."""
-
-    row: int
-    text: str
-    logprob: float
+COLUMNS = ["id", "fold", "split", "prompt", "decoding", "raw", "answer", "logprob"]
+SPLITS = ("oof", "test")
+LOGPROB_DIGITS = 4  # batch composition moves float sums in the 7th digit; shards and resumes must match
 
 
-class AnswerTrie:
-    """Prefix tree of tokenized answers (each ending in EOS): the tokens allowed after a prefix."""
-
-    def __init__(self, answers: list[list[int]]) -> None:
-        self.root: dict[int, dict] = {}
-        for ids in answers:
-            node = self.root
-            for t in ids:
-                node = node.setdefault(t, {})
-
-    def allowed(self, prefix: list[int]) -> list[int]:
-        """Tokens that continue `prefix` towards some answer (empty once an answer is complete)."""
-        node = self.root
-        for t in prefix:
-            node = node.get(t)
-            if node is None:
-                return []
-        return list(node)
+def file_for(cfg: Config, fold: int, split: str, shard: tuple[int, int] = (0, 1)) -> Path:
+    """fold<k>/predictions/<split>.jsonl, or <split>.shard-<i>-of-<n>.jsonl for a shard."""
+    i, n = shard
+    name = f"{split}.jsonl" if n == 1 else f"{split}.shard-{i}-of-{n}.jsonl"
+    return cfg.fold_dir(fold) / "predictions" / name
 
 
-class RowSampler(LogitsProcessor):
-    """Sampling as greedy search: argmax(top-p(logits / T) + Gumbel noise) draws from softmax(logits / T) after
-    top-p; each row's noise comes from its own generator (one draw per step), so no other row can change it."""
-
-    def __init__(self, d: DecodingConfig, keys: list[str]) -> None:
-        self.temperature, self.top_p = d.temperature, TopPLogitsWarper(d.top_p)
-        self.generators = [torch.Generator().manual_seed(zlib.crc32(f"{d.seed}\0{k}".encode())) for k in keys]
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
-        gumbel = -(-uniform.clamp_min(torch.finfo(torch.float32).tiny).log()).log()
-        return self.top_p(input_ids, scores.float() / self.temperature) + gumbel.to(scores.device)
+def meta_path(path: Path) -> Path:
+    """The sidecar of a prediction file: config hash and completeness."""
+    return path.with_suffix(".meta.json")
 
 
-def token_logprobs(logits: tuple[torch.Tensor, ...], tokens: torch.Tensor) -> torch.Tensor:
-    """The model's own log-probability of each generated token, from the raw logits of each step."""
-    return torch.stack(
-        [step.float().log_softmax(-1).gather(-1, tokens[:, k, None])[:, 0] for k, step in enumerate(logits)], 1
+def predict_hash(cfg: Config, fold: int) -> str:
+    """Hash of everything that decides the predictions of a fold (not where they go, nor batching speed)."""
+    import hashlib
+
+    keys = {k: cfg.to_dict()[k] for k in ("model", "train", "predict", "normalize", "seed")}
+    for speed_only in ("batch_size", "prefix_cache"):
+        keys["predict"].pop(speed_only)
+    keys["fold"], keys["data"] = fold, str(cfg.data.root)
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class PredictionLog:
+    """An append-only JSONL of prediction rows that knows which rows it already holds."""
+
+    def __init__(self, path: Path, config_hash: str) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = meta_path(path)
+        if path.exists() and meta.exists() and json.loads(meta.read_text())["config_hash"] != config_hash:
+            raise DataError(
+                f"{path}: written under another config (hash differs); move it away or use another experiment"
+            )
+        self._repair()
+        atomic_write_json({"config_hash": config_hash, "complete": False}, meta)
+        self.config_hash = config_hash
+
+    def _repair(self) -> None:
+        """Drop a partial last line left by a killed run."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            with self.path.open("r+b") as f:
+                f.truncate(end)
+
+    def done(self) -> set[tuple[str, str, str]]:
+        """(id, prompt, decoding) of every row already written."""
+        if not self.path.exists():
+            return set()
+        with self.path.open() as f:
+            return {(r["id"], r["prompt"], r["decoding"]) for r in map(json.loads, f)}
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows durably (flushed and synced before returning)."""
+        with self.path.open("a") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def finish(self) -> None:
+        """Rewrite in canonical order and mark complete."""
+        rows = read_predictions(self.path)
+        write_canonical(rows, self.path)
+        atomic_write_json({"config_hash": self.config_hash, "complete": True}, meta_path(self.path))
+
+
+def write_canonical(rows: pd.DataFrame, path: Path) -> None:
+    """Write rows sorted by (prompt, decoding, id) as JSONL, atomically."""
+    rows = rows.sort_values(["prompt", "decoding", "id"], kind="stable")[COLUMNS]
+    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in rows.to_dict("records"))
+    atomic_write_text(path, "".join(lines))
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """Rows of a prediction file (answers stay strings: 'none' is an answer)."""
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    with path.open() as f:
+        rows = [json.loads(line) for line in f if line.endswith("\n")]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def read_split(cfg: Config, split: str) -> pd.DataFrame:
+    """Every fold's rows of one split ('oof' or 'test'); a DataError when there are none yet."""
+    parts = [p for p in (read_predictions(file_for(cfg, f, split)) for f in range(cfg.folds.k)) if len(p)]
+    if not parts:
+        raise DataError(f"{cfg.exp_dir}: no {split} predictions yet; run `predict` first")
+    return pd.concat(parts, ignore_index=True)
+
+
+def merge_shards(cfg: Config, fold: int, split: str, n: int) -> Path | None:
+    """Merge complete shard files of one config into <split>.jsonl; None while a shard is unfinished."""
+    parts = [file_for(cfg, fold, split, (i, n)) for i in range(n)]
+    metas = [json.loads(meta_path(p).read_text()) if meta_path(p).exists() else None for p in parts]
+    if any(m is None or not m["complete"] for m in metas):
+        return None
+    hashes = {m["config_hash"] for m in metas}
+    if len(hashes) > 1:
+        raise DataError(
+            f"{parts[0].parent}: shards of {split} were made with different configs ({', '.join(sorted(hashes))})"
+        )
+    out = file_for(cfg, fold, split)
+    write_canonical(pd.concat([read_predictions(p) for p in parts], ignore_index=True), out)
+    atomic_write_json({"config_hash": hashes.pop(), "complete": True}, meta_path(out))
+    return out
+
+
+def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
+    """All folds' OOF rows joined to their question, gold answer (normalized) and question type."""
+    rows = read_split(cfg, "oof")
+    c = cfg.data
+    gold = comp.train[[c.id_col, c.question_col, c.answer_col]].rename(
+        columns={c.id_col: "id", c.question_col: "question", c.answer_col: "gold_raw"}
     )
+    df = rows.merge(gold, on="id", how="left", validate="many_to_one")
+    df["gold"] = AnswerNormalizer.of(cfg, comp)(df["gold_raw"]).to_numpy()
+    df["qtype"] = question_types(df["question"]).to_numpy()
+    df["member"] = df["prompt"] + "/" + df["decoding"]
+    df["correct"] = df["answer"] == df["gold"]
+    df["exact"] = exact_matches(df["raw"], df["gold_raw"])
+    return df
 
 
-@dataclass
-class Encoded:
-    """A batch's questions split at the end of the image tokens."""
+def split_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> tuple[pd.DataFrame, str]:
+    """The questions of a split ('oof': the fold's validation questions) and their image folder."""
 
-    prefix: list[int]
-    suffixes: list[list[int]]
-    rows: list[int]
-    images: list[str]
-    row_image: list[int]
+    if split == "oof":
+        return fold_rows(comp, folds, fold, "val"), "train"
+    return comp.test, "test"
 
 
-def batches(image_ids: list[str], batch_size: int) -> Iterator[list[int]]:
-    """Row indices in batches of whole images (sorted by image id), about `batch_size` questions each."""
-    order = sorted(range(len(image_ids)), key=lambda i: (image_ids[i], i))
-    batch: list[int] = []
-    for pos, i in enumerate(order):
-        batch.append(i)
-        last_of_image = pos + 1 == len(order) or image_ids[order[pos + 1]] != image_ids[i]
-        if last_of_image and len(batch) >= batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def predict_fold(
+    cfg: Config,
+    comp: Competition,
+    folds: pd.DataFrame,
+    fold: int,
+    splits: tuple[str, ...],
+    shard: tuple[int, int] = (0, 1),
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    warn: Callable[[str], None] = print,
+) -> list[Path]:
+    """Run every prompt x decoding of the config on the fold's splits; returns the finished files."""
+    from competition.engine import fold_engine, shard_rows
+    from competition.modeling import load_trained
+    from competition.tuned import tuned_job
 
-
-def shard_rows(image_ids: pd.Series, shard: int, n_shards: int) -> pd.Series:
-    """Mask of the rows whose image falls in shard i of n (images dealt round-robin in sorted order)."""
-    codes = {img: k for k, img in enumerate(sorted(image_ids.unique()))}
-    return image_ids.map(codes) % n_shards == shard
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask."""
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, x in enumerate(seqs):
-        ids[r, width - len(x) :] = torch.tensor(x)
-        mask[r, width - len(x) :] = 1
-    return ids, mask
-
-
-def positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip padding."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-class Engine:
-    """Answers questions with one model: plain or prefix-cached generation, constrained, or ranked."""
-
-    def __init__(
-        self,
-        model: Any,
-        processor: Any,
-        images: Images,
-        *,
-        batch_size: int = 32,
-        prefix_cache: bool | str = "auto",
-        max_length: int = 128,
-        vocabulary: list[str] | None = None,
-    ) -> None:
-        self.model, self.processor, self.images = model, processor, images
-        self.tok = processor.tokenizer
-        self.batch_size, self.prefix_cache, self.max_length = batch_size, prefix_cache, max_length
-        self.n_image = image_token_count(model.config)
-        self.image_token_id = model.config.image_token_id
-        self.vocabulary = vocabulary or []
-        self._answer_ids = (
-            [ids + [self.tok.eos_token_id] for ids in self.tok(self.vocabulary, add_special_tokens=False)["input_ids"]]
-            if self.vocabulary
-            else []
-        )
-        self.trie = AnswerTrie(self._answer_ids)
-        self.default_max_new_tokens = max(map(len, self._answer_ids), default=FALLBACK_MAX_NEW_TOKENS)
-        self.cut_answers = 0  # rows whose generation hit max_new_tokens before EOS, since the engine was made
-
-    def encode(self, prompt: str, questions: list[str], image_ids: list[str], rows: list[int]) -> Encoded:
-        """Expanded prompts of `rows`, split after the image tokens."""
-        ids = encode_prompts(self.processor, prompt, [questions[i] for i in rows], self.max_length)
-        full = [expand_image_tokens(x, self.image_token_id, self.n_image) for x in ids]
-        cut = full[0].index(self.image_token_id) + self.n_image
-        images = sorted({image_ids[i] for i in rows})
-        where = {img: k for k, img in enumerate(images)}
-        return Encoded(full[0][:cut], [x[cut:] for x in full], rows, images, [where[image_ids[i]] for i in rows])
-
-    def answer(
-        self,
-        prompt: str,
-        decoding: DecodingConfig,
-        questions: list[str],
-        image_ids: list[str],
-        rows: list[int] | None = None,
-        progress: Callable[[int], None] | None = None,
-    ) -> Iterator[list[Answer]]:
-        """An Answer for each row, yielded one batch at a time."""
-        rows = list(range(len(questions))) if rows is None else rows
-        sub_images = [image_ids[i] for i in rows]
-        for batch in batches(sub_images, self.batch_size):
-            result = self._with_oom_retry(
-                [rows[i] for i in batch], lambda b: self._batch(prompt, decoding, questions, image_ids, b)
-            )
-            if progress:
-                progress(len(batch))
-            yield result
-
-    def _with_oom_retry(self, batch: list[int], run: Callable[[list[int]], list]) -> list:
-        """Run a batch; on out-of-memory, halve it and retry the halves."""
-        try:
-            return run(batch)
-        except torch.OutOfMemoryError:
-            if len(batch) == 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            half = len(batch) // 2
-            return self._with_oom_retry(batch[:half], run) + self._with_oom_retry(batch[half:], run)
-
-    def max_new_tokens(self, d: DecodingConfig) -> int:
-        """d.max_new_tokens, else the longest vocabulary answer + EOS; constrained decoding gets at least the
-        latter, so every row reaches the end of its trie path and no answer is cut to a prefix."""
-        limit = d.max_new_tokens or self.default_max_new_tokens
-        return max(limit, self.default_max_new_tokens) if d.constrained else limit
-
-    @torch.inference_mode()
-    def _batch(
-        self, prompt: str, d: DecodingConfig, questions: list[str], image_ids: list[str], rows: list[int]
-    ) -> list[Answer]:
-        """Answer one batch of rows."""
-        enc = self.encode(prompt, questions, image_ids, rows)
-        dev, dtype = self.model.device, self.model.dtype
-        pixels = self.images(enc.images).to(dev, dtype)
-        if d.rank:
-            return self._rank(enc, pixels, d.rank)
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=self.max_new_tokens(d),
-            do_sample=False,
-            num_beams=d.num_beams,
-            length_penalty=d.length_penalty,
-            output_scores=d.num_beams > 1,
-            output_logits=d.num_beams == 1,
-            return_dict_in_generate=True,
-        )
-        if d.do_sample:
-            keys = [f"{image_ids[r]}\0{questions[r]}" for r in enc.rows]
-            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(d, keys)])
-        if self.use_prefix_cache(enc) and d.num_beams == 1:
-            ids, mask, cache = self._cached_inputs(enc, pixels)
-            kwargs[CACHE] = cache
-        else:
-            ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
-            kwargs["pixel_values"] = pixels[enc.row_image]
-        width = ids.shape[1]
-        if d.constrained:
-            kwargs["prefix_allowed_tokens_fn"] = lambda b, x: (
-                self.trie.allowed(x[width:].tolist()) or [self.tok.eos_token_id]
-            )
-        out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
-        new = out.sequences[:, width:]
-        self.cut_answers += int((new != self.tok.eos_token_id).all(-1).sum())
-        texts = self.tok.batch_decode(new, skip_special_tokens=True)
-        return [Answer(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, self._logprobs(out, new), strict=True)]
-
-    def _logprobs(self, out: Any, new: torch.Tensor) -> list[float]:
-        """Each row's summed log-probability up to its EOS: the model's own, or the beam scores of beam search."""
-        if out.logits is not None:
-            scores = token_logprobs(out.logits, new)
-        else:
-            scores = self.model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
-        live = torch.ones_like(new, dtype=torch.bool)
-        if new.shape[1] > 1:
-            live[:, 1:] = (new[:, :-1] != self.tok.eos_token_id).cumprod(-1).bool()
-        return scores.masked_fill(~live[:, : scores.shape[1]], 0).sum(-1).float().cpu().tolist()
-
-    def use_prefix_cache(self, enc: Encoded) -> bool:
-        """On when asked; 'auto': when the shared prefix is at least twice the longest question (real image tokens)."""
-        if self.prefix_cache == "auto":
-            return len(enc.prefix) >= 2 * max(map(len, enc.suffixes))
-        return bool(self.prefix_cache)
-
-    def _cached_inputs(self, enc: Encoded, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """Encode each image's prefix once; rows = prefix + gap + right-aligned question, with its cache."""
-        p = len(enc.prefix)
-        prefix_ids = torch.tensor([enc.prefix] * len(enc.images), device=self.model.device)
-        cache = getattr(self.model(input_ids=prefix_ids, pixel_values=pixels, use_cache=True), CACHE)
-        cache.batch_select_indices(torch.tensor(enc.row_image, device=self.model.device))
-        width = max(map(len, enc.suffixes))
-        ids = torch.full((len(enc.rows), p + width), self.tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        ids[:, :p] = torch.tensor(enc.prefix)
-        mask[:, :p] = 1
-        for r, s in enumerate(enc.suffixes):
-            ids[r, p + width - len(s) :] = torch.tensor(s)
-            mask[r, p + width - len(s) :] = 1
-        return ids, mask, cache
-
-    def _rank(self, enc: Encoded, pixels: torch.Tensor, top: int) -> list[Answer]:
-        """Score the `top` vocabulary answers by log-likelihood given each prompt; return the best."""
-        if not self._answer_ids:
-            raise ValueError("rank decoding needs the training answer vocabulary")
-        cands = self._answer_ids[:top]
-        dev = self.model.device
-        ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
-        ids, mask = ids.to(dev), mask.to(dev)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions(mask),
-            pixel_values=pixels[enc.row_image],
-            use_cache=True,
-        )
-        first = out.logits[:, -1].float().log_softmax(-1)
-        length = max(map(len, cands))
-        cand = torch.full((len(cands), length), self.tok.pad_token_id, dtype=torch.long, device=dev)
-        cmask = torch.zeros_like(cand)
-        for k, c in enumerate(cands):
-            cand[k, : len(c)] = torch.tensor(c)
-            cmask[k, : len(c)] = 1
-        n, c = len(enc.rows), len(cands)
-        total = first[:, cand[:, 0]].clone()
-        if length > 1:
-            cache = getattr(out, CACHE)
-            cache.batch_repeat_interleave(c)
-            inp = cand[:, :-1].repeat(n, 1)
-            full_mask = torch.cat([mask.repeat_interleave(c, 0), cmask[:, :-1].repeat(n, 1)], dim=1)
-            step = (
-                self.model(
-                    input_ids=inp,
-                    attention_mask=full_mask,
-                    position_ids=positions(full_mask)[:, -inp.shape[1] :],
-                    **{CACHE: cache},
+    loaded = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
+    normalizer = AnswerNormalizer.of(cfg, comp)
+    c, p = cfg.data, cfg.predict
+    tuned = tuned_job(cfg)
+    written = []
+    for split in splits:
+        rows, image_split = split_rows(comp, folds, fold, split)
+        rows = rows[shard_rows(rows[c.image_col], *shard).to_numpy()].reset_index(drop=True)
+        log = PredictionLog(file_for(cfg, fold, split, shard), predict_hash(cfg, fold))
+        done = log.done()
+        engine = fold_engine(cfg, comp, folds, fold, image_split, loaded=loaded)
+        ids, questions, images = rows[c.id_col].tolist(), rows[c.question_col].tolist(), rows[c.image_col].tolist()
+        jobs = [(pr, d) for pr in p.prompts for d in p.decodings] + ([tuned] if tuned else [])
+        todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
+        tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None
+        for prompt, d in jobs:
+            cut_before = engine.cut_answers
+            for batch in engine.answer(prompt, d, questions, images, todo[(prompt, d.name)], tick):
+                raw = pd.Series([a.text for a in batch], dtype=str)
+                answers = normalizer(raw).tolist()
+                log.append(
+                    [
+                        {
+                            "id": ids[r],
+                            "fold": fold,
+                            "split": split,
+                            "prompt": prompt,
+                            "decoding": d.name,
+                            "raw": t,
+                            "answer": a,
+                            "logprob": round(lp, LOGPROB_DIGITS),
+                        }
+                        for (r, t, lp), a in zip(batch, answers, strict=True)  # Answer(row, text, logprob)
+                    ]
                 )
-                .logits.float()
-                .log_softmax(-1)
-            )
-            target = cand[:, 1:].repeat(n, 1)
-            tok_lp = step.gather(-1, target.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(n, 1)
-            total += tok_lp.sum(-1).view(n, c)
-        best = total.argmax(-1).tolist()
-        return [
-            Answer(r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))
-        ]
-
-
-def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, image_split: str,
-                cache: bool = False, loaded: tuple[Any, Any] | None = None) -> Engine:  # fmt: skip
-    """The engine of a fold's trained model (`loaded`: its (model, processor) when already in memory):
-    the fold's training answers as vocabulary, images of `image_split`, the config's batching."""
-    from competition.modeling import ImageTransform, load_trained
-    from competition.train import fold_rows
-
-    model, processor = loaded or load_trained(cfg.fold_dir(fold) / "model", cfg.model)
-    vocabulary = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col].value_counts().index.tolist()
-    images = Images(comp, image_split, ImageTransform(processor, cfg.model.image_aspect_ratio), cache)
-    p = cfg.predict
-    return Engine(model, processor, images, batch_size=p.batch_size, prefix_cache=p.prefix_cache,
-                  max_length=p.max_length, vocabulary=vocabulary)  # fmt: skip
+            if engine.cut_answers > cut_before:
+                warn(
+                    f"warning: fold {fold} {split} {prompt}/{d.name}: {engine.cut_answers - cut_before} answers stopped "
+                    f"at max_new_tokens={engine.max_new_tokens(d)} before EOS (raise it in predict.decodings)"
+                )
+        log.finish()
+        written.append(log.path)
+        if shard[1] > 1:
+            merged = merge_shards(cfg, fold, split, shard[1])
+            if merged:
+                written.append(merged)
+    return written

@@ -28,6 +28,7 @@ from competition.config import Config
 from competition.data import Competition
 from competition.dataset import Images, TrainCollator, TrainSet
 from competition.errors import ConfigError
+from competition.folds import fold_rows
 from competition.io import atomic_write_json
 from competition.modeling import (
     ImageTransform,
@@ -70,21 +71,6 @@ def tokenizer_texts(comp: Competition) -> list[str]:
     c = comp.cfg
     return [*comp.train[c.question_col], *comp.train[c.answer_col], *comp.test[c.question_col]]
 
-
-def fold_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> pd.DataFrame:
-    """Training rows of the fold's train ('train') or validation ('val') part."""
-    existing = sorted(folds["fold"].unique())
-    if fold not in existing:
-        raise ConfigError(
-            f"--fold {fold}: folds.csv has folds {', '.join(map(str, existing))}; "
-            "pick one of them (or rerun `folds` after changing folds.k)"
-        )
-    f = folds.set_index("ID")["fold"]
-    in_fold = comp.train[comp.cfg.id_col].map(f)
-    if in_fold.isna().any():
-        raise ConfigError("folds.csv does not cover train.csv; rerun `python -m competition folds`")
-    mask = in_fold == fold if split == "val" else in_fold != fold
-    return comp.train[mask.to_numpy()].reset_index(drop=True)
 
 
 class PartsTrainer(Trainer):

@@ -18,12 +18,14 @@ from typing import Any
 
 import optuna
 import pandas as pd
-import yaml
 
 from competition.config import Config, DecodingConfig
 from competition.data import Competition
-from competition.ensemble import FUZZY_THRESHOLD, score, vote
-from competition.io import atomic_open, atomic_write_yaml
+from competition.folds import fold_rows
+from competition.io import atomic_open
+from competition.normalize import AnswerNormalizer
+from competition.tuned import save_tuned
+from competition.vote import FUZZY_THRESHOLD, score, vote
 
 STUDIES = ("decoding", "vote")
 HEARTBEAT_S = 10  # a running trial records it is alive this often
@@ -87,10 +89,7 @@ class DecodingObjective:
     """Accuracy of a decoding on (a sample of) one fold's validation questions, reported in chunks."""
 
     def __init__(self, cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int) -> None:
-        from competition.predict import fold_engine
-        from competition.predictions import AnswerNormalizer
-        from competition.train import fold_rows
-
+        from competition.engine import fold_engine
         val = fold_rows(comp, folds, fold, "val")
         self.val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
         c = cfg.data
@@ -131,19 +130,6 @@ def vote_objective(oof: pd.DataFrame, gold: pd.Series) -> Any:
 
     return objective
 
-
-def tuned_path(cfg: Config) -> Path:
-    """experiments/<exp>/tuned.yaml."""
-    return cfg.exp_dir / "tuned.yaml"
-
-
-def save_tuned(cfg: Config, section: dict[str, Any]) -> Path:
-    """Merge a study's best parameters into tuned.yaml (sections of other studies are kept)."""
-    path = tuned_path(cfg)
-    current = yaml.safe_load(path.read_text()) if path.exists() else {}
-    current.update(section)
-    atomic_write_yaml(current, path)
-    return path
 
 
 def default_decoding(cfg: Config) -> dict[str, Any]:
@@ -204,7 +190,7 @@ def objective_for(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str
     """The study's objective, built from its inputs (a CompetitionError when they are missing)."""
     if kind == "decoding":
         return DecodingObjective(cfg, comp, folds, cfg.tune.fold)
-    from competition.cv import oof_frame
+    from competition.predict import oof_frame
 
     oof = oof_frame(cfg, comp, folds)
     gold = oof.drop_duplicates("id").set_index("id")["gold"]
@@ -226,18 +212,3 @@ def run_study(
     path = save_tuned(cfg, best_decoding(study, cfg) if kind == "decoding" else best_vote(study))
     plot_study(study, cfg.exp_dir / f"optuna-{kind}.png")
     return study, path
-
-
-def load_tuned(cfg: Config) -> dict[str, Any]:
-    """The tuned parameters of the experiment ({} before any study)."""
-    path = tuned_path(cfg)
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
-def tuned_job(cfg: Config) -> tuple[str, DecodingConfig] | None:
-    """The tuned (prompt, decoding) pair that `predict` runs beside the configured ones, if any."""
-    d = load_tuned(cfg).get("decoding")
-    if not d:
-        return None
-    d = dict(d)
-    return d.pop("prompt"), DecodingConfig(**d)

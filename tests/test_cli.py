@@ -11,7 +11,7 @@ import pytest
 from competition.cli import stage_inputs
 from competition.config import load_config
 from competition.errors import ConfigError
-from competition.train import fold_rows
+from competition.folds import fold_rows
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -14,10 +14,14 @@ import pytest
 from rapidfuzz import fuzz
 
 from competition import ensemble
-from competition.blend import run_ensemble
 from competition.config import Config, load_config
 from competition.data import Competition, load_competition
-from competition.ensemble import (
+from competition.ensemble import run_ensemble
+from competition.errors import CompetitionError, ConfigError, DataError
+from competition.folds import fold_rows, read_folds, write_folds
+from competition.predict import file_for, write_canonical
+from competition.submit import read_submission, validate_file
+from competition.vote import (
     FUZZY_THRESHOLD,
     Candidate,
     fit_weights,
@@ -26,11 +30,6 @@ from competition.ensemble import (
     select_method,
     vote,
 )
-from competition.errors import CompetitionError, ConfigError, DataError
-from competition.folds import read_folds, write_folds
-from competition.predictions import file_for, write_canonical
-from competition.submit import read_submission, validate_file
-from competition.train import fold_rows
 
 
 def frame(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:

@@ -10,12 +10,12 @@ import pytest
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
 from competition.dataset import Images
-from competition.folds import read_folds, write_folds
+from competition.engine import Engine
+from competition.folds import fold_rows, read_folds, write_folds
 from competition.metrics import majority_baseline, question_types
 from competition.modeling import ImageTransform, load_trained
-from competition.predict import Engine
 from competition.synthetic import generate
-from competition.train import fold_rows, train_fold
+from competition.train import train_fold
 
 
 @pytest.mark.slow

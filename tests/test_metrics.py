@@ -25,7 +25,7 @@ from competition.metrics import (
     question_types,
     vqa_accuracy,
 )
-from competition.predictions import AnswerNormalizer, file_for, write_canonical
+from competition.predict import AnswerNormalizer, file_for, write_canonical
 
 # GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt, in its order.
 OFFICIAL_TYPES = """how many|is the|what|what color is the|what is the|is this|is this a|what is|are the|what kind of|

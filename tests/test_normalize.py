@@ -13,13 +13,13 @@ from competition.config import load_config
 from competition.normalize import (
     DEFAULT_RULES,
     RULES,
+    AnswerNormalizer,
     merge_report,
     normalize,
     normalize_series,
     protected_answers,
     snap_to_vocab,
 )
-from competition.predictions import AnswerNormalizer
 
 # The official VQA eval's tables and marks (GT-Vision-Lab/VQA, PythonEvaluationTools/vqaEvaluation/vqaEval.py:
 # manualMap, contractions, punct), as published, reversed "somebody'd" entry and upper-case keys included.

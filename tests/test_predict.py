@@ -19,10 +19,9 @@ import torch
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
 from competition.dataset import Images
-from competition.folds import read_folds
+from competition.engine import FALLBACK_MAX_NEW_TOKENS, Answer, Engine, RowSampler
+from competition.folds import fold_rows, read_folds
 from competition.modeling import ImageTransform, load_trained
-from competition.predict import FALLBACK_MAX_NEW_TOKENS, Answer, Engine, RowSampler
-from competition.train import fold_rows
 
 
 def engine_for(sets: list[str], **kw: object) -> tuple[Engine, list[str], list[str], list[str]]:
@@ -147,8 +146,7 @@ def test_a_fold_lacking_one_of_a_protected_pair_scores_it_right(
     trained: tuple[list[str], Path], data_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """'none' only in fold 0's validation, '0' in its training part: a predicted 'none' is right."""
-    from competition.cv import oof_frame
-    from competition.predictions import predict_fold
+    from competition.predict import oof_frame, predict_fold
 
     sets, work = trained
     sets = [*copy_workdir(sets, work, tmp_path / "work"), f"data.root={data_copy}", "predict.prompts=[short_answer]",

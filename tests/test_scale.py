@@ -14,11 +14,10 @@ import pytest
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
 from competition.dataset import Images
-from competition.folds import read_folds, write_folds
+from competition.engine import Engine
+from competition.folds import fold_rows, read_folds, write_folds
 from competition.modeling import ImageTransform, load_trained
-from competition.predict import Engine
 from competition.synthetic import generate
-from competition.train import fold_rows
 from tests.postgres import postgres_server
 
 STEPS = ["train.max_steps=250", "train.save_steps=10000", "train.logging_steps=50", "train.effective_batch_size=32"]

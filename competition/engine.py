@@ -1,0 +1,342 @@
+"""The inference engine behind `predict` and the decoding study: batched answering, grouped by image.
+
+    python bench/predict_throughput.py      # the engine against a one-question-at-a-time loop
+
+Each image's questions share a prefix (system text + image tokens): it is encoded once per image
+and its key/value cache reused for every question (greedy and sampling; beam search runs the
+plain path). Free, constrained (a trie of the training answers) and ranked decoding; an
+out-of-memory batch is halved and retried.
+
+A row's answer depends on the row alone, never on its batch: sampling draws each row's noise from a
+generator keyed by the decoding's seed, the row's image and question (see `RowSampler`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pandas as pd
+import torch
+from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
+
+from competition.config import Config, DecodingConfig
+from competition.data import Competition
+from competition.dataset import Images, encode_prompts, expand_image_tokens
+from competition.folds import fold_rows
+from competition.modeling import image_token_count
+
+# transformers renamed `past_key_values` to `cache` (inputs and outputs); speak whichever it knows.
+CACHE = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters else "past_key_values"
+
+# Generated tokens at most when max_new_tokens is unset and there is no training vocabulary to measure.
+FALLBACK_MAX_NEW_TOKENS = 16
+
+
+class Answer(NamedTuple):
+    """One answered question: its row, the raw generated text and the model's log-probability of it."""
+
+    row: int
+    text: str
+    logprob: float
+
+
+class AnswerTrie:
+    """Prefix tree of tokenized answers (each ending in EOS): the tokens allowed after a prefix."""
+
+    def __init__(self, answers: list[list[int]]) -> None:
+        self.root: dict[int, dict] = {}
+        for ids in answers:
+            node = self.root
+            for t in ids:
+                node = node.setdefault(t, {})
+
+    def allowed(self, prefix: list[int]) -> list[int]:
+        """Tokens that continue `prefix` towards some answer (empty once an answer is complete)."""
+        node = self.root
+        for t in prefix:
+            node = node.get(t)
+            if node is None:
+                return []
+        return list(node)
+
+
+class RowSampler(LogitsProcessor):
+    """Sampling as greedy search: argmax(top-p(logits / T) + Gumbel noise) draws from softmax(logits / T) after
+    top-p; each row's noise comes from its own generator (one draw per step), so no other row can change it."""
+
+    def __init__(self, d: DecodingConfig, keys: list[str]) -> None:
+        self.temperature, self.top_p = d.temperature, TopPLogitsWarper(d.top_p)
+        self.generators = [torch.Generator().manual_seed(zlib.crc32(f"{d.seed}\0{k}".encode())) for k in keys]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        gumbel = -(-uniform.clamp_min(torch.finfo(torch.float32).tiny).log()).log()
+        return self.top_p(input_ids, scores.float() / self.temperature) + gumbel.to(scores.device)
+
+
+def token_logprobs(logits: tuple[torch.Tensor, ...], tokens: torch.Tensor) -> torch.Tensor:
+    """The model's own log-probability of each generated token, from the raw logits of each step."""
+    return torch.stack(
+        [step.float().log_softmax(-1).gather(-1, tokens[:, k, None])[:, 0] for k, step in enumerate(logits)], 1
+    )
+
+
+@dataclass
+class Encoded:
+    """A batch's questions split at the end of the image tokens."""
+
+    prefix: list[int]
+    suffixes: list[list[int]]
+    rows: list[int]
+    images: list[str]
+    row_image: list[int]
+
+
+def batches(image_ids: list[str], batch_size: int) -> Iterator[list[int]]:
+    """Row indices in batches of whole images (sorted by image id), about `batch_size` questions each."""
+    order = sorted(range(len(image_ids)), key=lambda i: (image_ids[i], i))
+    batch: list[int] = []
+    for pos, i in enumerate(order):
+        batch.append(i)
+        last_of_image = pos + 1 == len(order) or image_ids[order[pos + 1]] != image_ids[i]
+        if last_of_image and len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def shard_rows(image_ids: pd.Series, shard: int, n_shards: int) -> pd.Series:
+    """Mask of the rows whose image falls in shard i of n (images dealt round-robin in sorted order)."""
+    codes = {img: k for k, img in enumerate(sorted(image_ids.unique()))}
+    return image_ids.map(codes) % n_shards == shard
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, x in enumerate(seqs):
+        ids[r, width - len(x) :] = torch.tensor(x)
+        mask[r, width - len(x) :] = 1
+    return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class Engine:
+    """Answers questions with one model: plain or prefix-cached generation, constrained, or ranked."""
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        images: Images,
+        *,
+        batch_size: int = 32,
+        prefix_cache: bool | str = "auto",
+        max_length: int = 128,
+        vocabulary: list[str] | None = None,
+    ) -> None:
+        self.model, self.processor, self.images = model, processor, images
+        self.tok = processor.tokenizer
+        self.batch_size, self.prefix_cache, self.max_length = batch_size, prefix_cache, max_length
+        self.n_image = image_token_count(model.config)
+        self.image_token_id = model.config.image_token_id
+        self.vocabulary = vocabulary or []
+        self._answer_ids = (
+            [ids + [self.tok.eos_token_id] for ids in self.tok(self.vocabulary, add_special_tokens=False)["input_ids"]]
+            if self.vocabulary
+            else []
+        )
+        self.trie = AnswerTrie(self._answer_ids)
+        self.default_max_new_tokens = max(map(len, self._answer_ids), default=FALLBACK_MAX_NEW_TOKENS)
+        self.cut_answers = 0  # rows whose generation hit max_new_tokens before EOS, since the engine was made
+
+    def encode(self, prompt: str, questions: list[str], image_ids: list[str], rows: list[int]) -> Encoded:
+        """Expanded prompts of `rows`, split after the image tokens."""
+        ids = encode_prompts(self.processor, prompt, [questions[i] for i in rows], self.max_length)
+        full = [expand_image_tokens(x, self.image_token_id, self.n_image) for x in ids]
+        cut = full[0].index(self.image_token_id) + self.n_image
+        images = sorted({image_ids[i] for i in rows})
+        where = {img: k for k, img in enumerate(images)}
+        return Encoded(full[0][:cut], [x[cut:] for x in full], rows, images, [where[image_ids[i]] for i in rows])
+
+    def answer(
+        self,
+        prompt: str,
+        decoding: DecodingConfig,
+        questions: list[str],
+        image_ids: list[str],
+        rows: list[int] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Iterator[list[Answer]]:
+        """An Answer for each row, yielded one batch at a time."""
+        rows = list(range(len(questions))) if rows is None else rows
+        sub_images = [image_ids[i] for i in rows]
+        for batch in batches(sub_images, self.batch_size):
+            result = self._with_oom_retry(
+                [rows[i] for i in batch], lambda b: self._batch(prompt, decoding, questions, image_ids, b)
+            )
+            if progress:
+                progress(len(batch))
+            yield result
+
+    def _with_oom_retry(self, batch: list[int], run: Callable[[list[int]], list]) -> list:
+        """Run a batch; on out-of-memory, halve it and retry the halves."""
+        try:
+            return run(batch)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = len(batch) // 2
+            return self._with_oom_retry(batch[:half], run) + self._with_oom_retry(batch[half:], run)
+
+    def max_new_tokens(self, d: DecodingConfig) -> int:
+        """d.max_new_tokens, else the longest vocabulary answer + EOS; constrained decoding gets at least the
+        latter, so every row reaches the end of its trie path and no answer is cut to a prefix."""
+        limit = d.max_new_tokens or self.default_max_new_tokens
+        return max(limit, self.default_max_new_tokens) if d.constrained else limit
+
+    @torch.inference_mode()
+    def _batch(
+        self, prompt: str, d: DecodingConfig, questions: list[str], image_ids: list[str], rows: list[int]
+    ) -> list[Answer]:
+        """Answer one batch of rows."""
+        enc = self.encode(prompt, questions, image_ids, rows)
+        dev, dtype = self.model.device, self.model.dtype
+        pixels = self.images(enc.images).to(dev, dtype)
+        if d.rank:
+            return self._rank(enc, pixels, d.rank)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=self.max_new_tokens(d),
+            do_sample=False,
+            num_beams=d.num_beams,
+            length_penalty=d.length_penalty,
+            output_scores=d.num_beams > 1,
+            output_logits=d.num_beams == 1,
+            return_dict_in_generate=True,
+        )
+        if d.do_sample:
+            keys = [f"{image_ids[r]}\0{questions[r]}" for r in enc.rows]
+            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(d, keys)])
+        if self.use_prefix_cache(enc) and d.num_beams == 1:
+            ids, mask, cache = self._cached_inputs(enc, pixels)
+            kwargs[CACHE] = cache
+        else:
+            ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
+            kwargs["pixel_values"] = pixels[enc.row_image]
+        width = ids.shape[1]
+        if d.constrained:
+            kwargs["prefix_allowed_tokens_fn"] = lambda b, x: (
+                self.trie.allowed(x[width:].tolist()) or [self.tok.eos_token_id]
+            )
+        out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
+        new = out.sequences[:, width:]
+        self.cut_answers += int((new != self.tok.eos_token_id).all(-1).sum())
+        texts = self.tok.batch_decode(new, skip_special_tokens=True)
+        return [Answer(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, self._logprobs(out, new), strict=True)]
+
+    def _logprobs(self, out: Any, new: torch.Tensor) -> list[float]:
+        """Each row's summed log-probability up to its EOS: the model's own, or the beam scores of beam search."""
+        if out.logits is not None:
+            scores = token_logprobs(out.logits, new)
+        else:
+            scores = self.model.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+        live = torch.ones_like(new, dtype=torch.bool)
+        if new.shape[1] > 1:
+            live[:, 1:] = (new[:, :-1] != self.tok.eos_token_id).cumprod(-1).bool()
+        return scores.masked_fill(~live[:, : scores.shape[1]], 0).sum(-1).float().cpu().tolist()
+
+    def use_prefix_cache(self, enc: Encoded) -> bool:
+        """On when asked; 'auto': when the shared prefix is at least twice the longest question (real image tokens)."""
+        if self.prefix_cache == "auto":
+            return len(enc.prefix) >= 2 * max(map(len, enc.suffixes))
+        return bool(self.prefix_cache)
+
+    def _cached_inputs(self, enc: Encoded, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Encode each image's prefix once; rows = prefix + gap + right-aligned question, with its cache."""
+        p = len(enc.prefix)
+        prefix_ids = torch.tensor([enc.prefix] * len(enc.images), device=self.model.device)
+        cache = getattr(self.model(input_ids=prefix_ids, pixel_values=pixels, use_cache=True), CACHE)
+        cache.batch_select_indices(torch.tensor(enc.row_image, device=self.model.device))
+        width = max(map(len, enc.suffixes))
+        ids = torch.full((len(enc.rows), p + width), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        ids[:, :p] = torch.tensor(enc.prefix)
+        mask[:, :p] = 1
+        for r, s in enumerate(enc.suffixes):
+            ids[r, p + width - len(s) :] = torch.tensor(s)
+            mask[r, p + width - len(s) :] = 1
+        return ids, mask, cache
+
+    def _rank(self, enc: Encoded, pixels: torch.Tensor, top: int) -> list[Answer]:
+        """Score the `top` vocabulary answers by log-likelihood given each prompt; return the best."""
+        if not self._answer_ids:
+            raise ValueError("rank decoding needs the training answer vocabulary")
+        cands = self._answer_ids[:top]
+        dev = self.model.device
+        ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
+        ids, mask = ids.to(dev), mask.to(dev)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions(mask),
+            pixel_values=pixels[enc.row_image],
+            use_cache=True,
+        )
+        first = out.logits[:, -1].float().log_softmax(-1)
+        length = max(map(len, cands))
+        cand = torch.full((len(cands), length), self.tok.pad_token_id, dtype=torch.long, device=dev)
+        cmask = torch.zeros_like(cand)
+        for k, c in enumerate(cands):
+            cand[k, : len(c)] = torch.tensor(c)
+            cmask[k, : len(c)] = 1
+        n, c = len(enc.rows), len(cands)
+        total = first[:, cand[:, 0]].clone()
+        if length > 1:
+            cache = getattr(out, CACHE)
+            cache.batch_repeat_interleave(c)
+            inp = cand[:, :-1].repeat(n, 1)
+            full_mask = torch.cat([mask.repeat_interleave(c, 0), cmask[:, :-1].repeat(n, 1)], dim=1)
+            step = (
+                self.model(
+                    input_ids=inp,
+                    attention_mask=full_mask,
+                    position_ids=positions(full_mask)[:, -inp.shape[1] :],
+                    **{CACHE: cache},
+                )
+                .logits.float()
+                .log_softmax(-1)
+            )
+            target = cand[:, 1:].repeat(n, 1)
+            tok_lp = step.gather(-1, target.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(n, 1)
+            total += tok_lp.sum(-1).view(n, c)
+        best = total.argmax(-1).tolist()
+        return [
+            Answer(r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))
+        ]
+
+
+def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, image_split: str,
+                cache: bool = False, loaded: tuple[Any, Any] | None = None) -> Engine:  # fmt: skip
+    """The engine of a fold's trained model (`loaded`: its (model, processor) when already in memory):
+    the fold's training answers as vocabulary, images of `image_split`, the config's batching."""
+    from competition.modeling import ImageTransform, load_trained
+
+    model, processor = loaded or load_trained(cfg.fold_dir(fold) / "model", cfg.model)
+    vocabulary = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col].value_counts().index.tolist()
+    images = Images(comp, image_split, ImageTransform(processor, cfg.model.image_aspect_ratio), cache)
+    p = cfg.predict
+    return Engine(model, processor, images, batch_size=p.batch_size, prefix_cache=p.prefix_cache,
+                  max_length=p.max_length, vocabulary=vocabulary)  # fmt: skip

@@ -1,0 +1,43 @@
+"""experiments/<exp>/tuned.yaml: the best parameters of the Optuna studies, read by `predict` and `ensemble`.
+
+    python -c "from competition.config import load_config; from competition.tuned import load_tuned; print(load_tuned(load_config('configs/demo.yaml')))"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from competition.config import Config, DecodingConfig
+from competition.io import atomic_write_yaml
+
+
+def tuned_path(cfg: Config) -> Path:
+    """experiments/<exp>/tuned.yaml."""
+    return cfg.exp_dir / "tuned.yaml"
+
+
+def save_tuned(cfg: Config, section: dict[str, Any]) -> Path:
+    """Merge a study's best parameters into tuned.yaml (sections of other studies are kept)."""
+    path = tuned_path(cfg)
+    current = yaml.safe_load(path.read_text()) if path.exists() else {}
+    current.update(section)
+    atomic_write_yaml(current, path)
+    return path
+
+
+def load_tuned(cfg: Config) -> dict[str, Any]:
+    """The tuned parameters of the experiment ({} before any study)."""
+    path = tuned_path(cfg)
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def tuned_job(cfg: Config) -> tuple[str, DecodingConfig] | None:
+    """The tuned (prompt, decoding) pair that `predict` runs beside the configured ones, if any."""
+    d = load_tuned(cfg).get("decoding")
+    if not d:
+        return None
+    d = dict(d)
+    return d.pop("prompt"), DecodingConfig(**d)

@@ -1,0 +1,383 @@
+"""Voting over ensemble members: majority, weighted and fuzzy-clustered (rapidfuzz); weights fitted on OOF.
+
+    python bench/vote_speed.py      # (used by `python -m competition ensemble` and `tune --study vote`)
+
+Predictions are one long frame, `id, member, answer, logprob` (answers already normalized):
+
+    candidates = [Candidate("majority"), Candidate("weighted", fit=True), Candidate("fuzzy", 80.0, fit=True)]
+    method, params, cv = select_method(oof, gold, candidates)  # chosen on out-of-fold predictions only
+    test = pd.concat([test, load_external(Path("result.jsonl"), "ext/llava_seed")])
+    voted = vote(test, method, **params)                       # id, answer, support, logprob
+
+Ties between answers go to the higher summed log-probability, then the higher single member weight,
+then the smaller answer string. A NaN log-probability (external members) adds nothing to a sum.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+from rapidfuzz import fuzz, process
+from scipy.sparse import coo_array
+from scipy.sparse.csgraph import connected_components
+
+from competition.data import check_not_empty, check_unique, read_table
+from competition.errors import ConfigError, DataError
+
+Method = Literal["majority", "weighted", "fuzzy"]
+METHODS: tuple[str, ...] = get_args(Method)
+FUZZY_THRESHOLD = 90.0  # default: two spellings of one answer when rapidfuzz's ratio is at least this
+
+
+@dataclass(frozen=True)
+class Ballots:
+    """Predictions factorized once; a vote is then a few array sums, whatever the weights.
+
+    Rows are sorted by (id, answer) group; groups by id then answer; a cluster is a set of groups of
+    one id (one group each unless fuzzy).
+    """
+
+    ids: np.ndarray  # distinct ids, first-seen order
+    answers: np.ndarray  # distinct answers, sorted: answer code order is string order
+    members: np.ndarray  # distinct members, sorted
+    row_member: np.ndarray  # per row: member code
+    group_start: np.ndarray  # per group: its first row
+    group_id: np.ndarray  # per group: id code
+    group_answer: np.ndarray  # per group: answer code
+    group_logprob: np.ndarray  # per group: summed logprob (NaN when no voter has one)
+    cluster: np.ndarray  # per group: cluster code
+    cluster_id: np.ndarray  # per cluster: id code
+    cluster_logprob: np.ndarray  # per cluster: summed logprob
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One voting configuration that `select_method` scores on OOF: method, fuzzy threshold, fitted weights."""
+
+    method: Method = "majority"
+    threshold: float = FUZZY_THRESHOLD
+    fit: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown method, and fitted weights for majority (which ignores weights)."""
+        check_method(self.method)
+        if self.method == "majority" and self.fit:
+            raise ConfigError("ensemble: majority uses unit weights; fit weights with 'weighted' or 'fuzzy'")
+
+
+def check_method(method: str) -> None:
+    """Refuse an unknown voting method, listing the valid ones."""
+    if method not in METHODS:
+        raise ConfigError(f"ensemble: unknown method '{method}' (valid: {', '.join(METHODS)})")
+
+
+def vote(
+    preds: pd.DataFrame,
+    method: Method,
+    weights: dict[str, float] | None = None,
+    threshold: float = FUZZY_THRESHOLD,
+) -> pd.DataFrame:
+    """One row per id (first-seen order): `id, answer, support, logprob` of the winning answer.
+
+    majority: unit weights; weighted: `weights` by member (default 1.0); fuzzy: weighted, with the answers
+    of one question clustered when fuzz.ratio >= threshold; the cluster wins, its best-supported spelling answers.
+    """
+    check_method(method)
+    b = _ballots(preds, threshold if method == "fuzzy" else None)
+    w = _member_weights(b, None if method == "majority" else weights)
+    return _result(b, *_decide(b, w))
+
+
+def _ballots(preds: pd.DataFrame, threshold: float | None = None) -> Ballots:
+    """Factorize ids, answers and members; cluster similar answers per id when a threshold is given."""
+    id_code, ids = _factorize(preds, "id", sort=False)
+    answer_code, answers = _factorize(preds, "answer", sort=True)
+    member_code, members = _factorize(preds, "member", sort=True)
+    key = id_code.astype(np.int64) * max(len(answers), 1) + answer_code
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    group_start = _starts(key)
+    group_id, group_answer = np.divmod(key[group_start], max(len(answers), 1))
+    group_logprob = _nansum_at(preds["logprob"].to_numpy(float)[order], group_start)
+    cluster = (
+        np.arange(len(group_start)) if threshold is None else _clusters(group_id, group_answer, answers, threshold)
+    )
+    n_clusters = int(cluster.max()) + 1 if len(cluster) else 0
+    cluster_id = np.zeros(n_clusters, np.int64)
+    cluster_id[cluster] = group_id
+    return Ballots(
+        ids=ids,
+        answers=answers,
+        members=members,
+        row_member=member_code[order],
+        group_start=group_start,
+        group_id=group_id,
+        group_answer=group_answer,
+        group_logprob=group_logprob,
+        cluster=cluster,
+        cluster_id=cluster_id,
+        cluster_logprob=_nansum_by(cluster, group_logprob, n_clusters),
+    )
+
+
+def _factorize(preds: pd.DataFrame, col: str, sort: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and distinct values of a column; a DataError names the first row missing a value."""
+    codes, values = pd.factorize(preds[col], sort=sort)
+    if (codes < 0).any():
+        raise DataError(f"predictions: row {int((codes < 0).argmax())} has no '{col}'")
+    return codes, np.asarray(values, object)
+
+
+def _starts(key: np.ndarray) -> np.ndarray:
+    """Index where each run of equal values of the sorted array `key` begins."""
+    return np.flatnonzero(np.r_[True, key[1:] != key[:-1]][: len(key)])
+
+
+def _nansum_at(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sum of each run of `values` beginning at `starts`, NaN skipped; NaN where a run has no number."""
+    known = ~np.isnan(values)
+    total = np.add.reduceat(np.where(known, values, 0.0), starts)
+    return np.where(np.add.reduceat(known, starts) > 0, total, np.nan)
+
+
+def _nansum_by(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Sum of `values` per label, NaN skipped; NaN where a label has no number."""
+    known = ~np.isnan(values)
+    total = np.bincount(labels, np.where(known, values, 0.0), minlength=n)
+    return np.where(np.bincount(labels, known, minlength=n) > 0, total, np.nan)
+
+
+def _clusters(group_id: np.ndarray, group_answer: np.ndarray, answers: np.ndarray, threshold: float) -> np.ndarray:
+    """Cluster code per group: connected components of one id's answers linked by fuzz.ratio >= threshold.
+
+    Every pair of answers that meets in a question is scored once (rapidfuzz cpdist), whatever its count.
+    """
+    n = len(group_id)
+    left, right = _pairs_within(group_id)
+    pair = group_answer[left] * len(answers) + group_answer[right]
+    distinct, inverse = np.unique(pair, return_inverse=True)
+    scores = process.cpdist(
+        answers[distinct // len(answers)],
+        answers[distinct % len(answers)],
+        scorer=fuzz.ratio,
+        score_cutoff=threshold,
+        dtype=np.float64,
+        workers=-1,
+    )
+    linked = (scores >= threshold)[inverse]
+    graph = coo_array((np.ones(int(linked.sum())), (left[linked], right[linked])), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _pairs_within(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j), i < j, of positions sharing a value of the sorted array `key`."""
+    start = _starts(key)
+    size = np.diff(np.r_[start, len(key)])
+    partners = np.repeat(start + size, size) - np.arange(len(key)) - 1
+    left = np.repeat(np.arange(len(key)), partners)
+    offset = np.arange(len(left)) - np.repeat(np.cumsum(partners) - partners, partners) + 1
+    return left, left + offset
+
+
+def _member_weights(b: Ballots, weights: dict[str, float] | None) -> np.ndarray:
+    """Weight per member code (1.0 when unnamed); refuse a negative or non-finite weight."""
+    w = np.array([float((weights or {}).get(m, 1.0)) for m in b.members])
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        raise ConfigError(f"ensemble: weight of member '{b.members[bad.argmax()]}' must be >= 0, got {w[bad][0]}")
+    return w
+
+
+def _decide(b: Ballots, member_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per id: the winning cluster, its best spelling (a group) and its summed weight."""
+    row_weight = member_weight[b.row_member]
+    group_weight = np.add.reduceat(row_weight, b.group_start)
+    group_top = np.maximum.reduceat(row_weight, b.group_start)
+    n_clusters = len(b.cluster_id)
+    spelling = (
+        np.arange(n_clusters)  # one answer per cluster: its own best spelling
+        if n_clusters == len(b.group_id)
+        else _best(b.cluster, group_weight, b.group_logprob, group_top, b.group_answer)
+    )
+    cluster_weight = np.bincount(b.cluster, group_weight, minlength=n_clusters)
+    cluster_top = np.zeros(n_clusters)
+    np.maximum.at(cluster_top, b.cluster, group_top)
+    winner = _best(b.cluster_id, cluster_weight, b.cluster_logprob, cluster_top, b.group_answer[spelling])
+    return winner, spelling[winner], cluster_weight
+
+
+def _best(by: np.ndarray, weight: np.ndarray, logprob: np.ndarray, top: np.ndarray, answer: np.ndarray) -> np.ndarray:
+    """Index of the best item per value 0..n-1 of `by`: most weight, then logprob, top weight, smallest answer.
+
+    Each key in turn keeps the items at their `by`'s maximum (no sort) until one is left per `by`;
+    answers are distinct within a `by`.
+    """
+    n = int(by.max(initial=-1)) + 1
+    keep = np.arange(len(by))
+    for key in (np.round(weight, 9), np.where(np.isnan(logprob), -np.inf, logprob), top, -answer.astype(float)):
+        most = np.full(n, -np.inf)
+        np.maximum.at(most, by[keep], key[keep])
+        keep = keep[key[keep] == most[by[keep]]]
+        if len(keep) == n:
+            break
+    best = np.empty(n, np.int64)
+    best[by[keep]] = keep
+    return best
+
+
+def _result(b: Ballots, winner: np.ndarray, group: np.ndarray, cluster_weight: np.ndarray) -> pd.DataFrame:
+    """The voted frame: id, answer, support (winning weight / total weight), summed logprob of its voters."""
+    total = np.bincount(b.cluster_id, cluster_weight, minlength=len(b.ids))
+    support = np.divide(cluster_weight[winner], total, out=np.zeros(len(winner)), where=total > 0)
+    return pd.DataFrame(
+        {
+            "id": b.ids,
+            "answer": b.answers[b.group_answer[group]],
+            "support": support,
+            "logprob": b.cluster_logprob[winner],
+        }
+    )
+
+
+def score(voted: pd.DataFrame, gold: pd.Series) -> float:
+    """Accuracy of the voted answers: exact match with `gold` (indexed by id) on normalized strings."""
+    truth = _gold_for(voted["id"].to_numpy(object), gold)
+    return float(np.mean(voted["answer"].to_numpy(object) == truth)) if len(truth) else 0.0
+
+
+def _gold_for(ids: np.ndarray, gold: pd.Series) -> np.ndarray:
+    """The gold answer of each id; a DataError names the first id without one."""
+    truth = gold.reindex(ids)
+    missing = truth.isna().to_numpy()
+    if missing.any():
+        raise DataError(f"gold answers: no answer for id '{ids[missing.argmax()]}'")
+    return truth.to_numpy(object)
+
+
+def fit_weights(
+    oof: pd.DataFrame,
+    gold: pd.Series,
+    method: Literal["weighted", "fuzzy"] = "weighted",
+    threshold: float = FUZZY_THRESHOLD,
+    grid: Iterable[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+    rounds: int = 3,
+) -> dict[str, float]:
+    """Member weights that maximise the voted OOF accuracy; deterministic.
+
+    Start from each member's OOF accuracy; then, member by member (sorted), try that start times each
+    `grid` factor, keeping a change only if it raises the voted accuracy; stop after `rounds` or a quiet round.
+    """
+    b = _ballots(oof, threshold if method == "fuzzy" else None)
+    correct = b.group_answer == _answer_codes(b, _gold_for(b.ids, gold))[b.group_id]
+    start = _member_accuracy(b, correct)
+    factors = np.asarray(tuple(grid), float)
+    weight, best = start.copy(), _accuracy(b, start, correct)
+    for _ in range(rounds):
+        improved = False
+        for m in range(len(weight)):
+            for trial in _trials(weight, m, start[m] * factors):
+                acc = _accuracy(b, trial, correct)
+                if acc > best:
+                    weight, best, improved = trial, acc, True
+        if not improved:
+            break
+    return {str(member): round(float(w), 6) for member, w in zip(b.members, weight, strict=True)}
+
+
+def _answer_codes(b: Ballots, answers: np.ndarray) -> np.ndarray:
+    """Answer code of each string; -1 for a string no member answered."""
+    return pd.Index(b.answers).get_indexer(answers)
+
+
+def _member_accuracy(b: Ballots, correct: np.ndarray) -> np.ndarray:
+    """Fraction of each member's predictions that are exactly right."""
+    row_correct = np.repeat(correct, np.diff(np.r_[b.group_start, len(b.row_member)]))
+    n = len(b.members)
+    return np.bincount(b.row_member, row_correct, minlength=n) / np.maximum(np.bincount(b.row_member, minlength=n), 1)
+
+
+def _accuracy(b: Ballots, member_weight: np.ndarray, correct: np.ndarray) -> float:
+    """Voted accuracy for these member weights, from the precomputed ballots."""
+    _, group, _ = _decide(b, member_weight)
+    return float(correct[group].mean()) if len(group) else 0.0
+
+
+def _trials(weight: np.ndarray, m: int, values: np.ndarray) -> Iterable[np.ndarray]:
+    """Copies of `weight` with member m set to each value that differs from its current one."""
+    for value in values:
+        if value != weight[m]:
+            trial = weight.copy()
+            trial[m] = value
+            yield trial
+
+
+def select_method(
+    oof: pd.DataFrame, gold: pd.Series, candidates: Iterable[Candidate]
+) -> tuple[Method, dict[str, Any], float]:
+    """The candidate with the best voted OOF accuracy (first on ties): (method, vote kwargs, OOF accuracy).
+
+    The kwargs are `threshold` and `weights` (fitted, or None for unit weights): `vote(test, method, **params)`.
+    """
+    best: tuple[Method, dict[str, Any], float] | None = None
+    for c in candidates:
+        weights = fit_weights(oof, gold, c.method, c.threshold) if c.fit else None
+        acc = score(vote(oof, c.method, weights, c.threshold), gold)
+        if best is None or acc > best[2]:
+            best = (c.method, {"threshold": c.threshold, "weights": weights}, acc)
+    if best is None:
+        raise ConfigError("ensemble: no candidate voting method to select from")
+    return best
+
+
+def load_external(path: str | Path, member: str, id_col: str = "ID", answer_col: str = "answer") -> pd.DataFrame:
+    """An external member's rows (`id, member, answer, logprob=NaN`) from a submission CSV or LLaVA result.jsonl."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        ids, answers = _read_llava_jsonl(path)
+    else:
+        df = read_table(path, [id_col, answer_col])
+        check_not_empty(df, path, [id_col, answer_col])
+        check_unique(df, path, id_col)
+        ids, answers = df[id_col].tolist(), df[answer_col].tolist()
+    return pd.DataFrame({"id": ids, "member": member, "answer": answers, "logprob": np.nan})
+
+
+def _read_llava_jsonl(path: Path) -> tuple[list[str], list[str]]:
+    """(ids, answers) of a LLaVA result.jsonl: one {"question_id": ..., "text": ...} per line; blank lines skipped."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    first_line: dict[str, int] = {}
+    answers: list[str] = []
+    with path.open("rb") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                qid, text = _llava_record(line, path, n)
+                if qid in first_line:
+                    raise DataError(
+                        f"{path}: line {n}: duplicate question_id '{qid}' (first on line {first_line[qid]})"
+                    )
+                first_line[qid] = n
+                answers.append(text)
+    return list(first_line), answers
+
+
+def _llava_record(line: bytes, path: Path, n: int) -> tuple[str, str]:
+    """(question_id, text) of one result.jsonl line; a DataError names the file and line."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        raise DataError(f"{path}: line {n}: invalid JSON: {line[:60].decode('utf-8', 'replace')!r}") from None
+    if not isinstance(rec, dict) or "question_id" not in rec or "text" not in rec:
+        raise DataError(f"{path}: line {n}: expected an object with 'question_id' and 'text'")
+    qid, text = rec["question_id"], rec["text"]
+    if isinstance(qid, bool) or not isinstance(qid, str | int) or not str(qid).strip():
+        raise DataError(f"{path}: line {n}, 'question_id': empty or not a string/integer")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{path}: line {n}, 'text': empty or not a string")
+    return str(qid), text
