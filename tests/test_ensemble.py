@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from rapidfuzz import fuzz
 
-from competition import ensemble
+import competition.vote as voting
 from competition.config import Config, load_config
 from competition.data import Competition, load_competition
 from competition.ensemble import run_ensemble
@@ -259,13 +259,13 @@ def test_fit_weights_favours_the_accurate_member_and_beats_majority() -> None:
 def spy_accuracy(monkeypatch: pytest.MonkeyPatch, fake: Callable[[np.ndarray], float] | None = None) -> list[list]:
     """Record every weight vector fit_weights scores (scored by `fake` when given, else for real)."""
     calls: list[list] = []
-    real = ensemble._accuracy
+    real = voting._accuracy
 
     def accuracy(b: object, weight: np.ndarray, correct: np.ndarray) -> float:
         calls.append(weight.tolist())
         return fake(weight) if fake else real(b, weight, correct)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ensemble, "_accuracy", accuracy)
+    monkeypatch.setattr(voting, "_accuracy", accuracy)
     return calls
 
 
