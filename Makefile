@@ -87,13 +87,21 @@ else
 	done; status=0; for p in $$pids; do wait $$p || status=1; done; exit $$status
 endif
 
-train-all: install
+train-all: install $(DEMO_INPUTS)
+ifeq ($(gpus),1)
+	$(RUN) train-all -c $(config) $(SETS)
+else
 	@k=$$($(PY) -c "from competition.config import load_config; print(load_config('$(config)', '$(set)'.split()).folds.k)"); \
 	for f in $$(seq 0 $$((k - 1))); do $(MAKE) --no-print-directory train fold=$$f || exit 1; done
+endif
 
-predict-all: install
+predict-all: install $(DEMO_INPUTS)
+ifeq ($(gpus),1)
+	$(RUN) predict-all -c $(config) $(SETS)
+else
 	@k=$$($(PY) -c "from competition.config import load_config; print(load_config('$(config)', '$(set)'.split()).folds.k)"); \
 	for f in $$(seq 0 $$((k - 1))); do $(MAKE) --no-print-directory predict fold=$$f || exit 1; done
+endif
 
 cv: install
 	$(RUN) cv -c $(config) $(SETS)

@@ -5,41 +5,28 @@ python -m competition --help
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
 from competition.config import Config, load_config
-from competition.errors import CompetitionError, ConfigError
+from competition.console import (
+    fails_cleanly,
+    leaderboard_table,
+    out,
+    quiet_libraries,
+    rate_bar,
+    run_app,
+    say,
+    table,
+    tracker,
+    walk_with_bar,
+    warn,
+)
+from competition.errors import ConfigError
 
-
-def quiet_transformers() -> None:
-    """Keep library warnings and weight-loading bars out of the command's output."""
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
-quiet_transformers()
+quiet_libraries()
 
 app = typer.Typer(
     add_completion=False,
@@ -47,91 +34,24 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="VQA competition toolkit: data to ranked submission.",
 )
-console = Console(stderr=True)
 
 
 @app.callback()
+@fails_cleanly
 def check_installed() -> None:
     """Refuse to start on library versions the toolkit was not tested with (one line, exit 2)."""
     from competition.versions import check_versions
 
-    fails_cleanly(check_versions)()
+    check_versions()
 
-out = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a config key: key.sub=value (repeatable)")]
 
 
-def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a CompetitionError into one line on stderr and exit status 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CompetitionError as e:
-            print(f"error: {e}", file=sys.stderr)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def progress_bar() -> Progress:
-    """A rich progress bar with count, rate-friendly columns and ETA."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-
-def table(title: str, rows: list[dict[str, Any]]) -> Table:
-    """A rich table of dict rows (floats to 4 digits)."""
-    t = Table(title=title)
-    for col in rows[0] if rows else []:
-        t.add_column(str(col), justify="right")
-    for r in rows:
-        t.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()))
-    return t
-
-
-def say(text: str) -> None:
-    """Print a plain line (no markup, no wrapping) to stdout."""
-    out.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def warn(text: str) -> None:
-    """Print a warning line to stderr (above any progress bar)."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def leaderboard_table(df: Any) -> Table:
-    """The leaderboard's key columns as a rich table."""
-    cols = [c for c in ("rank", "name", "cv", "public", "gap", "method") if c in df.columns]
-    return table("leaderboard (ranked by local CV)", df[cols].to_dict("records"))
-
-
 def config_from(config: Path | None, overrides: list[str] | None) -> Config:
     """Load the config named on the command line with its --set overrides."""
     return load_config(config, overrides or [])
-
-
-def stage_inputs(cfg: Config) -> tuple[Any, Any]:
-    """The competition and its folds; a missing folds.csv is written first (deterministic, never overwritten)."""
-    from competition.data import load_competition
-    from competition.folds import read_folds, write_folds
-
-    comp = load_competition(cfg.data)
-    if not (cfg.exp_dir / "folds.csv").is_file():
-        path, _ = write_folds(cfg, comp.train)
-        cfg.save()
-        say(f"wrote {path} ({cfg.folds.k} folds, seed {cfg.split_seed}): it was missing")
-    return comp, read_folds(cfg)
 
 
 @app.command()
@@ -161,16 +81,7 @@ def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
     cfg = config_from(config, set_)
     comp = load_competition(cfg.data)
-    with progress_bar() as bar:
-        task = bar.add_task("decoding images", total=None)
-
-        def track(items: list, total: int) -> Any:
-            bar.update(task, total=total)
-            for x in items:
-                yield x
-                bar.advance(task)
-
-        n = scan_images(comp, track)
+    n = scan_images(comp, walk_with_bar("decoding images"))
     out.print(f"ok: {len(comp.train)} train questions, {len(comp.test)} test questions, {n} images")
 
 
@@ -207,6 +118,7 @@ def train(
         for line in dry_run_plan(cfg, fold):
             say(line)
         return
+    from competition.pipeline import stage_inputs
     from competition.train import train_fold
 
     comp, folds = stage_inputs(cfg)
@@ -216,17 +128,6 @@ def train(
         f"fold {fold}: loss {metrics['loss']:.4f} after {metrics['steps']} steps "
         f"({metrics['train_seconds']:.0f} s); model in {cfg.fold_dir(fold) / 'model'}"
     )
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'i/n' -> (i, n) with 0 <= i < n."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard '{text}': expected i/n, e.g. 0/2") from None
-    if not 0 <= i < n:
-        raise ConfigError(f"--shard '{text}': need 0 <= i < n")
-    return i, n
 
 
 @app.command()
@@ -239,7 +140,8 @@ def predict(
     shard: Annotated[str, typer.Option(help="i/n: this process takes image group i of n")] = "0/1",
 ) -> None:
     """Answer OOF and/or test questions with every prompt x decoding; resumable and shardable."""
-    from competition.predict import predict_fold
+    from competition.pipeline import stage_inputs
+    from competition.predict import parse_shard, predict_fold
 
     cfg = config_from(config, set_)
     if split not in ("oof", "test", "both"):
@@ -252,47 +154,15 @@ def predict(
         say(f"wrote {f}")
 
 
-class RateColumn(ProgressColumn):
-    """Items per second of a task."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:.1f} q/s")
-
-
-def tracker(bar: Progress) -> Callable[[str, int], Callable[[int], None]]:
-    """A factory of progress callbacks: one task of the bar per (name, total)."""
-
-    def track(name: str, total: int) -> Callable[[int], None]:
-        task = bar.add_task(name, total=total)
-        return lambda n: bar.advance(task, n)
-
-    return track
-
-
-def rate_bar() -> Progress:
-    """A progress bar with count, questions/s and ETA."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-
 @app.command()
 @fails_cleanly
 def cv(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Score all out-of-fold predictions: per member, fold and question type; cv.json/md/png."""
     from competition.cv import run_cv
-    from competition.data import load_competition
-    from competition.folds import read_folds
+    from competition.pipeline import stage_inputs
 
     cfg = config_from(config, set_)
-    tables = run_cv(cfg, load_competition(cfg.data), read_folds(cfg))
+    tables = run_cv(cfg, *stage_inputs(cfg, make_folds=False))
     out.print(table(f"local CV (baseline {tables['baseline']:.4f})", tables["members"]))
     out.print(table("per question type", tables["per_type"]))
     say(f"wrote {cfg.exp_dir / 'cv.json'}, cv.md, cv.png")
@@ -306,14 +176,12 @@ def ensemble(
     name: Annotated[str, typer.Option(help="submission name")] = "ensemble",
 ) -> None:
     """Vote all members into a submission (method chosen on OOF) and rank it on the leaderboard."""
-    from competition.data import load_competition
     from competition.ensemble import run_ensemble
-    from competition.folds import read_folds
+    from competition.pipeline import stage_inputs
     from competition.submit import leaderboard
 
     cfg = config_from(config, set_)
-    comp = load_competition(cfg.data)
-    res = run_ensemble(cfg, comp, read_folds(cfg), name)
+    res = run_ensemble(cfg, *stage_inputs(cfg, make_folds=False), name)
     say(
         f"vote: {res['method']} (threshold {res['threshold']}), OOF accuracy {res['cv']:.4f}; "
         f"best single member {max(res['members'].values()):.4f}"
@@ -380,28 +248,14 @@ def tune(
     workers: Annotated[int, typer.Option(help="worker processes sharing the study through its storage")] = 1,
 ) -> None:
     """Optuna study on local validation; best parameters go to experiments/<exp>/tuned.yaml."""
-    import subprocess
-
-    from competition.data import load_competition
-    from competition.folds import read_folds
-    from competition.tune import objective_for, run_study
+    from competition.pipeline import stage_inputs
+    from competition.tune import tune_with_workers
 
     cfg = config_from(config, set_)
     kind = {"prompts": "decoding"}.get(study, study)
     if kind not in ("decoding", "vote"):
         raise ConfigError(f"--study '{study}': expected decoding, prompts or vote")
-    comp, folds = load_competition(cfg.data), read_folds(cfg)
-    objective = objective_for(cfg, comp, folds, kind)  # refuses bad input before any worker or storage exists
-    total = trials or cfg.tune.trials
-    shares = [total // workers + (i < total % workers) for i in range(workers)]
-    base = [sys.executable, "-m", "competition", "tune", "--study", kind, "--workers", "1"]
-    base += (["-c", str(config)] if config else []) + [x for s in set_ or [] for x in ("--set", s)]
-    helpers = [subprocess.Popen([*base, "--trials", str(n)]) for n in shares[1:] if n]
-    s, path = run_study(cfg, comp, folds, kind, shares[0], objective)
-    if any(h.wait() for h in helpers):
-        raise ConfigError("a tuning worker failed; its error is printed above")
-    if helpers:
-        s, path = run_study(cfg, comp, folds, kind, 0, objective)
+    s, path = tune_with_workers(cfg, *stage_inputs(cfg, make_folds=False), kind, trials or cfg.tune.trials, workers)
     done = [t for t in s.trials if t.state.name == "COMPLETE"]
     say(
         f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}"
@@ -413,64 +267,32 @@ def tune(
 @fails_cleanly
 def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Every stage in order, skipping what is done: data, folds, train and predict each fold, cv, tune, ensemble."""
-    from competition.cv import run_cv
-    from competition.data import load_competition
-    from competition.folds import read_folds, write_folds
-    from competition.predict import predict_fold
-    from competition.synthetic import generate
-    from competition.train import train_fold
-    from competition.tune import run_study
-    from competition.tuned import load_tuned
+    from competition.pipeline import run_demo
 
-    cfg = config_from(config, set_)
-    if not (cfg.data.root / cfg.data.train_csv).is_file():
-        say(f"[data] writing the demo data set to {cfg.data.root}")
-        generate(cfg.data.root, seed=cfg.seed)
-    comp = load_competition(cfg.data)
-    if not (cfg.exp_dir / "folds.csv").is_file():
-        write_folds(cfg, comp.train)
-    cfg.save()
-    folds = read_folds(cfg)
-
-    def predict_all() -> None:
-        with rate_bar() as bar:
-            for k in range(cfg.folds.k):
-                predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar), warn=warn)
-
-    for k in range(cfg.folds.k):
-        if (cfg.fold_dir(k) / "train_metrics.json").is_file():
-            say(f"[train] fold {k}: done")
-            continue
-        say(f"[train] fold {k}")
-        metrics, _ = train_fold(cfg, comp, folds, k, log=say)
-        say(f"[train] fold {k}: loss {metrics['loss']:.4f}, {metrics['steps']} steps, {metrics['train_seconds']:.0f} s")
-    say("[predict] every fold, every prompt x decoding")
-    predict_all()
-    tables = run_cv(cfg, comp, folds)
-    out.print(table(f"local CV (baseline {tables['baseline']:.4f})", tables["members"]))
-    if "decoding" not in load_tuned(cfg):
-        say(f"[tune] decoding study on fold {cfg.tune.fold}'s validation questions")
-        run_study(cfg, comp, folds, "decoding", cfg.tune.trials)
-        say("[predict] the tuned decoding")
-        predict_all()
-        run_cv(cfg, comp, folds)
-    if "vote" not in load_tuned(cfg):
-        say("[tune] vote study on out-of-fold predictions")
-        run_study(cfg, comp, folds, "vote", 4 * cfg.tune.trials)
+    run_demo(config_from(config, set_))
     ensemble(config, set_)
 
 
-def main() -> None:
-    """The entry point: a usage error (unknown option, bad value) is one line on stderr and exit status 2."""
-    from typer.exceptions import TyperException
+@app.command("train-all")
+@fails_cleanly
+def train_every_fold(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Train every fold that has no finished model yet (one process; see Scaling out for more)."""
+    from competition.pipeline import stage_inputs, train_all
 
-    try:
-        code = app(standalone_mode=False)
-    except TyperException as e:  # typer's usage errors (its ClickException family)
-        ctx = getattr(e, "ctx", None)
-        where = ctx.command_path if ctx else "python -m competition"
-        print(f"error: {e.format_message()} (see {where} --help)", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    cfg = config_from(config, set_)
+    train_all(cfg, *stage_inputs(cfg))
+
+
+@app.command("predict-all")
+@fails_cleanly
+def predict_every_fold(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Every fold's OOF and test answers with every prompt x decoding; resumes row by row."""
+    from competition.pipeline import predict_all, stage_inputs
+
+    cfg = config_from(config, set_)
+    predict_all(cfg, *stage_inputs(cfg))
+
+
+def main() -> None:
+    """The entry point of `python -m competition` and the `competition` script."""
+    run_app(app)

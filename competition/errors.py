@@ -11,3 +11,7 @@ class ConfigError(CompetitionError):
 
 class DataError(CompetitionError):
     """A competition table or image is missing or malformed."""
+
+
+class WorkerError(CompetitionError):
+    """A worker process of a multi-process stage failed (its own error is printed above)."""

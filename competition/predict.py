@@ -22,7 +22,7 @@ import pandas as pd
 
 from competition.config import Config
 from competition.data import Competition
-from competition.errors import DataError
+from competition.errors import ConfigError, DataError
 from competition.folds import fold_rows
 from competition.io import atomic_write_json, atomic_write_text
 from competition.metrics import exact_matches, question_types
@@ -157,6 +157,16 @@ def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFra
     df["correct"] = df["answer"] == df["gold"]
     df["exact"] = exact_matches(df["raw"], df["gold_raw"])
     return df
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard '{text}': expected i/n, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise ConfigError(f"--shard '{text}': need 0 <= i < n")
+    return i, n
 
 
 def split_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> tuple[pd.DataFrame, str]:

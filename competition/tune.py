@@ -21,8 +21,9 @@ import pandas as pd
 
 from competition.config import Config, DecodingConfig
 from competition.data import Competition
+from competition.errors import WorkerError
 from competition.folds import fold_rows
-from competition.io import atomic_open
+from competition.io import atomic_open, atomic_write_yaml
 from competition.normalize import AnswerNormalizer
 from competition.tuned import save_tuned
 from competition.vote import FUZZY_THRESHOLD, score, vote
@@ -212,3 +213,23 @@ def run_study(
     path = save_tuned(cfg, best_decoding(study, cfg) if kind == "decoding" else best_vote(study))
     plot_study(study, cfg.exp_dir / f"optuna-{kind}.png")
     return study, path
+
+
+def tune_with_workers(
+    cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str, trials: int, workers: int
+) -> tuple[optuna.Study, Path]:
+    """Add `trials` trials shared by `workers` processes (this one and workers-1 more on the same storage)."""
+    import subprocess
+    import sys
+
+    objective = objective_for(cfg, comp, folds, kind)  # refuses bad input before any worker or storage exists
+    shares = [trials // workers + (i < trials % workers) for i in range(workers)]
+    worker_cfg = cfg.exp_dir / "tune_worker.yaml"  # the resolved config, so workers see every --set
+    atomic_write_yaml(cfg.to_dict(), worker_cfg)
+    cmd = [sys.executable, "-m", "competition", "tune", "-c", str(worker_cfg), "--study", kind, "--workers", "1"]
+    helpers = [subprocess.Popen([*cmd, "--trials", str(n)]) for n in shares[1:] if n]
+    study, path = run_study(cfg, comp, folds, kind, shares[0], objective)
+    failed = [h.args for h in helpers if h.wait()]
+    if failed:
+        raise WorkerError(f"{len(failed)} of {len(helpers)} tuning workers failed; their errors are printed above")
+    return run_study(cfg, comp, folds, kind, 0, objective) if helpers else (study, path)

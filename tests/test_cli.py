@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from competition.cli import stage_inputs
 from competition.config import load_config
 from competition.errors import ConfigError
 from competition.folds import fold_rows
+from competition.pipeline import stage_inputs
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,79 @@
+"""Stages in order: the inputs every stage shares, every fold's training and prediction, the demo flow.
+
+    python -m competition demo -c configs/demo.yaml          # data, folds, train, predict, cv, tune, ensemble
+    python -m competition train-all -c configs/demo.yaml     # every fold not trained yet
+    python -m competition predict-all -c configs/demo.yaml   # every fold's OOF and test answers
+
+Each step skips what is already done, so a rerun after an interruption continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from competition.config import Config
+from competition.console import rate_bar, say, tracker, warn
+from competition.data import Competition, load_competition
+from competition.folds import read_folds, write_folds
+
+
+def stage_inputs(cfg: Config, make_folds: bool = True) -> tuple[Competition, pd.DataFrame]:
+    """The competition and its folds; with `make_folds`, a missing folds.csv is written first (deterministic,
+    never overwritten); stages that read earlier outputs (cv, tune, ensemble) refuse instead."""
+    comp = load_competition(cfg.data)
+    if make_folds and not (cfg.exp_dir / "folds.csv").is_file():
+        path, _ = write_folds(cfg, comp.train)
+        cfg.save()
+        say(f"wrote {path} ({cfg.folds.k} folds, seed {cfg.split_seed}): it was missing")
+    return comp, read_folds(cfg)
+
+
+def train_all(cfg: Config, comp: Competition, folds: pd.DataFrame, log: Callable[[str], None] = say) -> None:
+    """Train every fold that has no finished model yet."""
+    from competition.train import train_fold
+
+    for k in range(cfg.folds.k):
+        if (cfg.fold_dir(k) / "train_metrics.json").is_file():
+            log(f"[train] fold {k}: done")
+            continue
+        log(f"[train] fold {k}")
+        m, _ = train_fold(cfg, comp, folds, k, log=log)
+        log(f"[train] fold {k}: loss {m['loss']:.4f}, {m['steps']} steps, {m['train_seconds']:.0f} s")
+
+
+def predict_all(cfg: Config, comp: Competition, folds: pd.DataFrame) -> None:
+    """Every fold's OOF and test answers, every prompt x decoding (finished files are skipped row by row)."""
+    from competition.predict import predict_fold
+
+    with rate_bar() as bar:
+        for k in range(cfg.folds.k):
+            predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar), warn=warn)
+
+
+def run_demo(cfg: Config) -> None:
+    """Demo data when missing, then folds, training, prediction, CV, the decoding and vote studies."""
+    from competition.cv import run_cv
+    from competition.synthetic import generate
+    from competition.tune import run_study
+    from competition.tuned import load_tuned
+
+    if not (cfg.data.root / cfg.data.train_csv).is_file():
+        say(f"[data] writing the demo data set to {cfg.data.root}")
+        generate(cfg.data.root, seed=cfg.seed)
+    comp, folds = stage_inputs(cfg)
+    cfg.save()
+    train_all(cfg, comp, folds)
+    say("[predict] every fold, every prompt x decoding")
+    predict_all(cfg, comp, folds)
+    run_cv(cfg, comp, folds)
+    if "decoding" not in load_tuned(cfg):
+        say(f"[tune] decoding study on fold {cfg.tune.fold}'s validation questions")
+        run_study(cfg, comp, folds, "decoding", cfg.tune.trials)
+        say("[predict] the tuned decoding")
+        predict_all(cfg, comp, folds)
+        run_cv(cfg, comp, folds)
+    if "vote" not in load_tuned(cfg):
+        say("[tune] vote study on out-of-fold predictions")
+        run_study(cfg, comp, folds, "vote", cfg.tune.vote_trials)
