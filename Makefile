@@ -43,7 +43,7 @@ mutate: install
 
 # The README's config key table, regenerated from the config fields' descriptions.
 docs: install
-	$(PY) -c "import re, pathlib; from competition.config import key_table; p = pathlib.Path('README.md'); \
+	$(PY) -c "import re, pathlib; from competition.docs import key_table; p = pathlib.Path('README.md'); \
 	rows = '\n'.join(['| key | default | meaning |', '| --- | --- | --- |', *key_table()]); \
 	p.write_text(re.sub(r'(<!-- config-keys:start -->\n).*?(<!-- config-keys:end -->)', lambda m: m[1] + rows + '\n' + m[2], p.read_text(), flags=re.S))"
 

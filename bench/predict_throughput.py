@@ -19,10 +19,10 @@ import torch
 
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
-from competition.dataset import Images
 from competition.engine import Engine, left_pad
 from competition.folds import read_folds, write_folds
-from competition.modeling import ImageTransform, image_token_count, load_trained
+from competition.images import Images, ImageTransform
+from competition.modeling import image_token_count, load_trained
 from competition.synthetic import generate
 from competition.train import train_fold
 

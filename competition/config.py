@@ -47,9 +47,7 @@ class FoldsConfig(Section):
 
     k: int = Field(5, ge=2, le=50, description="number of folds")
     seed: int | None = Field(None, description="split seed; defaults to the run seed")
-    max_strata: int = Field(
-        64, ge=2, description="most frequent answers kept as their own stratum; the rest share one bucket"
-    )
+    max_strata: int = Field(64, ge=2, description="most frequent answers kept as their own stratum; rest share one")
 
 
 class TinyModelConfig(Section):
@@ -122,9 +120,7 @@ class TrainConfig(Section):
     scheduler: str = Field("cosine", description="transformers lr_scheduler_type")
     per_device_batch_size: int = Field(16, ge=1, description="training conversations per device per step")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (ignored if effective_batch_size set)")
-    effective_batch_size: int | None = Field(
-        None, ge=1, description="per-device batch x accumulation x processes; accumulation is derived from it"
-    )
+    effective_batch_size: int | None = Field(None, ge=1, description="batch x accumulation x processes; sets accumulation")
     max_length: int = Field(
         128,
         ge=8,
@@ -136,9 +132,7 @@ class TrainConfig(Section):
         description="mixed precision of the forward/backward pass (weights that train stay float32); auto: bf16 "
         "on a CUDA card that has it, fp16 on older CUDA cards, fp32 on CPU. TF32 matmuls are on wherever the card has them",
     )
-    gradient_checkpointing: bool = Field(
-        False, description="recompute activations in backward: less memory, ~30% slower"
-    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     cache_images: bool = Field(False, description="keep preprocessed images in memory (small data sets)")
     save_steps: int = Field(500, ge=1, description="optimizer steps between checkpoints (resume points)")
@@ -196,9 +190,7 @@ class PredictConfig(Section):
     prompts: list[str] | None = Field(
         None, min_length=1, description="prompt templates to run; default: [train.prompt], the one the model learned"
     )
-    decodings: list[DecodingConfig] = Field(
-        [DecodingConfig()], min_length=1, description="decodings to run, each with every prompt (keys below)"
-    )
+    decodings: list[DecodingConfig] = Field([DecodingConfig()], min_length=1, description="decodings, each with every prompt")
     batch_size: int = Field(32, ge=1, description="questions per batch (halved and retried on out-of-memory)")
     prefix_cache: bool | Literal["auto"] = Field(
         "auto",
@@ -239,9 +231,7 @@ class TuneConfig(Section):
     storage: str | None = Field(None, description="RDB URL; default sqlite:///<exp>/optuna.db")
     trials: int = Field(20, ge=1, description="trials per `tune` run (added to the stored study)")
     fold: int = Field(0, ge=0, description="fold whose validation questions the decoding study scores")
-    vote_trials: int = Field(
-        48, ge=1, description="trials of the vote study in `demo` (cheap: each scores a vote of stored OOF answers)"
-    )
+    vote_trials: int = Field(48, ge=1, description="trials of the vote study in `demo` (each scores stored OOF answers)")
     max_questions: int = Field(400, ge=10, description="validation questions per decoding trial")
     prune_chunks: int = Field(4, ge=1, description="partial evaluations per trial reported to the pruner")
     min_gain: float = Field(0.01, ge=0, description="a tuned decoding must beat greedy by this much, else greedy stays")
@@ -327,37 +317,6 @@ def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
         else:
             keys.append(prefix + name)
     return keys
-
-
-def _sections(ann: Any) -> type[Section] | None:
-    """The Section class a field holds, directly or as the items of a list."""
-    item = (getattr(ann, "__args__", None) or [None])[0] if getattr(ann, "__origin__", None) is list else ann
-    return item if isinstance(item, type) and issubclass(item, Section) else None
-
-
-def _default_text(field: Any) -> str:
-    """A field's default as the key table shows it."""
-    if field.is_required():
-        return "required"
-    value = field.get_default(call_default_factory=True)
-    if value is None:
-        return "none"
-    if isinstance(value, BaseModel) or (isinstance(value, list) and value and isinstance(value[0], BaseModel)):
-        return "see below"
-    return f"`{json.dumps(value, default=str)}`"
-
-
-def key_table(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Rows `| key | default | meaning |` of every config key, from the fields' defaults and descriptions."""
-    rows = []
-    for name, field in model.model_fields.items():
-        section = _sections(field.annotation)
-        is_list = getattr(field.annotation, "__origin__", None) is list
-        if section is None or is_list:
-            rows.append(f"| `{prefix}{name}` | {_default_text(field)} | {field.description or ''} |")
-        if section is not None:
-            rows += key_table(section, f"{prefix}{name}{'[]' if is_list else ''}.")
-    return rows
 
 
 def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, source: str) -> None:

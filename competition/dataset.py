@@ -13,32 +13,13 @@ from typing import Any
 
 import torch
 
-from competition.data import Competition
 from competition.errors import DataError
-from competition.modeling import ImageTransform
+from competition.images import Images
 from competition.prompts import render, render_followup
 
 IGNORE = -100
 KEEP_TAIL = 8
 TRAIN_FIELDS = ("input_ids", "labels", "image_id")
-
-
-class Images:
-    """Preprocessed pixel tensors by image id, decoded lazily, optionally kept in memory."""
-
-    def __init__(self, comp: Competition, split: str, transform: ImageTransform, cache: bool) -> None:
-        self.comp, self.split, self.transform = comp, split, transform
-        self.cache: dict[str, torch.Tensor] | None = {} if cache else None
-
-    def __call__(self, image_ids: Sequence[str]) -> torch.Tensor:
-        """(N, 3, H, W) pixels for the ids, in order."""
-        if self.cache is None:
-            return self.transform([self.comp.load_image(self.split, i) for i in image_ids])
-        todo = sorted({i for i in image_ids if i not in self.cache})
-        if todo:
-            for i, px in zip(todo, self.transform([self.comp.load_image(self.split, i) for i in todo]), strict=True):
-                self.cache[i] = px
-        return torch.stack([self.cache[i] for i in image_ids])
 
 
 def encode_prompts(processor: Any, prompt: str, questions: Sequence[str], max_length: int) -> list[list[int]]:

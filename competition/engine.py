@@ -25,8 +25,9 @@ from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsP
 
 from competition.config import Config, DecodingConfig
 from competition.data import Competition
-from competition.dataset import Images, encode_prompts, expand_image_tokens
+from competition.dataset import encode_prompts, expand_image_tokens
 from competition.folds import fold_rows
+from competition.images import Images
 from competition.modeling import image_token_count
 
 # transformers renamed `past_key_values` to `cache` (inputs and outputs); speak whichever it knows.
@@ -332,7 +333,8 @@ def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, 
                 cache: bool = False, loaded: tuple[Any, Any] | None = None) -> Engine:  # fmt: skip
     """The engine of a fold's trained model (`loaded`: its (model, processor) when already in memory):
     the fold's training answers as vocabulary, images of `image_split`, the config's batching."""
-    from competition.modeling import ImageTransform, load_trained
+    from competition.images import ImageTransform
+    from competition.modeling import load_trained
 
     model, processor = loaded or load_trained(cfg.fold_dir(fold) / "model", cfg.model)
     vocabulary = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col].value_counts().index.tolist()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
 from transformers import (
@@ -33,10 +32,10 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
-from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from competition.config import LoraSettings, ModelConfig, TrainConfig
 from competition.errors import ConfigError
+from competition.projector import import_llava_projector, new_projector, restore_projector
 from competition.prompts import IMAGE_TOKEN, vocabulary_text
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN]
@@ -243,140 +242,6 @@ def build_from_parts(cfg: ModelConfig, seed: int = 0) -> tuple[LlavaForCondition
     return model, make_processor(tok, v.image_size, v.patch_size, cfg.vision_feature_select_strategy)
 
 
-def import_llava_projector(model: LlavaForConditionalGeneration, path: Path, projector_type: str) -> None:
-    """Load an original-LLaVA `mm_projector.bin` (keys model.mm_projector.*) into the projector.
-
-    `linear` files hold weight/bias; `mlp2x_gelu` files hold 0.* and 2.* (nn.Sequential indices).
-    Embedding rows saved beside it (model.embed_tokens.weight) are loaded into the LM.
-    """
-    if not path.is_file():
-        raise ConfigError(f"{path}: projector file not found (model.projector)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    proj = {k.split("mm_projector.", 1)[1]: v for k, v in state.items() if "mm_projector." in k}
-    if not proj:
-        raise ConfigError(f"{path}: no 'model.mm_projector.*' keys (found: {', '.join(list(state)[:5])})")
-    layers = {"weight": "linear_1.weight", "bias": "linear_1.bias"}
-    if projector_type != "linear":
-        layers = {f"{i}.{k}": f"linear_{n}.{k}" for i, n in (("0", 1), ("2", 2)) for k in ("weight", "bias")}
-    target = model.model.multi_modal_projector
-    expected = {k: tuple(target.state_dict()[v].shape) for k, v in layers.items()}
-    found = {k: tuple(v.shape) for k, v in proj.items()}
-    if found != expected:
-        raise ConfigError(
-            f"{path}: projector keys {found} do not fit model.projector_type={projector_type}, which expects {expected}"
-        )
-    dtype = target.linear_1.weight.dtype
-    target.load_state_dict({layers[k]: v.to(dtype) for k, v in proj.items()})
-    emb = next((v for k, v in state.items() if k.endswith("embed_tokens.weight")), None)
-    if emb is not None:
-        table = model.get_input_embeddings().weight
-        rows = min(emb.shape[0], table.shape[0])
-        with torch.no_grad():
-            table[:rows] = emb[:rows].to(table.dtype)
-
-
-KNOWN_VISION: dict[str, dict[str, int]] = {
-    "openai/clip-vit-large-patch14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                          num_attention_heads=16, image_size=224, patch_size=14, projection_dim=768),
-    "openai/clip-vit-large-patch14-336": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                              num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768),
-}  # fmt: skip
-LLAMA_7B = dict(
-    hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000
-)
-KNOWN_LM: dict[str, dict[str, int]] = {"lmsys/vicuna-7b-v1.3": LLAMA_7B, "lmsys/vicuna-7b-v1.5": LLAMA_7B}
-KNOWN_LLAVA = {"llava-hf/llava-1.5-7b-hf": {"text_config": {**LLAMA_7B, "vocab_size": 32064}, "image_token_id": 32000}}
-
-
-def _local_config(name: str) -> Any | None:
-    """The config of a local folder or of the HF cache, never downloaded; None if absent."""
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(name, local_files_only=True)
-    except (OSError, ValueError):
-        return None
-
-
-class LinearProjector(nn.Module):
-    """LLaVA v1's `linear` projector: one nn.Linear from vision features to the LM's embeddings."""
-
-    def __init__(self, config: LlavaConfig) -> None:
-        super().__init__()
-        layers = 1 if isinstance(config.vision_feature_layer, int) else len(config.vision_feature_layer)
-        v, t = config.vision_config.hidden_size, config.text_config.hidden_size
-        self.linear_1 = nn.Linear(v * layers, t, bias=config.multimodal_projector_bias)
-
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.linear_1(image_features)
-
-
-def new_projector(config: LlavaConfig) -> nn.Module:
-    """The projector of a config: one linear map when mm_projector_type is 'linear', else transformers' MLP."""
-    if getattr(config, "mm_projector_type", None) == "linear":
-        return LinearProjector(config)
-    return LlavaMultiModalProjector(config)
-
-
-def restore_projector(model: LlavaForConditionalGeneration) -> LlavaForConditionalGeneration:
-    """After from_pretrained: a linear-projector model gets its single nn.Linear back (linear_1 keeps its weights)."""
-    proj = model.model.multi_modal_projector
-    if getattr(model.config, "mm_projector_type", None) == "linear" and not isinstance(proj, LinearProjector):
-        linear = LinearProjector(model.config)
-        linear.linear_1 = proj.linear_1
-        model.model.multi_modal_projector = linear
-    return model
-
-
-def plan_model(cfg: ModelConfig) -> LlavaForConditionalGeneration:
-    """The model's architecture on the meta device (no weights, no download), for counting and planning."""
-    if cfg.source == "tiny":
-        model, _ = build_tiny(cfg, [], 0)
-        return model
-    if cfg.source == "pretrained":
-        config = _local_config(cfg.name_or_path or "")
-        if config is None and cfg.name_or_path in KNOWN_LLAVA:
-            config = LlavaConfig(**KNOWN_LLAVA[cfg.name_or_path])
-    else:
-        vision = _local_config(cfg.vision_tower or "")
-        vision = getattr(vision, "vision_config", vision)
-        if vision is None and cfg.vision_tower in KNOWN_VISION:
-            vision = CLIPVisionConfig(**KNOWN_VISION[cfg.vision_tower])
-        text = _local_config(cfg.language_model or "")
-        if text is None and cfg.language_model in KNOWN_LM:
-            text = LlamaConfig(**KNOWN_LM[cfg.language_model])
-        config = None
-        if vision is not None and text is not None:
-            config = LlavaConfig(
-                vision_config=vision,
-                text_config=text,
-                vision_feature_layer=cfg.vision_feature_layer,
-                vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-                projector_hidden_act="linear" if cfg.projector_type == "linear" else "gelu",
-                mm_projector_type=cfg.projector_type,
-                image_seq_length=patch_tokens(vision.image_size, vision.patch_size, cfg.vision_feature_select_strategy),
-            )
-    if config is None:
-        raise ConfigError(f"model.source={cfg.source}: no local config for its weights; put them on disk to plan")
-    with torch.device("meta"):
-        return restore_projector(LlavaForConditionalGeneration(config))
-
-
-def check_tokenizer(cfg: ModelConfig) -> str:
-    """Load the tokenizer a run will use from disk (no download): a line for the plan, or a ConfigError."""
-    name = cfg.name_or_path if cfg.source == "pretrained" else cfg.language_model
-    if cfg.source == "tiny":
-        return "tokenizer: word-level, trained on the data's text"
-    if _local_config(name or "") is None:
-        return f"tokenizer: {name} is not on disk; not checked"
-    try:
-        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
-    except Exception as e:  # transformers raises many kinds here (ImportError for a missing sentencepiece)
-        raise ConfigError(f"{name}: tokenizer does not load: {str(e).splitlines()[0]}") from None
-    pad = "" if tok.pad_token is not None else "; no pad token (unk or eos will pad)"
-    return f"tokenizer: {type(tok).__name__}, {len(tok):,} tokens{pad}"
-
-
 def build_base(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[LlavaForConditionalGeneration, Any]:
     """The model training starts from, per model.source."""
     if cfg.source == "tiny":
@@ -502,33 +367,3 @@ def load_trained(model_dir: Path, cfg: ModelConfig) -> tuple[LlavaForConditional
     set_generation_ids(model, processor.tokenizer)
     processor.tokenizer.padding_side = "left"
     return model.eval(), processor
-
-
-def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
-    """Pad an image to a square canvas of colour `fill`, centred (LLaVA-1.5's 'pad')."""
-    w, h = image.size
-    if w == h:
-        return image
-    side = max(w, h)
-    canvas = Image.new(image.mode, (side, side), fill)
-    canvas.paste(image, ((side - w) // 2, (side - h) // 2))
-    return canvas
-
-
-class ImageTransform:
-    """PIL image -> pixel tensor, the same way in training and inference (model.image_aspect_ratio)."""
-
-    def __init__(self, processor: Any, aspect: str) -> None:
-        self.image_processor = processor.image_processor
-        crop = self.image_processor.crop_size
-        self.size = (crop["width"], crop["height"])
-        self.aspect = aspect
-        self.fill = tuple(int(m * 255) for m in self.image_processor.image_mean)
-
-    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
-        """A (N, 3, H, W) float tensor."""
-        if self.aspect == "pad":
-            images = [expand_to_square(im, self.fill) for im in images]
-        if self.aspect != "crop":
-            images = [im.resize(self.size, Image.BICUBIC) for im in images]
-        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]

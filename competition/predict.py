@@ -177,6 +177,12 @@ def split_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) ->
     return comp.test, "test"
 
 
+def prediction_row(qid: str, fold: int, split: str, prompt: str, decoding: str, a: Any, answer: str) -> dict:
+    """One line of a prediction file (COLUMNS) for an engine Answer and its normalized answer."""
+    return {"id": qid, "fold": fold, "split": split, "prompt": prompt, "decoding": decoding, "raw": a.text,
+            "answer": answer, "logprob": round(a.logprob, LOGPROB_DIGITS)}  # fmt: skip
+
+
 def predict_fold(
     cfg: Config,
     comp: Competition,
@@ -210,23 +216,9 @@ def predict_fold(
         for prompt, d in jobs:
             cut_before = engine.cut_answers
             for batch in engine.answer(prompt, d, questions, images, todo[(prompt, d.name)], tick):
-                raw = pd.Series([a.text for a in batch], dtype=str)
-                answers = normalizer(raw).tolist()
-                log.append(
-                    [
-                        {
-                            "id": ids[r],
-                            "fold": fold,
-                            "split": split,
-                            "prompt": prompt,
-                            "decoding": d.name,
-                            "raw": t,
-                            "answer": a,
-                            "logprob": round(lp, LOGPROB_DIGITS),
-                        }
-                        for (r, t, lp), a in zip(batch, answers, strict=True)  # Answer(row, text, logprob)
-                    ]
-                )
+                answers = normalizer(pd.Series([a.text for a in batch], dtype=str)).tolist()
+                log.append([prediction_row(ids[a.row], fold, split, prompt, d.name, a, ans)
+                            for a, ans in zip(batch, answers, strict=True)])  # fmt: skip
             if engine.cut_answers > cut_before:
                 warn(
                     f"warning: fold {fold} {split} {prompt}/{d.name}: {engine.cut_answers - cut_before} answers stopped "

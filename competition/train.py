@@ -26,12 +26,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from competition.config import Config
 from competition.data import Competition
-from competition.dataset import Images, TrainCollator, TrainSet
+from competition.dataset import TrainCollator, TrainSet
 from competition.errors import ConfigError
 from competition.folds import fold_rows
+from competition.images import Images, ImageTransform
 from competition.io import atomic_write_json
 from competition.modeling import (
-    ImageTransform,
     apply_mode,
     build_base,
     count_parameters,
@@ -291,6 +291,25 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def make_trainer(cfg: Config, comp: Competition, model: Any, processor: Any, dataset: TrainSet, out: Path) -> PartsTrainer:
+    """The fold's Trainer: image collator, one learning rate per model part, the JSONL log beside `out`."""
+    images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cfg.train.cache_images)
+    tok = processor.tokenizer
+    collator = TrainCollator(images, model.config.image_token_id, image_token_count(model.config), tok.pad_token_id)
+    t = cfg.train
+    lrs = {"language": t.learning_rate, "vision": t.vision_lr or t.learning_rate,
+           "projector": t.projector_lr or t.learning_rate}  # fmt: skip
+    return PartsTrainer(
+        model=model,
+        args=training_arguments(cfg, out),
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tok,
+        callbacks=[JsonlLog(out.parent / "train_log.jsonl")],
+        part_lrs=lrs,
+    )
+
+
 def train_fold(
     cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print
 ) -> tuple[dict[str, Any], Any]:
@@ -304,35 +323,16 @@ def train_fold(
     model = apply_mode(model, cfg.train)
     if cfg.train.gradient_checkpointing:
         model.enable_input_require_grads()
-    c = cfg.data
-    t = cfg.train
+    c, t = cfg.data, cfg.train
     dataset = TrainSet(
         processor, t.prompt, rows, t.max_length, c.question_col, c.answer_col, c.image_col, t.pack_questions
     )
     plan = make_plan(cfg, model, len(dataset))
     for line in plan.lines():
         log(line)
-    llava_config = model.config
-    images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cfg.train.cache_images)
-    tok = processor.tokenizer
-    collator = TrainCollator(images, llava_config.image_token_id, image_token_count(llava_config), tok.pad_token_id)
-    t = cfg.train
-    lrs = {
-        "language": t.learning_rate,
-        "vision": t.vision_lr or t.learning_rate,
-        "projector": t.projector_lr or t.learning_rate,
-    }
     trainer_dir = fdir / "trainer"
     trainer_dir.mkdir(parents=True, exist_ok=True)
-    trainer = PartsTrainer(
-        model=model,
-        args=training_arguments(cfg, trainer_dir),
-        train_dataset=dataset,
-        data_collator=collator,
-        processing_class=tok,
-        callbacks=[JsonlLog(fdir / "train_log.jsonl")],
-        part_lrs=lrs,
-    )
+    trainer = make_trainer(cfg, comp, model, processor, dataset, trainer_dir)
     last = last_complete_checkpoint(trainer_dir)
     if last:
         log(f"resuming from {last}")
@@ -361,7 +361,7 @@ def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     """The plan of a run without building weights or downloading: meta-device model, data size."""
     from competition.data import load_competition
     from competition.errors import DataError
-    from competition.modeling import check_tokenizer, plan_model
+    from competition.plan import check_tokenizer, plan_model
 
     model = apply_mode(plan_model(cfg.model), cfg.train)
     tokenizer = check_tokenizer(cfg.model)

@@ -98,7 +98,7 @@ def test_set_reaches_a_section_the_yaml_lacks(tmp_path: Path) -> None:
 
 
 def test_the_readme_key_table_is_the_one_the_fields_describe() -> None:
-    from competition.config import key_table
+    from competition.docs import key_table
 
     readme = Path("README.md").read_text()
     table = readme.split("<!-- config-keys:start -->\n")[1].split("<!-- config-keys:end -->")[0]

@@ -10,12 +10,11 @@ from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from competition.config import ModelConfig, TrainConfig, load_config
+from competition.images import ImageTransform, expand_to_square
 from competition.modeling import (
-    ImageTransform,
     apply_mode,
     build_base,
     build_from_parts,
-    expand_to_square,
     train_word_tokenizer,
 )
 

@@ -18,10 +18,10 @@ import torch
 
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
-from competition.dataset import Images
 from competition.engine import FALLBACK_MAX_NEW_TOKENS, Answer, Engine, RowSampler
 from competition.folds import fold_rows, read_folds
-from competition.modeling import ImageTransform, load_trained
+from competition.images import Images, ImageTransform
+from competition.modeling import load_trained
 
 
 def engine_for(sets: list[str], **kw: object) -> tuple[Engine, list[str], list[str], list[str]]:

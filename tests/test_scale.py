@@ -13,10 +13,10 @@ import pytest
 
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
-from competition.dataset import Images
 from competition.engine import Engine
 from competition.folds import fold_rows, read_folds, write_folds
-from competition.modeling import ImageTransform, load_trained
+from competition.images import Images, ImageTransform
+from competition.modeling import load_trained
 from competition.synthetic import generate
 from tests.postgres import postgres_server
 

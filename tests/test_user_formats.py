@@ -84,7 +84,8 @@ def test_llama_folders_load_without_pad(folders: dict[str, Path], kind: str) -> 
 @pytest.mark.parametrize("vision,language", [("clip_vision", "llama"), ("clip_model", "llama_sentencepiece")])
 def test_project_builds_from_parts(folders: dict[str, Path], vision: str, language: str) -> None:
     from competition.dataset import encode_prompts, expand_image_tokens
-    from competition.modeling import ImageTransform, build_base, image_token_count
+    from competition.images import ImageTransform
+    from competition.modeling import build_base, image_token_count
 
     cfg = ModelConfig(
         source="from_parts",
@@ -105,7 +106,8 @@ def test_project_builds_from_parts(folders: dict[str, Path], vision: str, langua
 
 def test_project_loads_llava_hf(folders: dict[str, Path]) -> None:
     from competition.dataset import encode_prompts, expand_image_tokens
-    from competition.modeling import ImageTransform, build_base, image_token_count
+    from competition.images import ImageTransform
+    from competition.modeling import build_base, image_token_count
     from competition.prompts import render
 
     model, processor = build_base(ModelConfig(source="pretrained", name_or_path=str(folders["llava_hf"])), [], 0)
