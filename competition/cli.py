@@ -66,11 +66,8 @@ def data(
     """Write the synthetic demo data set in the competition's layout."""
     from competition.synthetic import generate
 
-    counts = generate(out_dir, train_images, test_images, questions_per_image, seed)
-    out.print(
-        f"wrote {out_dir}: {counts['train']} train / {counts['test']} test questions on "
-        f"{counts['train_images']} / {counts['test_images']} images"
-    )
+    n = generate(out_dir, train_images, test_images, questions_per_image, seed)
+    say(f"wrote {out_dir}: {n['train']} / {n['test']} train / test questions on {n['train_images']} / {n['test_images']} images")
 
 
 @app.command()
@@ -78,11 +75,13 @@ def data(
 def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Validate the tables and decode every image (full scan)."""
     from competition.data import load_competition, scan_images
+    from competition.normalize import describe_merges
 
     cfg = config_from(config, set_)
     comp = load_competition(cfg.data)
     n = scan_images(comp, walk_with_bar("decoding images"))
-    out.print(f"ok: {len(comp.train)} train questions, {len(comp.test)} test questions, {n} images")
+    say(f"ok: {len(comp.train)} train questions, {len(comp.test)} test questions, {n} images")
+    say(describe_merges(cfg, comp))
 
 
 @app.command()

@@ -1,12 +1,8 @@
-"""Scoring: exact, normalized and VQA accuracy, per-group breakdowns, question types, the majority baseline.
+"""Scoring: exact matches, VQA question types, the per-type majority baseline.
 
-from competition.metrics import breakdown, exact_accuracy, question_types, vqa_accuracy
-exact_accuracy(["yes", "2 "], ["yes", "two"])  # 0.5
-vqa_accuracy(["2"], [["two", "2", "3"]])       # 0.667: 2 of 3 ground truths agree
-question_type("What color is the bus?")         # 'what color is the': the longest VQA type that fits
-breakdown(df.assign(qtype=question_types(df["question"])), ["qtype"])  # columns qtype, n, accuracy
-
-Matching is exact on stripped strings unless normalization `rules` are given (see competition.normalize).
+    from competition.metrics import exact_matches, question_type
+    exact_matches(["yes", "2 "], ["yes", "two"])  # [True, False]: stripped, nothing else
+    question_type("What color is the bus?")       # 'what color is the': the longest VQA type that fits
 """
 
 from __future__ import annotations
@@ -17,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from competition.normalize import DEFAULT_RULES, normalize_series
+from competition.normalize import normalize_series
 
 # The VQA v2 question types (GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt): a question's type
 # is the longest of these that its first words spell out; UNMATCHED (VQA's 65th type) when none does.
@@ -91,64 +87,9 @@ def _correct(
     return (normalize_series(p, rules, keep) == normalize_series(g, rules, keep)).to_numpy(dtype=bool)
 
 
-def _mean(values: np.ndarray) -> float:
-    """Mean as a float; NaN for no rows."""
-    return float(values.mean()) if len(values) else float("nan")
-
-
 def exact_matches(pred: Sequence[str] | pd.Series, gold: Sequence[str] | pd.Series) -> np.ndarray:
     """Per row, whether the prediction equals the ground truth, both stripped: the competition's metric."""
     return _correct(pred, gold)
-
-
-def exact_accuracy(pred: Sequence[str] | pd.Series, gold: Sequence[str] | pd.Series) -> float:
-    """Share of predictions equal to the ground truth, both stripped: the competition's metric."""
-    return _mean(exact_matches(pred, gold))
-
-
-def normalized_accuracy(
-    pred: Sequence[str] | pd.Series,
-    gold: Sequence[str] | pd.Series,
-    rules: Sequence[str] = DEFAULT_RULES,
-    keep: Collection[str] = (),
-) -> float:
-    """Share of predictions equal to the ground truth once both are normalized."""
-    return _mean(_correct(pred, gold, rules, keep))
-
-
-def vqa_accuracy(
-    pred: Sequence[str] | pd.Series,
-    gold: Sequence[Sequence[str]] | pd.Series,
-    rules: Sequence[str] = DEFAULT_RULES,
-    keep: Collection[str] = (),
-) -> float:
-    """Mean over questions of min(1, #ground truths equal to the prediction / 3), after normalization.
-
-    `gold` holds each question's list of ground truths; a plain string counts as a single one."""
-    lists = [[g] if isinstance(g, str) else list(g) for g in gold]
-    if len(pred) != len(lists):
-        raise ValueError(f"{len(pred)} predictions for {len(lists)} ground-truth lists")
-    rows = np.repeat(np.arange(len(lists)), [len(g) for g in lists])
-    p = normalize_series(_strings(pred), rules, keep).to_numpy()
-    g = normalize_series(_strings([a for g in lists for a in g]), rules, keep).to_numpy()
-    hits = np.bincount(rows, weights=(g == p[rows]), minlength=len(lists))
-    return _mean(np.minimum(1.0, hits / 3))
-
-
-def breakdown(
-    df: pd.DataFrame,
-    by: list[str],
-    pred_col: str = "answer",
-    gold_col: str = "gold",
-    rules: Sequence[str] = (),
-    keep: Collection[str] = (),
-) -> pd.DataFrame:
-    """Accuracy per group: columns `by` + ['n', 'accuracy'], sorted by group, no total row.
-
-    Matching is exact (stripped) unless `rules` are given, then both sides are normalized first."""
-    ok = pd.Series(_correct(df[pred_col], df[gold_col], rules, keep), index=df.index, dtype=float)
-    out = ok.groupby([df[c] for c in by], sort=True, dropna=False).agg(n="size", accuracy="mean")
-    return out.reset_index()
 
 
 def majority_baseline(

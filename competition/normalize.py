@@ -317,3 +317,11 @@ class AnswerNormalizer:
         if self.cutoff is not None:
             out = pd.Series(snap_to_vocab(out.tolist(), self.vocab, self.cutoff), index=out.index)
         return out
+
+
+def describe_merges(cfg: Config, comp: Competition, shown: int = 3) -> str:
+    """One line on what normalization does to the training answers: the groups of distinct answers it merges."""
+    norm = AnswerNormalizer.of(cfg, comp)
+    merges = merge_report(comp.train[cfg.data.answer_col].unique(), norm.rules, norm.keep)
+    examples = "; ".join(f"{' / '.join(raw)} -> {form}" for form, raw in list(merges.items())[:shown])
+    return f"normalization merges {len(merges)} groups of distinct training answers" + (f", e.g. {examples}" if merges else "")
