@@ -15,8 +15,8 @@ from competition.console import (
     fails_cleanly,
     leaderboard_table,
     out,
+    progress_bar,
     quiet_libraries,
-    rate_bar,
     run_app,
     say,
     table,
@@ -147,7 +147,7 @@ def predict(
         raise ConfigError(f"--split '{split}': expected oof, test or both")
     splits = ("oof", "test") if split == "both" else (split,)
     comp, folds = stage_inputs(cfg)
-    with rate_bar() as bar:
+    with progress_bar(rate=True) as bar:
         files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), tracker(bar), warn)
     for f in files:
         say(f"wrote {f}")

@@ -31,17 +31,10 @@ console = Console(stderr=True)
 out = Console()
 
 
-def progress_bar() -> Progress:
-    """A rich progress bar with count, rate-friendly columns and ETA."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
+def progress_bar(rate: bool = False) -> Progress:
+    """A transient rich progress bar: count, elapsed time and ETA; with `rate`, questions per second too."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *([RateColumn()] if rate else [])]
+    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
 
 
 def walk_with_bar(description: str) -> Callable[[Iterable, int], Iterator]:
@@ -97,18 +90,6 @@ def tracker(bar: Progress) -> Callable[[str, int], Callable[[int], None]]:
     return track
 
 
-def rate_bar() -> Progress:
-    """A progress bar with count, questions/s and ETA."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
 
 
 def quiet_libraries() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from competition.config import Config
-from competition.console import rate_bar, say, tracker, warn
+from competition.console import progress_bar, say, tracker, warn
 from competition.data import Competition, load_competition
 from competition.folds import read_folds, write_folds
 
@@ -47,7 +47,7 @@ def predict_all(cfg: Config, comp: Competition, folds: pd.DataFrame) -> None:
     """Every fold's OOF and test answers, every prompt x decoding (finished files are skipped row by row)."""
     from competition.predict import predict_fold
 
-    with rate_bar() as bar:
+    with progress_bar(rate=True) as bar:
         for k in range(cfg.folds.k):
             predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar), warn=warn)
 
