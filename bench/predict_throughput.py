@@ -19,7 +19,8 @@ import torch
 
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
-from competition.engine import Engine, left_pad
+from competition.dataset import pad
+from competition.engine import Engine
 from competition.folds import read_folds, write_folds
 from competition.images import Images, ImageTransform
 from competition.modeling import image_token_count, load_trained
@@ -33,7 +34,7 @@ def one_at_a_time(engine: Engine, questions: list[str], images: list[str]) -> li
     for q, img in zip(questions, images, strict=True):
         pixels = engine.images.transform([engine.images.comp.load_image("train", img)])
         enc = engine.encode("short_answer", [q], [img], [0])
-        ids, mask = left_pad([enc.prefix + enc.suffixes[0]], engine.tok.pad_token_id)
+        ids, mask = pad([enc.prefix + enc.suffixes[0]], engine.tok.pad_token_id, "left")
         with torch.inference_mode():
             out = engine.model.generate(
                 input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=8, do_sample=False

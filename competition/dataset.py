@@ -116,6 +116,18 @@ def expand_image_tokens(ids: list[int], image_token_id: int, n: int) -> list[int
     return ids[:i] + [image_token_id] * n + ids[i + 1 :]
 
 
+def pad(seqs: Sequence[Sequence[int]], value: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences padded with `value` to the longest on the `side` ('left' or 'right'), and their attention mask."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), value, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, x in enumerate(seqs):
+        where = slice(width - len(x), width) if side == "left" else slice(0, len(x))
+        ids[r, where] = torch.tensor(x, dtype=torch.long)
+        mask[r, where] = 1
+    return ids, mask
+
+
 class TrainCollator:
     """Expand image tokens, pad on the right, attach pixel values."""
 
@@ -125,13 +137,7 @@ class TrainCollator:
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         ids = [expand_image_tokens(b["input_ids"], self.image_token_id, self.n) for b in batch]
         labels = [[IGNORE] * (self.n - 1) + b["labels"] for b in batch]
-        width = max(map(len, ids))
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        label_t = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, (x, y) in enumerate(zip(ids, labels, strict=True)):
-            input_ids[r, : len(x)] = torch.tensor(x)
-            label_t[r, : len(y)] = torch.tensor(y)
-            mask[r, : len(x)] = 1
+        input_ids, mask = pad(ids, self.pad_id)
+        label_t, _ = pad(labels, IGNORE)
         pixels = self.images([b["image_id"] for b in batch])
         return {"input_ids": input_ids, "attention_mask": mask, "labels": label_t, "pixel_values": pixels}

@@ -25,7 +25,7 @@ from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsP
 
 from competition.config import Config, DecodingConfig
 from competition.data import Competition
-from competition.dataset import encode_prompts, expand_image_tokens
+from competition.dataset import encode_prompts, expand_image_tokens, pad
 from competition.folds import fold_rows
 from competition.images import Images
 from competition.modeling import image_token_count
@@ -115,17 +115,6 @@ def shard_rows(image_ids: pd.Series, shard: int, n_shards: int) -> pd.Series:
     """Mask of the rows whose image falls in shard i of n (images dealt round-robin in sorted order)."""
     codes = {img: k for k, img in enumerate(sorted(image_ids.unique()))}
     return image_ids.map(codes) % n_shards == shard
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask."""
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, x in enumerate(seqs):
-        ids[r, width - len(x) :] = torch.tensor(x)
-        mask[r, width - len(x) :] = 1
-    return ids, mask
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -235,7 +224,7 @@ class Engine:
             ids, mask, cache = self._cached_inputs(enc, pixels)
             kwargs[CACHE] = cache
         else:
-            ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
+            ids, mask = pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id, "left")
             kwargs["pixel_values"] = pixels[enc.row_image]
         width = ids.shape[1]
         if d.constrained:
@@ -271,15 +260,9 @@ class Engine:
         prefix_ids = torch.tensor([enc.prefix] * len(enc.images), device=self.model.device)
         cache = getattr(self.model(input_ids=prefix_ids, pixel_values=pixels, use_cache=True), CACHE)
         cache.batch_select_indices(torch.tensor(enc.row_image, device=self.model.device))
-        width = max(map(len, enc.suffixes))
-        ids = torch.full((len(enc.rows), p + width), self.tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        ids[:, :p] = torch.tensor(enc.prefix)
-        mask[:, :p] = 1
-        for r, s in enumerate(enc.suffixes):
-            ids[r, p + width - len(s) :] = torch.tensor(s)
-            mask[r, p + width - len(s) :] = 1
-        return ids, mask, cache
+        suffix, suffix_mask = pad(enc.suffixes, self.tok.pad_token_id, "left")
+        ids = torch.cat([torch.tensor([enc.prefix] * len(enc.rows)), suffix], dim=1)
+        return ids, torch.cat([torch.ones(len(enc.rows), p, dtype=torch.long), suffix_mask], dim=1), cache
 
     def _rank(self, enc: Encoded, pixels: torch.Tensor, top: int) -> list[Answer]:
         """Score the `top` vocabulary answers by log-likelihood given each prompt; return the best."""
@@ -287,7 +270,7 @@ class Engine:
             raise ValueError("rank decoding needs the training answer vocabulary")
         cands = self._answer_ids[:top]
         dev = self.model.device
-        ids, mask = left_pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id)
+        ids, mask = pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id, "left")
         ids, mask = ids.to(dev), mask.to(dev)
         out = self.model(
             input_ids=ids,
@@ -298,11 +281,7 @@ class Engine:
         )
         first = out.logits[:, -1].float().log_softmax(-1)
         length = max(map(len, cands))
-        cand = torch.full((len(cands), length), self.tok.pad_token_id, dtype=torch.long, device=dev)
-        cmask = torch.zeros_like(cand)
-        for k, c in enumerate(cands):
-            cand[k, : len(c)] = torch.tensor(c)
-            cmask[k, : len(c)] = 1
+        cand, cmask = (t.to(dev) for t in pad(cands, self.tok.pad_token_id))
         n, c = len(enc.rows), len(cands)
         total = first[:, cand[:, 0]].clone()
         if length > 1:
