@@ -9,13 +9,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from competition.errors import ConfigError
 from competition.io import atomic_write_yaml
+
+VoteMethod = Literal["majority", "weighted", "fuzzy"]  # the ensemble's vote methods (competition.vote)
 
 
 class Section(BaseModel):
@@ -212,8 +214,8 @@ class ExternalMember(Section):
 class EnsembleConfig(Section):
     """Voting: candidate methods scored on OOF; the best votes the test predictions."""
 
-    methods: list[Literal["majority", "weighted", "fuzzy"]] = Field(
-        ["majority", "weighted", "fuzzy"], description="vote methods scored on OOF; the best votes the test set"
+    methods: list[VoteMethod] = Field(
+        list(get_args(VoteMethod)), description="vote methods scored on OOF; the best votes the test set"
     )
     thresholds: list[float] = Field([90.0, 80.0], description="fuzzy similarity thresholds (rapidfuzz ratio) tried")
     external: list[ExternalMember] = Field([], description="prediction sets from outside that join the test vote")

@@ -17,7 +17,7 @@ import pandas as pd
 from competition.config import Config
 from competition.data import Competition
 from competition.folds import fold_rows
-from competition.io import atomic_open, atomic_write_json, atomic_write_text
+from competition.io import atomic_open, atomic_write_json, atomic_write_text, markdown_table
 from competition.metrics import majority_baseline, question_types
 from competition.normalize import AnswerNormalizer
 from competition.predict import oof_frame
@@ -64,16 +64,10 @@ def cv_tables(df: pd.DataFrame, base: pd.DataFrame) -> dict[str, Any]:
 
 def markdown(tables: dict[str, Any]) -> str:
     """cv.md: the three tables as markdown."""
-
-    def md(records: list[dict]) -> str:
-        cols = list(records[0])
-        fmt = [" | ".join(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols) for r in records]
-        return "\n".join([" | ".join(cols), " | ".join("---" for _ in cols), *fmt])
-
+    md = {k: markdown_table(pd.DataFrame(tables[k])) for k in ("members", "per_type", "per_fold")}
     return (
         f"# Local CV\n\nBaseline (majority answer per question type): {tables['baseline']:.4f}\n\n"
-        f"## Members\n\n{md(tables['members'])}\n\n## Per question type\n\n{md(tables['per_type'])}\n\n"
-        f"## Per fold\n\n{md(tables['per_fold'])}\n"
+        f"## Members\n\n{md['members']}\n## Per question type\n\n{md['per_type']}\n## Per fold\n\n{md['per_fold']}"
     )
 
 

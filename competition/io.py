@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -57,3 +58,16 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
 def atomic_write_yaml(obj: Any, path: str | Path) -> None:
     """Write YAML atomically, keys in insertion order."""
     atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """`df` as a GitHub markdown table: floats to 4 decimals, missing values blank."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4f}"
+        return str(v).replace("|", "\\|")
+
+    rows = [" | ".join(map(str, df.columns)), " | ".join("---" for _ in df.columns)]
+    rows += [" | ".join(cell(v) for v in r) for r in df.itertuples(index=False)]
+    return "".join(f"| {r} |\n" for r in rows)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from competition.data import MISSING_TEXT, check_unique, read_table
 from competition.errors import CompetitionError
-from competition.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from competition.io import atomic_write_csv, atomic_write_json, atomic_write_text, markdown_table
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 LEADERBOARD_COLUMNS = ["rank", "file", "name", "cv", "public", "gap", "method", "members", "created"]
@@ -226,19 +226,6 @@ def leaderboard(out_dir: str | Path) -> pd.DataFrame:
     board = board.sort_values(["cv", "created", "file"], ascending=[False, True, True], na_position="last")
     board.insert(0, "rank", range(1, len(board) + 1))
     return board.reset_index(drop=True)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """`df` as a GitHub markdown table: floats to 4 decimals, missing values blank."""
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.4f}"
-        return str(v).replace("|", "\\|")
-
-    rows = [" | ".join(map(str, df.columns)), " | ".join("---" for _ in df.columns)]
-    rows += [" | ".join(cell(v) for v in r) for r in df.itertuples(index=False)]
-    return "".join(f"| {r} |\n" for r in rows)
 
 
 def write_leaderboard(out_dir: str | Path) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_yaml
 from competition.normalize import AnswerNormalizer
 from competition.tuned import save_tuned
-from competition.vote import FUZZY_THRESHOLD, score, vote
+from competition.vote import FUZZY_THRESHOLD, METHODS, score, vote
 
 STUDIES = ("decoding", "vote")
 HEARTBEAT_S = 10  # a running trial records it is alive this often
@@ -80,7 +80,7 @@ def decoding_space(trial: optuna.Trial, prompts: list[str]) -> tuple[str, Decodi
 
 def vote_space(trial: optuna.Trial, members: list[str]) -> tuple[str, dict[str, float], float]:
     """The vote study's search space: method, fuzzy threshold, one weight per member."""
-    method = trial.suggest_categorical("method", ["majority", "weighted", "fuzzy"])
+    method = trial.suggest_categorical("method", list(METHODS))
     threshold = trial.suggest_float("threshold", 70.0, 100.0) if method == "fuzzy" else FUZZY_THRESHOLD
     weights = {m: trial.suggest_float(f"w:{m}", 0.0, 2.0) for m in members} if method != "majority" else {}
     return method, weights, threshold

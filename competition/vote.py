@@ -27,10 +27,11 @@ from rapidfuzz import fuzz, process
 from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
+from competition.config import VoteMethod
 from competition.data import check_not_empty, check_unique, read_table
 from competition.errors import ConfigError, DataError
 
-Method = Literal["majority", "weighted", "fuzzy"]
+Method = VoteMethod
 METHODS: tuple[str, ...] = get_args(Method)
 FUZZY_THRESHOLD = 90.0  # default: two spellings of one answer when rapidfuzz's ratio is at least this
 

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from competition.errors import CompetitionError
+from competition.io import markdown_table
 from competition.submit import (
     LEADERBOARD_COLUMNS,
     SubmissionError,
     leaderboard,
-    markdown_table,
     read_submission,
     record_public,
     validate_file,
