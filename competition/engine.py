@@ -27,8 +27,8 @@ from competition.config import Config, DecodingConfig
 from competition.data import Competition
 from competition.dataset import encode_prompts, expand_image_tokens, pad
 from competition.folds import fold_rows
-from competition.images import Images
-from competition.modeling import image_token_count
+from competition.images import Images, ImageTransform
+from competition.modeling import image_token_count, load_trained
 
 # transformers renamed `past_key_values` to `cache` (inputs and outputs); speak whichever it knows.
 CACHE = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters else "past_key_values"
@@ -312,9 +312,6 @@ def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, 
                 cache: bool = False, loaded: tuple[Any, Any] | None = None) -> Engine:  # fmt: skip
     """The engine of a fold's trained model (`loaded`: its (model, processor) when already in memory):
     the fold's training answers as vocabulary, images of `image_split`, the config's batching."""
-    from competition.images import ImageTransform
-    from competition.modeling import load_trained
-
     model, processor = loaded or load_trained(cfg.fold_dir(fold) / "model", cfg.model)
     vocabulary = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col].value_counts().index.tolist()
     images = Images(comp, image_split, ImageTransform(processor, cfg.model.image_aspect_ratio), cache)

@@ -7,13 +7,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-
-from competition.normalize import normalize_series
 
 # The VQA v2 question types (GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt): a question's type
 # is the longest of these that its first words spell out; UNMATCHED (VQA's 65th type) when none does.
@@ -74,22 +72,12 @@ def _strings(x: Sequence[str] | pd.Series) -> pd.Series:
     return pd.Series(np.asarray(x, dtype=object)).fillna("").astype(str).str.strip()
 
 
-def _correct(
-    pred: Sequence[str] | pd.Series,
-    gold: Sequence[str] | pd.Series,
-    rules: Sequence[str] = (),
-    keep: Collection[str] = (),
-) -> np.ndarray:
-    """Per-row match of the stripped answers after normalizing both sides with `rules` (none: exact)."""
+def exact_matches(pred: Sequence[str] | pd.Series, gold: Sequence[str] | pd.Series) -> np.ndarray:
+    """Per row, whether the prediction equals the ground truth, both stripped: the competition's metric."""
     p, g = _strings(pred), _strings(gold)
     if len(p) != len(g):
         raise ValueError(f"{len(p)} predictions for {len(g)} ground truths")
-    return (normalize_series(p, rules, keep) == normalize_series(g, rules, keep)).to_numpy(dtype=bool)
-
-
-def exact_matches(pred: Sequence[str] | pd.Series, gold: Sequence[str] | pd.Series) -> np.ndarray:
-    """Per row, whether the prediction equals the ground truth, both stripped: the competition's metric."""
-    return _correct(pred, gold)
+    return (p == g).to_numpy(dtype=bool)
 
 
 def majority_baseline(

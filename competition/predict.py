@@ -171,7 +171,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def split_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> tuple[pd.DataFrame, str]:
     """The questions of a split ('oof': the fold's validation questions) and their image folder."""
-
     if split == "oof":
         return fold_rows(comp, folds, fold, "val"), "train"
     return comp.test, "test"

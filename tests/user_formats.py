@@ -45,6 +45,8 @@ from transformers import (
     LlavaProcessor,
 )
 
+from competition.modeling import CLIP_MEAN, CLIP_STD
+
 KINDS = ("llava_hf", "clip_vision", "clip_model", "llama", "llama_sentencepiece")
 IMAGE_TOKEN = "<image>"
 SEED = 0
@@ -79,8 +81,6 @@ LLAVA_15_CHAT_TEMPLATE = (
     "{% endif %}"
 )
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # Tiny sizes: vision tower (all kinds) and Llama language model.
 VISION = dict(
     hidden_size=32,
