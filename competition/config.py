@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from competition.errors import ConfigError
 from competition.io import atomic_write_yaml
+from competition.overrides import apply_overrides, read_yaml
 
 VoteMethod = Literal["majority", "weighted", "fuzzy"]  # the ensemble's vote methods (competition.vote)
 
@@ -162,11 +162,19 @@ class DecodingConfig(Section):
     rank: int = Field(0, ge=0, description="> 0: score the N most common training answers by likelihood, take the best")
     seed: int = Field(0, description="sampling seed")
 
+    @property
+    def search(self) -> Literal["rank", "beam", "sample", "greedy"]:
+        """How an answer is found: ranking the training answers, beam search, sampling or greedy decoding
+        (`constrained` limits the last three to the vocabulary)."""
+        return "rank" if self.rank else "beam" if self.num_beams > 1 else "sample" if self.do_sample else "greedy"
+
     @model_validator(mode="after")
-    def _no_beam_sampling(self) -> DecodingConfig:
-        """Sampling draws one path per row; with beams it would not be beam sampling."""
+    def _one_search(self) -> DecodingConfig:
+        """Sampling draws one path per row (no beam sampling); ranking generates nothing, so no search flag applies."""
         if self.do_sample and self.num_beams > 1:
             raise ValueError(f"decoding '{self.name}': do_sample needs num_beams=1")
+        if self.rank and (self.num_beams > 1 or self.do_sample or self.constrained):
+            raise ValueError(f"decoding '{self.name}': rank scores whole answers; drop num_beams, do_sample, constrained")
         return self
 
 
@@ -331,47 +339,6 @@ def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, source
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, Section) and isinstance(value, dict):
             _check_keys(value, ann, f"{prefix}{key}.", source)
-
-
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """'a.b=c' -> (['a', 'b'], c) with c parsed as a YAML scalar (int, float, bool, list...)."""
-    if "=" not in item:
-        raise ConfigError(f"--set '{item}': expected key=value")
-    key, _, text = item.partition("=")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    return key.strip().split("."), value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each dotted key of `overrides` in the nested dict `raw` (a copy is returned)."""
-    out = json.loads(json.dumps(raw, default=str))
-    for item in overrides:
-        path, value = parse_override(item)
-        node = out
-        for part in path[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[path[-1]] = value
-    return out
-
-
-def read_yaml(path: Path) -> Any:
-    """A YAML file's content; a ConfigError with line and column when it is not text or not YAML."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); a config is YAML text") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        context = getattr(e, "context", None)
-        hint = ", YAML indents with spaces, never tabs" if "'\\t'" in problem else ""
-        raise ConfigError(f"{path}: {where}invalid YAML: {problem}{f' {context}' if context else ''}{hint}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from competition.config import Config
-from competition.data import Competition
+from competition.data import ANSWER, ID, QUESTION, Competition
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_json, atomic_write_text, markdown_table
 from competition.metrics import majority_baseline, question_types
@@ -30,13 +30,11 @@ _TAB10_GREY = 7  # the index of tab10's one grey
 def baseline_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
     """Per OOF question: the majority answer of its type in its fold's training part, and whether it is right."""
 
-    c, out, norm = cfg.data, [], AnswerNormalizer.of(cfg, comp)
+    out, norm = [], AnswerNormalizer.of(cfg, comp)
     for f in sorted(folds["fold"].unique()):
         train, val = fold_rows(comp, folds, f, "train"), fold_rows(comp, folds, f, "val")
-        guess = majority_baseline(train, val, c.question_col, c.answer_col)
-        right = norm(guess.reset_index(drop=True)).to_numpy() == norm(val[c.answer_col]).to_numpy()
-        out.append(pd.DataFrame({"id": val[c.id_col], "qtype": question_types(val[c.question_col]),
-                                 "correct": right}))  # fmt: skip
+        right = norm(majority_baseline(train, val).reset_index(drop=True)).to_numpy() == norm(val[ANSWER]).to_numpy()
+        out.append(pd.DataFrame({"id": val[ID], "qtype": question_types(val[QUESTION]), "correct": right}))
     return pd.concat(out, ignore_index=True)
 
 

@@ -19,6 +19,10 @@ from competition.config import DataConfig
 from competition.errors import DataError
 from competition.prompts import IMAGE_TOKEN
 
+# The internal names of the competition's columns: load_competition renames the user's columns
+# (data.id_col & co.) to these once; a submission gets the sample's own names back in submit.py.
+ID, IMAGE, QUESTION, ANSWER = "id", "image_id", "question", "answer"
+
 # Cells read as missing (after strip and lower): empty, and what float NaN, pd.NA and SQL NULL print as.
 MISSING_TEXT = {"", "nan", "<na>", "null"}
 
@@ -27,9 +31,9 @@ MISSING_TEXT = {"", "nan", "<na>", "null"}
 class Competition:
     """The validated tables and the image file of every image id."""
 
-    train: pd.DataFrame
-    test: pd.DataFrame
-    sample: pd.DataFrame
+    train: pd.DataFrame  # columns ID, IMAGE, QUESTION, ANSWER
+    test: pd.DataFrame  # columns ID, IMAGE, QUESTION
+    sample: pd.DataFrame  # the sample submission as the user wrote it: the template of every submission
     train_image_paths: dict[str, Path]
     test_image_paths: dict[str, Path]
     cfg: DataConfig
@@ -45,7 +49,7 @@ class Competition:
         except DataError as e:
             df = self.train if split == "train" else self.test
             table = Path(self.cfg.root) / (self.cfg.train_csv if split == "train" else self.cfg.test_csv)
-            i = int((df[self.cfg.image_col] == image_id).to_numpy().argmax())
+            i = int((df[IMAGE] == image_id).to_numpy().argmax())
             raise DataError(f"{e} [{table}: line {_line(table, i)}, column '{self.cfg.image_col}']") from None
 
 
@@ -112,6 +116,14 @@ def check_unique(df: pd.DataFrame, path: Path, col: str) -> None:
             f"{path}: line {_line(path, same[1])}, column '{col}': duplicate ID '{value}' "
             f"(first on line {_line(path, same[0])})"
         )
+
+
+def read_answers(path: Path, id_col: str, answer_col: str) -> pd.DataFrame:
+    """A table in the submission's format (the user's id and answer columns), checked, as columns ID, ANSWER."""
+    df = read_table(path, [id_col, answer_col])
+    check_not_empty(df, path, [id_col, answer_col])
+    check_unique(df, path, id_col)
+    return df[[id_col, answer_col]].set_axis([ID, ANSWER], axis=1)
 
 
 def index_images(folder: Path, extensions: list[str]) -> dict[str, Path]:
@@ -203,6 +215,8 @@ def load_competition(cfg: DataConfig) -> Competition:
         raise DataError(f"{sample_path}: column '{c.id_col}': test ID '{missing}' has no row")
     train_paths = resolve_images(train, train_path, c.image_col, root / c.train_images, c.image_extensions)
     test_paths = resolve_images(test, test_path, c.image_col, root / c.test_images, c.image_extensions)
+    train = train[[c.id_col, c.image_col, c.question_col, c.answer_col]].set_axis([ID, IMAGE, QUESTION, ANSWER], axis=1)
+    test = test[[c.id_col, c.image_col, c.question_col]].set_axis([ID, IMAGE, QUESTION], axis=1)
     return Competition(train, test, sample, train_paths, test_paths, cfg)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from competition.data import ANSWER, IMAGE, QUESTION
 from competition.errors import DataError
 from competition.images import Images
 from competition.prompts import render, render_followup
@@ -64,14 +65,11 @@ class TrainSet(torch.utils.data.Dataset):
         prompt: str,
         rows: Any,
         max_length: int,
-        question_col: str,
-        answer_col: str,
-        image_col: str,
         pack: int = 1,
     ) -> None:
-        questions, images = rows[question_col].tolist(), rows[image_col].tolist()
-        prompts = encode_prompts(processor, prompt, questions, max_length - 2)
-        answers = encode_answers(processor, rows[answer_col].tolist())
+        questions, images = rows[QUESTION].tolist(), rows[IMAGE].tolist()
+        prompts = encode_prompts(processor, prompt, questions, max_length - 2)  # room for one answer token + EOS
+        answers = encode_answers(processor, rows[ANSWER].tolist())
         followups = followup_ids(processor, prompt, questions) if pack > 1 else prompts
         self.items: list[dict[str, Any]] = []
         by_image: dict[str, list[int]] = {}

@@ -24,7 +24,7 @@ import torch
 from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from competition.config import Config, DecodingConfig
-from competition.data import Competition
+from competition.data import ANSWER, Competition
 from competition.dataset import encode_prompts, expand_image_tokens, pad
 from competition.folds import fold_rows
 from competition.images import Images, ImageTransform
@@ -206,7 +206,7 @@ class Engine:
         enc = self.encode(prompt, questions, image_ids, rows)
         dev, dtype = self.model.device, self.model.dtype
         pixels = self.images(enc.images).to(dev, dtype)
-        if d.rank:
+        if d.search == "rank":
             return self._rank(enc, pixels, d.rank)
         kwargs: dict[str, Any] = dict(
             max_new_tokens=self.max_new_tokens(d),
@@ -217,7 +217,7 @@ class Engine:
             output_logits=d.num_beams == 1,
             return_dict_in_generate=True,
         )
-        if d.do_sample:
+        if d.search == "sample":
             keys = [f"{image_ids[r]}\0{questions[r]}" for r in enc.rows]
             kwargs["logits_processor"] = LogitsProcessorList([RowSampler(d, keys)])
         if self.use_prefix_cache(enc) and d.num_beams == 1:
@@ -313,7 +313,7 @@ def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, 
     """The engine of a fold's trained model (`loaded`: its (model, processor) when already in memory):
     the fold's training answers as vocabulary, images of `image_split`, the config's batching."""
     model, processor = loaded or load_trained(cfg.fold_dir(fold) / "model", cfg.model)
-    vocabulary = fold_rows(comp, folds, fold, "train")[cfg.data.answer_col].value_counts().index.tolist()
+    vocabulary = fold_rows(comp, folds, fold, "train")[ANSWER].value_counts().index.tolist()
     images = Images(comp, image_split, ImageTransform(processor, cfg.model.image_aspect_ratio), cache)
     p = cfg.predict
     return Engine(model, processor, images, batch_size=p.batch_size, prefix_cache=p.prefix_cache,

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from competition.config import Config, DataConfig
-from competition.data import Competition, check_not_empty, check_unique, read_table
+from competition.data import ANSWER, ID, Competition, read_answers
 from competition.errors import DataError
 from competition.metrics import majority_baseline
 from competition.normalize import AnswerNormalizer, snap_to_vocab
@@ -68,11 +68,10 @@ def externals(cfg: Config) -> tuple[pd.DataFrame, dict[str, float]]:
 
 def fill_empty(answers: pd.Series, comp: Competition, normalizer: AnswerNormalizer) -> pd.Series:
     """Empty answers (a model that said nothing) become the question type's most common training answer."""
-    c = comp.cfg
     empty = answers.astype(str).str.strip() == ""
     if empty.any():
-        test = comp.test.set_index(c.id_col).loc[answers.index[empty]].reset_index()
-        guess = majority_baseline(comp.train, test, c.question_col, c.answer_col)
+        test = comp.test.set_index(ID).loc[answers.index[empty]].reset_index()
+        guess = majority_baseline(comp.train, test)
         answers = answers.copy()
         answers[empty.to_numpy()] = normalizer(guess).to_numpy()
     return answers
@@ -141,13 +140,11 @@ def read_solution(comp: Competition, normalizer: AnswerNormalizer) -> pd.Series 
     path = Path(c.root) / "solution.csv"
     if not path.is_file():
         return None
-    sol = read_table(path, [c.id_col, c.answer_col])
-    check_not_empty(sol, path, [c.id_col, c.answer_col])
-    check_unique(sol, path, c.id_col)
-    missing = ~comp.test[c.id_col].isin(sol[c.id_col])
+    sol = read_answers(path, c.id_col, c.answer_col)
+    missing = ~comp.test[ID].isin(sol[ID])
     if missing.any():
-        raise DataError(f"{path}: column '{c.id_col}': test ID '{comp.test[c.id_col][missing].iloc[0]}' has no row")
-    return pd.Series(normalizer(sol[c.answer_col]).to_numpy(), index=sol[c.id_col].to_numpy())
+        raise DataError(f"{path}: column '{c.id_col}': test ID '{comp.test[ID][missing].iloc[0]}' has no row")
+    return pd.Series(normalizer(sol[ANSWER]).to_numpy(), index=sol[ID].to_numpy())
 
 
 def holdout_score(submission: Path, truth: pd.Series, c: DataConfig) -> float:

@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from competition.config import Config
-from competition.data import Competition
+from competition.data import ANSWER, ID, IMAGE, Competition
 from competition.errors import ConfigError, DataError
 from competition.io import atomic_write_csv
 
@@ -29,26 +29,18 @@ def strata(answers: pd.Series, max_strata: int, k: int) -> np.ndarray:
     return pd.factorize(labels, sort=True)[0]
 
 
-def make_folds(
-    train: pd.DataFrame,
-    k: int,
-    seed: int,
-    max_strata: int,
-    id_col: str = "ID",
-    image_col: str = "image_id",
-    answer_col: str = "answer",
-) -> pd.DataFrame:
+def make_folds(train: pd.DataFrame, k: int, seed: int, max_strata: int) -> pd.DataFrame:
     """Assign each question a fold; all questions of one image share it. Rows keep the table's order."""
-    n_images = train[image_col].nunique()
+    n_images = train[IMAGE].nunique()
     if n_images < k:
         raise DataError(f"folds.k={k} but the training table has only {n_images} images")
-    y = strata(train[answer_col], max_strata, k)
-    groups = pd.factorize(train[image_col])[0]
+    y = strata(train[ANSWER], max_strata, k)
+    groups = pd.factorize(train[IMAGE])[0]
     fold = np.full(len(train), -1, dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     for f, (_, val_idx) in enumerate(splitter.split(np.zeros(len(train)), y, groups)):
         fold[val_idx] = f
-    return pd.DataFrame({"ID": train[id_col].to_numpy(), "image_id": train[image_col].to_numpy(), "fold": fold})
+    return pd.DataFrame({ID: train[ID].to_numpy(), IMAGE: train[IMAGE].to_numpy(), "fold": fold})
 
 
 def fold_report(folds: pd.DataFrame, answers: pd.Series, top: int = 20) -> pd.DataFrame:
@@ -66,7 +58,7 @@ def fold_report(folds: pd.DataFrame, answers: pd.Series, top: int = 20) -> pd.Da
             {
                 "fold": int(f),
                 "questions": len(idx),
-                "images": folds["image_id"].iloc[idx].nunique(),
+                "images": folds[IMAGE].iloc[idx].nunique(),
                 "drift_tv": float(0.5 * (dist - overall).abs().sum()),
             }
         )
@@ -75,11 +67,10 @@ def fold_report(folds: pd.DataFrame, answers: pd.Series, top: int = 20) -> pd.Da
 
 def write_folds(cfg: Config, train: pd.DataFrame) -> tuple[Path, pd.DataFrame]:
     """Compute the folds of the config and write experiments/<exp>/folds.csv atomically."""
-    d = cfg.data
-    folds = make_folds(train, cfg.folds.k, cfg.split_seed, cfg.folds.max_strata, d.id_col, d.image_col, d.answer_col)
+    folds = make_folds(train, cfg.folds.k, cfg.split_seed, cfg.folds.max_strata)
     path = cfg.exp_dir / "folds.csv"
     atomic_write_csv(folds, path)
-    return path, fold_report(folds, train[d.answer_col])
+    return path, fold_report(folds, train[ANSWER])
 
 
 def read_folds(cfg: Config) -> pd.DataFrame:
@@ -87,7 +78,10 @@ def read_folds(cfg: Config) -> pd.DataFrame:
     path = cfg.exp_dir / "folds.csv"
     if not path.is_file():
         raise DataError(f"{path}: not found; run `python -m competition folds` first")
-    return pd.read_csv(path, dtype={"ID": str, "image_id": str, "fold": int}, keep_default_na=False)
+    folds = pd.read_csv(path, dtype={ID: str, IMAGE: str, "fold": int}, keep_default_na=False)
+    if list(folds.columns) != [ID, IMAGE, "fold"]:
+        raise DataError(f"{path}: columns are '{','.join(folds.columns)}', not '{ID},{IMAGE},fold'; rerun `folds`")
+    return folds
 
 
 def fold_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> pd.DataFrame:
@@ -98,8 +92,7 @@ def fold_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> 
             f"--fold {fold}: folds.csv has folds {', '.join(map(str, existing))}; "
             "pick one of them (or rerun `folds` after changing folds.k)"
         )
-    f = folds.set_index("ID")["fold"]
-    in_fold = comp.train[comp.cfg.id_col].map(f)
+    in_fold = comp.train[ID].map(folds.set_index(ID)["fold"])
     if in_fold.isna().any():
         raise ConfigError("folds.csv does not cover train.csv; rerun `python -m competition folds`")
     mask = in_fold == fold if split == "val" else in_fold != fold

@@ -13,6 +13,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from competition.data import ANSWER, QUESTION
+
 # The VQA v2 question types (GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt): a question's type
 # is the longest of these that its first words spell out; UNMATCHED (VQA's 65th type) when none does.
 QUESTION_TYPES: tuple[str, ...] = (
@@ -80,15 +82,13 @@ def exact_matches(pred: Sequence[str] | pd.Series, gold: Sequence[str] | pd.Seri
     return (p == g).to_numpy(dtype=bool)
 
 
-def majority_baseline(
-    train: pd.DataFrame, val: pd.DataFrame, question_col: str = "question", answer_col: str = "answer"
-) -> pd.Series:
+def majority_baseline(train: pd.DataFrame, val: pd.DataFrame) -> pd.Series:
     """Per val row, the most common training answer of its question type (ties: smallest string);
     types unseen in training get the overall most common answer. Indexed like `val`."""
-    answers = train[answer_col].astype(str)
-    counts = pd.DataFrame({"qtype": question_types(train[question_col]), "answer": answers}).value_counts()
+    answers = train[ANSWER].astype(str)
+    counts = pd.DataFrame({"qtype": question_types(train[QUESTION]), "answer": answers}).value_counts()
     ranked = counts.reset_index().sort_values(["count", "answer"], ascending=[False, True], kind="stable")
     per_type = ranked.drop_duplicates("qtype").set_index("qtype")["answer"]
     totals = answers.value_counts()
     overall = min(totals.index[totals == totals.max()])
-    return question_types(val[question_col]).map(per_type).fillna(overall).rename(answer_col)
+    return question_types(val[QUESTION]).map(per_type).fillna(overall).rename(ANSWER)

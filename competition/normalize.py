@@ -21,7 +21,7 @@ import pandas as pd
 from rapidfuzz import fuzz, process
 
 from competition.config import Config
-from competition.data import Competition
+from competition.data import ANSWER, Competition
 
 RULES: tuple[str, ...] = ("lowercase", "punctuation", "whitespace", "articles", "number_words", "contractions")
 DEFAULT_RULES: tuple[str, ...] = RULES
@@ -310,7 +310,7 @@ class AnswerNormalizer:
     def of(cls, cfg: Config, comp: Competition) -> AnswerNormalizer:
         """The competition's one normalizer (all training answers), shared by predictions and ground truth,
         so that a fold lacking one member of a protected pair ('none' / '0') scores like the others."""
-        return cls(cfg, comp.train[cfg.data.answer_col])
+        return cls(cfg, comp.train[ANSWER])
 
     def __call__(self, raw: pd.Series) -> pd.Series:
         out = normalize_series(raw, self.rules, self.keep)
@@ -322,6 +322,6 @@ class AnswerNormalizer:
 def describe_merges(cfg: Config, comp: Competition, shown: int = 3) -> str:
     """One line on what normalization does to the training answers: the groups of distinct answers it merges."""
     norm = AnswerNormalizer.of(cfg, comp)
-    merges = merge_report(comp.train[cfg.data.answer_col].unique(), norm.rules, norm.keep)
+    merges = merge_report(comp.train[ANSWER].unique(), norm.rules, norm.keep)
     examples = "; ".join(f"{' / '.join(raw)} -> {form}" for form, raw in list(merges.items())[:shown])
     return f"normalization merges {len(merges)} groups of distinct training answers" + (f", e.g. {examples}" if merges else "")

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from competition.config import Config
-from competition.data import Competition
+from competition.data import ANSWER, ID, IMAGE, QUESTION, Competition
 from competition.errors import ConfigError, DataError
 from competition.folds import fold_rows
 from competition.io import atomic_write_json, atomic_write_text
@@ -146,10 +146,7 @@ def merge_shards(cfg: Config, fold: int, split: str, n: int) -> Path | None:
 def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
     """All folds' OOF rows joined to their question, gold answer (normalized) and question type."""
     rows = read_split(cfg, "oof")
-    c = cfg.data
-    gold = comp.train[[c.id_col, c.question_col, c.answer_col]].rename(
-        columns={c.id_col: "id", c.question_col: "question", c.answer_col: "gold_raw"}
-    )
+    gold = comp.train[[ID, QUESTION, ANSWER]].rename(columns={ANSWER: "gold_raw"})
     df = rows.merge(gold, on="id", how="left", validate="many_to_one")
     df["gold"] = AnswerNormalizer.of(cfg, comp)(df["gold_raw"]).to_numpy()
     df["qtype"] = question_types(df["question"]).to_numpy()
@@ -199,16 +196,16 @@ def predict_fold(
 
     loaded = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
     normalizer = AnswerNormalizer.of(cfg, comp)
-    c, p = cfg.data, cfg.predict
+    p = cfg.predict
     tuned = tuned_job(cfg)
     written = []
     for split in splits:
         rows, image_split = split_rows(comp, folds, fold, split)
-        rows = rows[shard_rows(rows[c.image_col], *shard).to_numpy()].reset_index(drop=True)
+        rows = rows[shard_rows(rows[IMAGE], *shard).to_numpy()].reset_index(drop=True)
         log = PredictionLog(file_for(cfg, fold, split, shard), predict_hash(cfg, fold))
         done = log.done()
         engine = fold_engine(cfg, comp, folds, fold, image_split, loaded=loaded)
-        ids, questions, images = rows[c.id_col].tolist(), rows[c.question_col].tolist(), rows[c.image_col].tolist()
+        ids, questions, images = rows[ID].tolist(), rows[QUESTION].tolist(), rows[IMAGE].tolist()
         jobs = [(pr, d) for pr in p.prompts for d in p.decodings] + ([tuned] if tuned else [])
         todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
         tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None

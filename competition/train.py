@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from competition.config import Config
-from competition.data import Competition
+from competition.data import ANSWER, QUESTION, Competition
 from competition.dataset import TrainCollator, TrainSet
 from competition.errors import ConfigError
 from competition.folds import fold_rows
@@ -68,8 +68,7 @@ def grad_accum(cfg: Config) -> int:
 
 def tokenizer_texts(comp: Competition) -> list[str]:
     """Text a tiny model's tokenizer is trained on: questions of both splits and training answers."""
-    c = comp.cfg
-    return [*comp.train[c.question_col], *comp.train[c.answer_col], *comp.test[c.question_col]]
+    return [*comp.train[QUESTION], *comp.train[ANSWER], *comp.test[QUESTION]]
 
 
 
@@ -323,10 +322,8 @@ def train_fold(
     model = apply_mode(model, cfg.train)
     if cfg.train.gradient_checkpointing:
         model.enable_input_require_grads()
-    c, t = cfg.data, cfg.train
-    dataset = TrainSet(
-        processor, t.prompt, rows, t.max_length, c.question_col, c.answer_col, c.image_col, t.pack_questions
-    )
+    t = cfg.train
+    dataset = TrainSet(processor, t.prompt, rows, t.max_length, t.pack_questions)
     plan = make_plan(cfg, model, len(dataset))
     for line in plan.lines():
         log(line)

@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 
 from competition.config import Config, DecodingConfig
-from competition.data import Competition
+from competition.data import ANSWER, IMAGE, QUESTION, Competition
 from competition.errors import WorkerError
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_yaml
@@ -93,11 +93,10 @@ class DecodingObjective:
         from competition.engine import fold_engine
         val = fold_rows(comp, folds, fold, "val")
         self.val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
-        c = cfg.data
         self.normalizer = AnswerNormalizer.of(cfg, comp)
-        self.gold = self.normalizer(self.val[c.answer_col])
+        self.gold = self.normalizer(self.val[ANSWER])
         self.engine = fold_engine(cfg, comp, folds, fold, "train", cache=True)
-        self.questions, self.images = self.val[c.question_col].tolist(), self.val[c.image_col].tolist()
+        self.questions, self.images = self.val[QUESTION].tolist(), self.val[IMAGE].tolist()
         self.prompts, self.chunks = cfg.predict.prompts, cfg.tune.prune_chunks
 
     def accuracy(self, prompt: str, d: DecodingConfig, rows: list[int]) -> float:

@@ -28,7 +28,7 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from competition.config import VoteMethod
-from competition.data import check_not_empty, check_unique, read_table
+from competition.data import ANSWER, ID, read_answers
 from competition.errors import ConfigError, DataError
 
 Method = VoteMethod
@@ -342,10 +342,8 @@ def load_external(path: str | Path, member: str, id_col: str = "ID", answer_col:
     if path.suffix == ".jsonl":
         ids, answers = _read_llava_jsonl(path)
     else:
-        df = read_table(path, [id_col, answer_col])
-        check_not_empty(df, path, [id_col, answer_col])
-        check_unique(df, path, id_col)
-        ids, answers = df[id_col].tolist(), df[answer_col].tolist()
+        df = read_answers(path, id_col, answer_col)
+        ids, answers = df[ID].tolist(), df[ANSWER].tolist()
     return pd.DataFrame({"id": ids, "member": member, "answer": answers, "logprob": np.nan})
 
 

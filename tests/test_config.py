@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from competition.config import load_config, valid_keys
+from competition.config import DecodingConfig, load_config, valid_keys
 from competition.errors import ConfigError
 
 
@@ -69,6 +69,23 @@ def test_the_gpu_configs_run_on_a_machine_without_bf16(tmp_path: Path, monkeypat
 def test_a_warmup_ratio_read_as_a_step_count_is_refused() -> None:
     with pytest.raises(ConfigError, match="train.warmup_ratio"):
         load_config("configs/demo.yaml", ["train.warmup_ratio=1"])
+
+
+@pytest.mark.parametrize(
+    ("decoding", "search"),
+    [({}, "greedy"), ({"num_beams": 3}, "beam"), ({"do_sample": True}, "sample"), ({"rank": 20}, "rank"),
+     ({"constrained": True}, "greedy"), ({"constrained": True, "num_beams": 2}, "beam")],
+)  # fmt: skip
+def test_each_decoding_has_one_search(decoding: dict, search: str) -> None:
+    assert DecodingConfig(**decoding).search == search
+
+
+@pytest.mark.parametrize("flags", [{"num_beams": 2, "do_sample": True}, {"rank": 5, "num_beams": 2},
+                                   {"rank": 5, "do_sample": True}, {"rank": 5, "constrained": True}])  # fmt: skip
+def test_a_decoding_of_two_searches_is_refused(tmp_path: Path, flags: dict) -> None:
+    sets = [f"predict.decodings=[{{name: x, {', '.join(f'{k}: {v}' for k, v in flags.items())}}}]"]
+    with pytest.raises(ConfigError, match="predict.decodings"):
+        load_config("configs/demo.yaml", sets)
 
 
 def test_an_older_transformers_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,6 +57,22 @@ def test_the_base_tables_load(tmp_path: Path) -> None:
     assert comp.image_path("test", "y") == tmp_path / "image" / "test" / "y.png"
 
 
+def test_the_users_columns_load_under_the_internal_names(tmp_path: Path) -> None:
+    names = {"ID": "qid", "image_id": "img", "question": "text", "answer": "label"}
+
+    def renamed(table: str) -> str:
+        header, rest = table.split("\n", 1)
+        return ",".join(names[h] for h in header.split(",")) + "\n" + rest
+
+    cfg = make(tmp_path, renamed(TRAIN), renamed(TEST), renamed(SAMPLE),
+               id_col="qid", image_col="img", question_col="text", answer_col="label")  # fmt: skip
+    comp = load_competition(cfg)
+    assert comp.train.columns.tolist() == ["id", "image_id", "question", "answer"]
+    assert comp.test.columns.tolist() == ["id", "image_id", "question"]
+    assert comp.sample.columns.tolist() == ["qid", "label"]  # the submission's template keeps the user's names
+    assert comp.train["answer"].tolist() == ["yes", "no", "left", "2"]
+
+
 # 1. header-only tables
 
 

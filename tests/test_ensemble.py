@@ -15,7 +15,7 @@ from rapidfuzz import fuzz
 
 import competition.vote as voting
 from competition.config import Config, load_config
-from competition.data import Competition, load_competition
+from competition.data import ANSWER, ID, Competition, load_competition, read_answers
 from competition.ensemble import run_ensemble
 from competition.errors import CompetitionError, ConfigError, DataError
 from competition.folds import fold_rows, read_folds, write_folds
@@ -387,11 +387,11 @@ def predicted(data: Path, work: Path, sets: list[str] | None = None) -> tuple[Co
     comp = load_competition(cfg.data)
     write_folds(cfg, comp.train)
     folds, c = read_folds(cfg), cfg.data
-    solution = pd.read_csv(data / "solution.csv", dtype=str, keep_default_na=False)
+    solution = read_answers(data / "solution.csv", c.id_col, c.answer_col)
     rng = np.random.default_rng(0)
     for fold in range(cfg.folds.k):
         for split, truth in (("oof", fold_rows(comp, folds, fold, "val")), ("test", solution)):
-            ids, gold = truth[c.id_col].to_numpy(), truth[c.answer_col].to_numpy()
+            ids, gold = truth[ID].to_numpy(), truth[ANSWER].to_numpy()
             rows = [
                 pd.DataFrame(
                     {

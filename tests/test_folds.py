@@ -31,8 +31,8 @@ def test_folds_grouped_balanced_and_deterministic(tmp_path: Path) -> None:
     path = run_folds(demo_root, tmp_path / "a", "--set", "folds.k=3")
     folds = pd.read_csv(path, dtype=str)
     train = pd.read_csv(demo_root / "train.csv", dtype=str)
-    assert list(folds.columns) == ["ID", "image_id", "fold"]
-    assert sorted(folds["ID"]) == sorted(train["ID"]) and folds["ID"].is_unique
+    assert list(folds.columns) == ["id", "image_id", "fold"]
+    assert sorted(folds["id"]) == sorted(train["ID"]) and folds["id"].is_unique
     assert (folds.groupby("image_id")["fold"].nunique() == 1).all()
     sizes = folds["fold"].value_counts()
     assert len(sizes) == 3 and sizes.max() <= 1.1 * sizes.min()
@@ -63,33 +63,33 @@ def training_table(n_images: int, per_image: int = 3) -> pd.DataFrame:
     n = n_images * per_image
     return pd.DataFrame(
         {
-            "qid": [f"{i:04d}" for i in range(n)][::-1],  # not sorted: order must be kept
-            "img": np.repeat([f"im{i}" for i in range(n_images)], per_image),
-            "ans": rng.choice(["yes", "no", "2", "red", "circle"], size=n, p=[0.4, 0.3, 0.15, 0.1, 0.05]),
+            "id": [f"{i:04d}" for i in range(n)][::-1],  # not sorted: order must be kept
+            "image_id": np.repeat([f"im{i}" for i in range(n_images)], per_image),
+            "answer": rng.choice(["yes", "no", "2", "red", "circle"], size=n, p=[0.4, 0.3, 0.15, 0.1, 0.05]),
         }
     )
 
 
 def test_make_folds_groups_images_keeps_order_and_depends_on_the_seed() -> None:
     train = training_table(30)
-    folds = make_folds(train, 3, 0, 8, id_col="qid", image_col="img", answer_col="ans")
-    assert list(folds.columns) == ["ID", "image_id", "fold"]
-    assert folds["ID"].tolist() == train["qid"].tolist() and folds["image_id"].tolist() == train["img"].tolist()
+    folds = make_folds(train, 3, 0, 8)
+    assert list(folds.columns) == ["id", "image_id", "fold"]
+    assert folds["id"].tolist() == train["id"].tolist() and folds["image_id"].tolist() == train["image_id"].tolist()
     assert sorted(folds["fold"].unique()) == [0, 1, 2]
     assert (folds.groupby("image_id")["fold"].nunique() == 1).all()
-    assert folds.equals(make_folds(train, 3, 0, 8, "qid", "img", "ans"))
-    assert not folds.equals(make_folds(train, 3, 1, 8, "qid", "img", "ans"))
+    assert folds.equals(make_folds(train, 3, 0, 8))
+    assert not folds.equals(make_folds(train, 3, 1, 8))
 
 
 def test_make_folds_needs_an_image_per_fold() -> None:
     train = training_table(3)
-    assert sorted(make_folds(train, 3, 0, 8, "qid", "img", "ans")["fold"].unique()) == [0, 1, 2]
+    assert sorted(make_folds(train, 3, 0, 8)["fold"].unique()) == [0, 1, 2]
     with pytest.raises(DataError, match="folds.k=4 but the training table has only 3 images"):
-        make_folds(train, 4, 0, 8, "qid", "img", "ans")
+        make_folds(train, 4, 0, 8)
 
 
 def test_fold_report_counts_and_drift() -> None:
-    folds = pd.DataFrame({"ID": list("01234567"), "image_id": list("aabccdee"), "fold": [0, 0, 0, 0, 0, 1, 1, 1]})
+    folds = pd.DataFrame({"id": list("01234567"), "image_id": list("aabccdee"), "fold": [0, 0, 0, 0, 0, 1, 1, 1]})
     answers = pd.Series(["yes", "yes", "no", "2", "yes", "no", "no", "3"], index=range(10, 18))
     # top 2 (yes, no) and the pooled rest: overall 3/8, 3/8, 2/8; fold 0 3/5, 1/5, 1/5; fold 1 0, 2/3, 1/3
     report = fold_report(folds, answers, top=2)
@@ -104,7 +104,7 @@ def test_fold_report_counts_and_drift() -> None:
 def test_fold_report_pools_beyond_the_20_commonest_answers() -> None:
     common = [f"a{i}" for i in range(20)]  # twice each, once per fold; the two rare ones pool into one
     answers = pd.Series(common + ["rare0"] + common + ["rare1"])
-    folds = pd.DataFrame({"ID": range(42), "image_id": range(42), "fold": [0] * 21 + [1] * 21})
+    folds = pd.DataFrame({"id": range(42), "image_id": range(42), "fold": [0] * 21 + [1] * 21})
     assert fold_report(folds, answers)["drift_tv"].tolist() == [0.0, 0.0]
     assert fold_report(folds, answers, top=21)["drift_tv"].max() > 0
 
@@ -113,8 +113,8 @@ def test_write_and_read_folds(tmp_path: Path) -> None:
     cfg = load_config("configs/demo.yaml", [f"workdir={tmp_path}", "folds.k=2", "folds.max_strata=3"])
     with pytest.raises(DataError, match="folds.csv: not found; run `python -m competition folds` first"):
         read_folds(cfg)
-    train = training_table(6).rename(columns={"qid": "ID", "img": "image_id", "ans": "answer"})
-    train.loc[0, "ID"] = "NA"  # an ID, not a missing value
+    train = training_table(6)
+    train.loc[0, "id"] = "NA"  # an ID, not a missing value
     path, report = write_folds(cfg, train)
     assert path == cfg.exp_dir / "folds.csv"
     expected = make_folds(train, 2, cfg.split_seed, 3)

@@ -1,0 +1,55 @@
+"""A config's text: the YAML file and the `--set a.b=c` overrides on top of it, before validation.
+
+python -m competition train -c configs/demo.yaml --set train.epochs=4 --set "predict.prompts=[plain]"
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from competition.errors import ConfigError
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'a.b=c' -> (['a', 'b'], c) with c parsed as a YAML scalar (int, float, bool, list...)."""
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}': expected key=value")
+    key, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted key of `overrides` in the nested dict `raw` (a copy is returned)."""
+    out = json.loads(json.dumps(raw, default=str))
+    for item in overrides:
+        path, value = parse_override(item)
+        node = out
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return out
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; a ConfigError with line and column when it is not text or not YAML."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); a config is YAML text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        hint = ", YAML indents with spaces, never tabs" if "'\\t'" in problem else ""
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}{f' {context}' if context else ''}{hint}") from None
