@@ -112,21 +112,19 @@ def train(
     """Fine-tune LLaVA on one fold (resumes from experiments/<exp>/fold<k>/trainer/)."""
     cfg = config_from(config, set_)
     if dry_run:
-        from competition.train import dry_run_plan
+        from competition.plan import dry_run_plan
 
         for line in dry_run_plan(cfg, fold):
             say(line)
         return
     from competition.pipeline import stage_inputs
-    from competition.train import train_fold
+    from competition.train import train_fold, trained_summary
 
     comp, folds = stage_inputs(cfg)
     cfg.save()
-    metrics, _ = train_fold(cfg, comp, folds, fold, log=say)
-    say(
-        f"fold {fold}: loss {metrics['loss']:.4f} after {metrics['steps']} steps "
-        f"({metrics['train_seconds']:.0f} s); model in {cfg.fold_dir(fold) / 'model'}"
-    )
+    with progress_bar() as bar:
+        metrics, _ = train_fold(cfg, comp, folds, fold, log=say, progress=tracker(bar))
+    say(f"fold {fold}: {trained_summary(metrics)}; model in {cfg.fold_dir(fold) / 'model'}")
 
 
 @app.command()

@@ -137,8 +137,30 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     cache_images: bool = Field(False, description="keep preprocessed images in memory (small data sets)")
-    save_steps: int = Field(500, ge=1, description="optimizer steps between checkpoints (resume points)")
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept; older ones are deleted")
+    eval_steps: int | None = Field(
+        None,
+        ge=0,
+        description="optimizer steps between in-training evaluations (greedy answers scored like the competition), "
+        "each of which writes a checkpoint; None: every epoch; 0: never (no early stopping, no best checkpoint)",
+    )
+    eval_split: Literal["inner", "val"] = Field(
+        "inner",
+        description="what the in-training evaluation answers: inner, a share of the fold's training images kept out "
+        "of training (OOF stays honest); val, the fold's validation questions (optimistic: they choose the step)",
+    )
+    eval_fraction: float = Field(0.05, gt=0, lt=0.5, description="inner split: share of the fold's training images held out")
+    eval_questions: int = Field(400, ge=1, description="questions answered per in-training evaluation (a fixed sample)")
+    patience: int | None = Field(
+        5, ge=1, description="evaluations without a gain over min_delta before training stops; None: never early"
+    )
+    min_delta: float = Field(0.0, ge=0, description="held-out accuracy gain that resets the patience count")
+    max_minutes: float | None = Field(
+        None, gt=0, description="training minutes of one run at most; it stops cleanly and keeps the best checkpoint"
+    )
+    save_steps: int = Field(
+        500, ge=1, description="optimizer steps between checkpoints (resume points) when eval_steps=0"
+    )
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept (the best one always); older ones are deleted")
     logging_steps: int = Field(10, ge=1, description="optimizer steps between train_log.jsonl lines")
     report_to: list[str] = Field([], description="e.g. [wandb] or [tensorboard]")
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json)")

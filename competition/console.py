@@ -80,12 +80,17 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed or 0:.1f} q/s")
 
 
-def tracker(bar: Progress) -> Callable[[str, int], Callable[[int], None]]:
-    """A factory of progress callbacks: one task of the bar per (name, total)."""
+def tracker(bar: Progress) -> Callable[[str, int], Callable[..., None]]:
+    """A factory of progress callbacks: one task of the bar per (name, total); tick(n, status) advances it by n
+    and shows `status` after the name."""
 
-    def track(name: str, total: int) -> Callable[[int], None]:
+    def track(name: str, total: int) -> Callable[..., None]:
         task = bar.add_task(name, total=total)
-        return lambda n: bar.advance(task, n)
+
+        def tick(n: int, status: str = "") -> None:
+            bar.update(task, advance=n, description=f"{name} {status}".strip())
+
+        return tick
 
     return track
 

@@ -32,15 +32,16 @@ def stage_inputs(cfg: Config, make_folds: bool = True) -> tuple[Competition, pd.
 
 def train_all(cfg: Config, comp: Competition, folds: pd.DataFrame, log: Callable[[str], None] = say) -> None:
     """Train every fold that has no finished model yet."""
-    from competition.train import train_fold
+    from competition.train import train_fold, trained_summary
 
     for k in range(cfg.folds.k):
         if (cfg.fold_dir(k) / "train_metrics.json").is_file():
             log(f"[train] fold {k}: done")
             continue
         log(f"[train] fold {k}")
-        m, _ = train_fold(cfg, comp, folds, k, log=log)
-        log(f"[train] fold {k}: loss {m['loss']:.4f}, {m['steps']} steps, {m['train_seconds']:.0f} s")
+        with progress_bar() as bar:
+            m, _ = train_fold(cfg, comp, folds, k, log=log, progress=tracker(bar))
+        log(f"[train] fold {k}: {trained_summary(m)}")
 
 
 def predict_all(cfg: Config, comp: Competition, folds: pd.DataFrame) -> None:

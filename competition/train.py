@@ -15,14 +15,14 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from competition.config import Config
 from competition.data import ANSWER, QUESTION, Competition
@@ -34,36 +34,17 @@ from competition.io import atomic_write_json
 from competition.modeling import (
     apply_mode,
     build_base,
-    count_parameters,
     image_token_count,
     part_of,
     resolve_precision,
     save_trained,
     tf32_available,
-    torch_dtype,
 )
+from competition.monitor import METRIC, AccuracyProbe, TimeBudget, TrainProgress, held_out_rows, plot_curve, read_log
+from competition.normalize import AnswerNormalizer
+from competition.plan import grad_accum, make_plan, world_size
 
-DACON_TRAIN_QUESTIONS = 359_521
 TRAINABLE_FILE = "trainable.safetensors"
-
-
-def world_size() -> int:
-    """Processes in this run (torchrun / accelerate set WORLD_SIZE)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def grad_accum(cfg: Config) -> int:
-    """Accumulation steps that keep train.effective_batch_size across process counts."""
-    t = cfg.train
-    if t.effective_batch_size is None:
-        return t.grad_accum
-    per_step = t.per_device_batch_size * world_size()
-    if t.effective_batch_size % per_step:
-        raise ConfigError(
-            f"train.effective_batch_size={t.effective_batch_size} is not a multiple of "
-            f"per_device_batch_size={t.per_device_batch_size} x {world_size()} processes"
-        )
-    return t.effective_batch_size // per_step
 
 
 def tokenizer_texts(comp: Competition) -> list[str]:
@@ -75,9 +56,24 @@ def tokenizer_texts(comp: Competition) -> list[str]:
 class PartsTrainer(Trainer):
     """Trainer with one learning rate per model part (vision tower, projector, language model)."""
 
-    def __init__(self, *args: Any, part_lrs: dict[str, float], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, part_lrs: dict[str, float], probe: AccuracyProbe | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.part_lrs = part_lrs
+        self.part_lrs, self.probe = part_lrs, probe
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
+        """Held-out accuracy of the model as it is now (the engine's greedy answers), logged and handed to callbacks."""
+        found = self.probe(self.accelerator.unwrap_model(self.model)) if self.probe else {}
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in found.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _load_best_model(self) -> None:
+        """The best checkpoint's trainable parameters back into the model, when it is in our checkpoint format."""
+        best = Path(self.state.best_model_checkpoint)
+        if not (best / TRAINABLE_FILE).is_file():
+            return super()._load_best_model()
+        load_trainable(self.accelerator.unwrap_model(self.model), best)
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """AdamW over (part x decay) parameter groups."""
@@ -148,96 +144,11 @@ class JsonlLog(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
-@dataclass
-class Plan:
-    """What a training run will do, printed by --dry-run and at the start of a run."""
-
-    source: str
-    parts: str
-    mode: str
-    trainable: int
-    total: int
-    examples: int
-    per_device: int
-    grad_accum: int
-    processes: int
-    steps_per_epoch: int
-    epochs: float
-    max_steps: int
-    save_steps: int
-    precision: str
-    frozen_dtype: str
-
-    @property
-    def effective_batch(self) -> int:
-        return self.per_device * self.grad_accum * self.processes
-
-    def lines(self) -> list[str]:
-        return [
-            f"model: {self.source} ({self.parts})",
-            f"mode: {self.mode}; trainable parameters {self.trainable:,} of {self.total:,}",
-            f"batch: {self.per_device} per device x {self.grad_accum} accumulation x {self.processes} processes"
-            f" = effective {self.effective_batch}",
-            f"data: {self.examples:,} examples; {self.steps_per_epoch:,} optimizer steps per epoch; {self.epochs:g} epochs",
-            f"precision: {self.precision} compute, trainable weights float32, frozen weights {self.frozen_dtype}; "
-            f"TF32 {'on' if tf32_available() else 'off (not on this machine)'}",
-            self.checkpoint_line(),
-        ]
-
-    @property
-    def total_steps(self) -> int:
-        return self.max_steps if self.max_steps > 0 else int(self.steps_per_epoch * self.epochs)
-
-    def checkpoint_line(self) -> str:
-        """How often a checkpoint is written, or a warning that none will be."""
-        if self.save_steps > self.total_steps:
-            return (
-                f"checkpoints: NONE (train.save_steps={self.save_steps} > {self.total_steps:,} steps): "
-                "a killed run restarts from step 0"
-            )
-        return f"checkpoints: every {self.save_steps:,} steps of {self.total_steps:,} (a killed run resumes from the last)"
-
-
-def describe_parts(cfg: Config) -> str:
-    """Human-readable model parts of the config."""
-    m = cfg.model
-    if m.source == "tiny":
-        t = m.tiny
-        return f"CLIP-vision {t.vision_layers}x{t.vision_hidden} @ {t.image_size}px/{t.patch_size} + Llama {t.text_layers}x{t.text_hidden}"
-    if m.source == "pretrained":
-        return str(m.name_or_path)
-    proj = f" + projector {m.projector}" if m.projector else " + new projector"
-    return f"{m.vision_tower} (layer {m.vision_feature_layer}) + {m.language_model}{proj} [{m.projector_type}]"
-
-
-def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
-    """The run's plan from the config, the (possibly meta-device) model and the example count."""
-    trainable, total = count_parameters(model)
-    ga = grad_accum(cfg)
-    per_step = cfg.train.per_device_batch_size * ga * world_size()
-    return Plan(
-        cfg.model.source,
-        describe_parts(cfg),
-        cfg.train.mode,
-        trainable,
-        total,
-        examples,
-        cfg.train.per_device_batch_size,
-        ga,
-        world_size(),
-        max(1, -(-examples // per_step)),
-        cfg.train.epochs,
-        cfg.train.max_steps,
-        cfg.train.save_steps,
-        resolve_precision(cfg.train.precision),
-        str(torch_dtype(cfg.model.dtype)).removeprefix("torch."),
-    )
-
-
 def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
     """TrainingArguments from the config's train section."""
     t = cfg.train
     precision = resolve_precision(t.precision)
+    every = eval_strategy(t)
     return TrainingArguments(
         output_dir=str(out),
         num_train_epochs=t.epochs,
@@ -249,9 +160,15 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.scheduler,
         logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
+        eval_strategy=every,
+        eval_steps=t.eval_steps or None,
+        save_strategy="steps" if every == "no" else every,  # with evaluation on, every evaluation saves
+        save_steps=t.eval_steps or t.save_steps,
         save_total_limit=t.save_total_limit,
+        load_best_model_at_end=every != "no",
+        metric_for_best_model=METRIC if every != "no" else None,
+        greater_is_better=True,
+        restore_callback_states_from_checkpoint=True,  # early stopping's patience count survives a resume
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         tf32=tf32_available() or None,
@@ -264,10 +181,15 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         ddp_backend=None if torch.cuda.is_available() or world_size() == 1 else "gloo",  # CPU processes: gloo
         seed=cfg.seed,
         data_seed=cfg.seed,
-        disable_tqdm=False,
+        disable_tqdm=True,  # the stage's own progress bar shows the run
         save_only_model=False,
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
     )
+
+
+def eval_strategy(t: Any) -> str:
+    """Trainer's eval_strategy for train.eval_steps: 'epoch' (None), 'no' (0) or 'steps'."""
+    return "epoch" if t.eval_steps is None else "no" if t.eval_steps == 0 else "steps"
 
 
 def last_complete_checkpoint(trainer_dir: Path) -> str | None:
@@ -290,31 +212,38 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_trainer(cfg: Config, comp: Competition, model: Any, processor: Any, dataset: TrainSet, out: Path) -> PartsTrainer:
-    """The fold's Trainer: image collator, one learning rate per model part, the JSONL log beside `out`."""
+def make_trainer(cfg: Config, comp: Competition, model: Any, processor: Any, dataset: TrainSet, out: Path,
+                 held_out: pd.DataFrame, vocabulary: list[str]) -> PartsTrainer:  # fmt: skip
+    """The fold's Trainer: image collator, one learning rate per model part, the held-out accuracy probe,
+    early stopping and the time budget, the JSONL log beside `out`."""
     images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cfg.train.cache_images)
     tok = processor.tokenizer
     collator = TrainCollator(images, model.config.image_token_id, image_token_count(model.config), tok.pad_token_id)
     t = cfg.train
     lrs = {"language": t.learning_rate, "vision": t.vision_lr or t.learning_rate,
            "projector": t.projector_lr or t.learning_rate}  # fmt: skip
-    return PartsTrainer(
-        model=model,
-        args=training_arguments(cfg, out),
-        train_dataset=dataset,
-        data_collator=collator,
-        processing_class=tok,
-        callbacks=[JsonlLog(out.parent / "train_log.jsonl")],
-        part_lrs=lrs,
-    )
+    args = training_arguments(cfg, out)
+    evaluates = args.eval_strategy != "no"
+    probe = AccuracyProbe(cfg, held_out, processor, images, AnswerNormalizer.of(cfg, comp), vocabulary) if evaluates else None
+    callbacks = [JsonlLog(out.parent / "train_log.jsonl")]
+    if evaluates and t.patience:
+        callbacks.append(EarlyStoppingCallback(t.patience, t.min_delta))
+    if t.max_minutes:
+        callbacks.append(TimeBudget(t.max_minutes))
+    trainer = PartsTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=tok,
+                           callbacks=callbacks, part_lrs=lrs, probe=probe, eval_dataset=held_out if evaluates else None)  # fmt: skip
+    trainer.remove_callback(PrinterCallback)  # no printed log dicts: train_log.jsonl and report_to have them
+    return trainer
 
 
-def train_fold(
-    cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print
-) -> tuple[dict[str, Any], Any]:
-    """Train one fold (resuming if checkpoints exist) and save its model; returns (metrics, trained model)."""
+def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print,
+               progress: Callable[[str, int], Callable[..., None]] | None = None) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    """Train one fold (resuming if checkpoints exist) and save its model (the best evaluated step when the run
+    evaluates); returns (metrics, trained model). `progress(name, total)` gives a tick(n, status) to feed a bar."""
     fdir = cfg.fold_dir(fold)
     rows = fold_rows(comp, folds, fold, "train")
+    vocabulary = rows[ANSWER].value_counts().index.tolist()
+    rows, held_out = held_out_rows(cfg, rows, fold_rows(comp, folds, fold, "val"))
     set_seed(cfg.seed)  # every new layer (projector, LoRA) starts the same in every run of a config
     model, processor = build_base(cfg.model, tokenizer_texts(comp), cfg.seed)
     base_name = None if cfg.model.source == "tiny" else (cfg.model.name_or_path or "from_parts")
@@ -329,17 +258,23 @@ def train_fold(
         log(line)
     trainer_dir = fdir / "trainer"
     trainer_dir.mkdir(parents=True, exist_ok=True)
-    trainer = make_trainer(cfg, comp, model, processor, dataset, trainer_dir)
+    trainer = make_trainer(cfg, comp, model, processor, dataset, trainer_dir, held_out, vocabulary)
+    if progress:
+        trainer.add_callback(TrainProgress(f"fold {fold}", progress))
     last = last_complete_checkpoint(trainer_dir)
     if last:
         log(f"resuming from {last}")
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
+    state = trainer.state
     metrics = {
         "fold": fold,
         "loss": result.training_loss,
-        "steps": trainer.state.global_step,
+        "steps": state.global_step,
+        "max_steps": state.max_steps,
+        f"best_{METRIC}": state.best_metric,
+        "best_step": state.best_global_step,
         "resumed_from": last,
         "examples": len(dataset),
         "train_seconds": seconds,
@@ -351,22 +286,13 @@ def train_fold(
     if trainer.is_world_process_zero():
         save_trained(trainer.model, processor, fdir / "model", cfg.train.mode, base_name, pristine)
         atomic_write_json(metrics, fdir / "train_metrics.json")
+        plot_curve(read_log(fdir / "train_log.jsonl"), fdir / "train_curve.png")
     return metrics, trainer.model
 
 
-def dry_run_plan(cfg: Config, fold: int) -> list[str]:
-    """The plan of a run without building weights or downloading: meta-device model, data size."""
-    from competition.data import load_competition
-    from competition.errors import DataError
-    from competition.plan import check_tokenizer, plan_model
-
-    model = apply_mode(plan_model(cfg.model), cfg.train)
-    tokenizer = check_tokenizer(cfg.model)
-    try:
-        n_train = len(load_competition(cfg.data).train)
-        source = f"{cfg.data.root}"
-    except DataError:
-        n_train, source = DACON_TRAIN_QUESTIONS, f"the Dacon size ({cfg.data.root} not found)"
-    examples = n_train - n_train // cfg.folds.k
-    plan = make_plan(cfg, model, examples)
-    return [f"fold {fold} of {cfg.folds.k}; training questions from {source}", *plan.lines(), tokenizer]
+def trained_summary(m: dict[str, Any]) -> str:
+    """One line on a finished fold: loss, steps, the best held-out accuracy and its step, time."""
+    best = m.get(f"best_{METRIC}")
+    kept = f"; held-out accuracy {best:.4f} at step {m['best_step']} (kept)" if best is not None else ""
+    early = " (stopped early)" if 0 < m["steps"] < m.get("max_steps", 0) else ""
+    return f"loss {m['loss']:.4f} after {m['steps']} steps{early}{kept} in {m['train_seconds']:.0f} s"

@@ -37,6 +37,7 @@ BASE = [
     "train.max_steps=120",
     "train.warmup_ratio=0",
     "train.save_steps=1000",
+    "train.eval_steps=0",
     "train.cache_images=true",
     "predict.batch_size=8",
     "predict.prompts=[short_answer, plain]",

@@ -24,7 +24,8 @@ def test_tiny_llava_beats_the_per_type_majority_answer(tmp_path: Path) -> None:
     generate(root, train_images=1500, test_images=5, seed=7)
     cfg = load_config(
         "configs/demo.yaml",
-        [f"data.root={root}", f"workdir={tmp_path}", "train.max_steps=1600", "train.save_steps=10000"],
+        [f"data.root={root}", f"workdir={tmp_path}", "train.max_steps=1600", "train.save_steps=10000",
+         "train.eval_steps=0"],
     )
     comp = load_competition(cfg.data)
     write_folds(cfg, comp.train)

@@ -134,7 +134,7 @@ def test_from_parts_imports_original_llava_projector(parts: Path, tmp_path: Path
 
 
 def test_seed_recipe_dry_run_plans_without_weights() -> None:
-    from competition.train import dry_run_plan
+    from competition.plan import dry_run_plan
 
     cfg = load_config("configs/seed_llava_vicuna7b.yaml", ["data.root=/nonexistent"])
     text = "\n".join(dry_run_plan(cfg, 0))
@@ -146,7 +146,7 @@ def test_seed_recipe_dry_run_plans_without_weights() -> None:
 
 def test_seed_recipe_trains_and_predicts_with_the_seeds_conversation() -> None:
     from competition.prompts import render
-    from competition.train import dry_run_plan
+    from competition.plan import dry_run_plan
 
     cfg = load_config("configs/seed_llava_vicuna7b.yaml")
     assert cfg.train.prompt == "vicuna_v1" and cfg.predict.prompts == ["vicuna_v1"]
@@ -155,9 +155,11 @@ def test_seed_recipe_trains_and_predicts_with_the_seeds_conversation() -> None:
         "detailed, and polite answers to the user's questions. USER: <image>\nWhat is it? ASSISTANT:"
     )
     assert render("llava_v1", "What is it?").startswith("A chat between a curious human")
-    seed_sets = ["data.root=/nonexistent", "train.save_steps=2400"]
+    seed_sets = ["data.root=/nonexistent", "train.eval_steps=2400"]
     plan = dry_run_plan(load_config("configs/seed_llava_vicuna7b.yaml", seed_sets), 0)
-    assert any(line.startswith("checkpoints: NONE (train.save_steps=2400 > 1,124 steps)") for line in plan), plan
+    assert any(line.startswith("checkpoints: NONE (train.eval_steps=2400 > 1,124 steps)") for line in plan), plan
+    plan = dry_run_plan(load_config("configs/seed_llava_vicuna7b.yaml", [*seed_sets, "train.eval_steps=0"]), 0)
+    assert any(line.startswith("checkpoints: every 200 steps of 1,124") for line in plan), plan
 
 
 def test_a_projector_file_of_the_other_type_is_one_clear_error(parts: Path, tmp_path: Path) -> None:

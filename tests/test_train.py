@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from competition.config import Config, load_config
 from competition.data import load_competition
@@ -21,7 +22,7 @@ from competition.modeling import build_base, load_trained
 from competition.train import tokenizer_texts, train_fold
 from tests.test_modeling import logits
 
-FAST = ["train.per_device_batch_size=8", "train.logging_steps=1", "train.save_steps=2", "train.learning_rate=5e-3",
+FAST = ["train.per_device_batch_size=8", "train.logging_steps=1", "train.save_steps=2", "train.eval_steps=0", "train.learning_rate=5e-3",
         "train.warmup_ratio=0", "model.tiny.vision_layers=1", "model.tiny.text_layers=1"]  # fmt: skip
 
 
@@ -75,7 +76,7 @@ def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("mode", ["full", "projector", "lora"])
 def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(demo_root: Path, tmp_path: Path, mode: str) -> None:
-    sets = [f"train.mode={mode}", "train.max_steps=6", "train.save_steps=3", "train.lora.r=4"]
+    sets = [f"train.mode={mode}", "train.max_steps=6", "train.eval_steps=3", "train.eval_questions=16", "train.lora.r=4"]
     cfg, comp, folds = setup(demo_root, tmp_path / "straight", *sets)
     _, straight = train_fold(cfg, comp, folds, 0, log=lambda s: None)
     cfg, comp, folds = setup(demo_root, tmp_path / "killed", *sets)
@@ -128,3 +129,90 @@ def test_killed_training_resumes_from_its_last_checkpoint(demo_root: Path, tmp_p
     steps = read_steps(cfg.fold_dir(0) / "train_log.jsonl")
     resumed = steps[steps.index(killed_at) + 1 :] if killed_at in steps else steps
     assert killed_at + 1 in steps and resumed[-1] == 40
+
+
+# Held-out accuracy by optimizer step: peaks at step 4, then falls; steps not listed score 0.1.
+SCRIPT = {2: 0.3, 4: 0.6, 6: 0.4, 8: 0.5, 10: 0.2}
+
+
+def scripted_accuracy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make every trainer's probe answer SCRIPT[step]; returns the steps it was asked at."""
+    import competition.train as train_mod
+
+    asked: list[int] = []
+    real = train_mod.make_trainer
+
+    def make(*args: object, **kwargs: object) -> object:
+        trainer = real(*args, **kwargs)
+
+        def probe(model: object) -> dict[str, float]:
+            asked.append(trainer.state.global_step)
+            return {"accuracy": SCRIPT.get(trainer.state.global_step, 0.1), "accuracy/how many": 0.0}
+
+        trainer.probe = probe
+        return trainer
+
+    monkeypatch.setattr(train_mod, "make_trainer", make)
+    return asked
+
+
+EARLY = ["train.max_steps=30", "train.eval_steps=2", "train.patience=3", "train.save_total_limit=20",
+         "train.eval_questions=8"]  # fmt: skip
+
+
+def test_early_stopping_keeps_the_peak_and_a_resumed_run_keeps_its_best_and_patience(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = scripted_accuracy(monkeypatch)
+    cfg, comp, folds = setup(demo_root, tmp_path, *EARLY)
+    metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    # evaluations at 6, 8 and 10 gain nothing over 0.6: patience 3 stops the run at step 10 of 30
+    assert asked == [2, 4, 6, 8, 10] and metrics["steps"] == 10
+    assert (metrics["best_accuracy"], metrics["best_step"]) == (0.6, 4)
+    trainer_dir = cfg.fold_dir(0) / "trainer"
+    peak, last = (load_file(str(trainer_dir / f"checkpoint-{s}" / "trainable.safetensors")) for s in (4, 10))
+    kept = trainable(load_trained(cfg.fold_dir(0) / "model", cfg.model)[0])
+    assert all(torch.equal(kept[n], peak[n]) for n in peak)
+    assert any(not torch.equal(kept[n], last[n]) for n in last)
+    assert (cfg.fold_dir(0) / "train_curve.png").stat().st_size > 0
+    logged = [json.loads(x) for x in (cfg.fold_dir(0) / "train_log.jsonl").read_text().splitlines()]
+    assert [x["eval_accuracy"] for x in logged if "eval_accuracy" in x] == [0.3, 0.6, 0.4, 0.5, 0.2]
+
+    # killed just after the evaluation (and checkpoint) of step 8: best 0.6 at step 4, patience count 2
+    shutil.rmtree(cfg.fold_dir(0) / "model")
+    shutil.rmtree(trainer_dir / "checkpoint-10")
+    asked.clear()
+    metrics, _ = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    assert metrics["resumed_from"].endswith("checkpoint-8")
+    assert asked == [10] and metrics["steps"] == 10, "the patience count restarted"
+    assert (metrics["best_accuracy"], metrics["best_step"]) == (0.6, 4)
+    kept = trainable(load_trained(cfg.fold_dir(0) / "model", cfg.model)[0])
+    assert all(torch.equal(kept[n], peak[n]) for n in peak)
+
+
+def test_a_time_budget_stops_after_the_step_it_runs_out_in_and_keeps_the_best(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = scripted_accuracy(monkeypatch)
+    cfg, comp, folds = setup(demo_root, tmp_path, *EARLY, "train.max_minutes=0.0001")
+    metrics, _ = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    assert metrics["steps"] == 1 and asked == [1]
+    assert (cfg.fold_dir(0) / "trainer" / "checkpoint-1").is_dir() and (cfg.fold_dir(0) / "model").is_dir()
+
+
+def test_the_inner_split_holds_out_whole_training_images(demo_root: Path, tmp_path: Path) -> None:
+    from competition.folds import fold_rows
+    from competition.monitor import held_out_rows
+
+    cfg, comp, folds = setup(demo_root, tmp_path, "train.eval_steps=5", "train.eval_fraction=0.1", "train.eval_questions=10")
+    train, val = fold_rows(comp, folds, 0, "train"), fold_rows(comp, folds, 0, "val")
+    kept, held = held_out_rows(cfg, train, val)
+    assert len(held) == 10 and not set(held["image_id"]) & set(kept["image_id"])
+    assert set(held["image_id"]) <= set(train["image_id"]) and len(kept) < len(train)
+    assert held.equals(held_out_rows(cfg, train, val)[1])  # deterministic
+    cfg = load_config("configs/demo.yaml", [f"workdir={tmp_path}", "train.eval_split=val", "train.eval_questions=50"])
+    kept, held = held_out_rows(cfg, train, val)
+    assert kept.equals(train) and set(held["id"]) <= set(val["id"])
+    cfg = load_config("configs/demo.yaml", [f"workdir={tmp_path}", "train.eval_steps=0"])
+    kept, held = held_out_rows(cfg, train, val)
+    assert kept.equals(train) and held.empty

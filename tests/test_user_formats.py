@@ -125,7 +125,7 @@ def test_dry_run_loads_the_tokenizer_it_will_train_with(folders: dict[str, Path]
 
     from competition.config import load_config
     from competition.errors import ConfigError
-    from competition.train import dry_run_plan
+    from competition.plan import dry_run_plan
 
     sets = ["data.root=/nonexistent", f"model.vision_tower={folders['clip_model']}"]
     lm = f"model.language_model={folders['llama_sentencepiece']}"

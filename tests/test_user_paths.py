@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from tests.user_formats import build_user_formats
 
-SIZES = ["train.per_device_batch_size=4", "train.effective_batch_size=4", "train.max_steps=24", "train.save_steps=4",
+SIZES = ["train.per_device_batch_size=4", "train.effective_batch_size=4", "train.max_steps=24", "train.eval_steps=4", "train.eval_questions=32",
          "train.logging_steps=1", "train.lora.r=8", "train.lora.alpha=16", "predict.batch_size=16"]  # fmt: skip
 CASES = {
     "seed_clip_vision_llama": ("configs/seed_llava_vicuna7b.yaml", ["model.vision_tower={clip_vision}",

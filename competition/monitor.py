@@ -1,0 +1,160 @@
+"""What a training run measures and shows while it trains: the competition metric on held-out questions,
+the time budget, the progress bar and the accuracy curve.
+
+    python -m competition train -c configs/demo.yaml --fold 0 --set train.patience=3
+
+Held-out questions are, by default, an inner split of the fold's training images (train.eval_split=inner),
+so the step the run keeps is never chosen on the questions its out-of-fold predictions are scored on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit
+from transformers import TrainerCallback
+
+from competition.config import Config, DecodingConfig
+from competition.data import ANSWER, IMAGE, QUESTION
+from competition.engine import Engine
+from competition.images import Images
+from competition.io import atomic_open
+from competition.metrics import question_types
+from competition.normalize import AnswerNormalizer
+
+METRIC = "accuracy"  # what early stopping and the best checkpoint follow; Trainer logs it as eval_accuracy
+
+
+def held_out_rows(cfg: Config, train_rows: pd.DataFrame, val_rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows the model trains on, the fixed sample of questions it is evaluated on while training).
+
+    inner: a share of the training images (grouped, deterministic) leaves training; val: the fold's validation
+    questions, training rows untouched; evaluation off (eval_steps=0): every row trains, nothing is evaluated."""
+    t = cfg.train
+    if t.eval_steps == 0:
+        return train_rows, train_rows.iloc[:0]
+    if t.eval_split == "val":
+        pool = val_rows
+    else:
+        split = GroupShuffleSplit(n_splits=1, test_size=t.eval_fraction, random_state=cfg.seed)
+        keep, held = next(split.split(train_rows, groups=train_rows[IMAGE]))
+        train_rows, pool = train_rows.iloc[keep].reset_index(drop=True), train_rows.iloc[held]
+    sample = pool.sample(min(len(pool), t.eval_questions), random_state=cfg.seed).reset_index(drop=True)
+    return train_rows, sample
+
+
+class AccuracyProbe:
+    """Greedy answers of the engine on the held-out sample, scored with the competition's normalizer."""
+
+    def __init__(self, cfg: Config, rows: pd.DataFrame, processor: Any, images: Images, normalizer: AnswerNormalizer,
+                 vocabulary: list[str]) -> None:  # fmt: skip
+        self.cfg, self.processor, self.images, self.vocabulary = cfg, processor, images, vocabulary
+        self.questions, self.image_ids = rows[QUESTION].tolist(), rows[IMAGE].tolist()
+        self.normalizer = normalizer
+        self.gold = normalizer(rows[ANSWER]).to_numpy()
+        self.types = question_types(rows[QUESTION]).to_numpy()
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        """{'accuracy': overall, 'accuracy/<question type>': per type} of the model as it is now."""
+        p = self.cfg.predict
+        engine = Engine(model, self.processor, self.images, batch_size=p.batch_size, prefix_cache=p.prefix_cache,
+                        max_length=p.max_length, vocabulary=self.vocabulary)  # fmt: skip
+        was_training = model.training
+        model.eval()
+        try:
+            answers = [a for batch in engine.answer(self.cfg.train.prompt, DecodingConfig(), self.questions,
+                                                    self.image_ids) for a in batch]  # fmt: skip
+        finally:
+            model.train(was_training)
+        texts = pd.Series([a.text for a in sorted(answers, key=lambda a: a.row)])
+        right = pd.Series(self.normalizer(texts).to_numpy() == self.gold)
+        per_type = right.groupby(self.types).mean()
+        return {METRIC: float(right.mean()), **{f"{METRIC}/{t}": float(v) for t, v in per_type.items()}}
+
+
+class TimeBudget(TrainerCallback):
+    """Stop after train.max_minutes of this run's training, evaluating and saving the step it stops at."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds, self.start = minutes * 60, 0.0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.start = time.monotonic()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if time.monotonic() - self.start > self.seconds and not control.should_training_stop:
+            control.should_training_stop = True
+            control.should_evaluate = args.eval_strategy != "no"
+            control.should_save = True
+
+
+class TrainProgress(TrainerCallback):
+    """Feeds one progress bar: step of max_steps, the last loss, the last held-out accuracy and the best so far."""
+
+    def __init__(self, name: str, progress: Callable[[str, int], Callable[..., None]]) -> None:
+        self.name, self.progress = name, progress
+        self.tick: Callable[..., None] | None = None
+        self.loss: float | None = None
+        self.accuracy: float | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.is_world_process_zero:
+            self.tick = self.progress(self.name, state.max_steps)
+            self.tick(state.global_step, self.status(state))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.tick:
+            self.tick(1, self.status(state))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+        logs = logs or {}
+        self.loss = logs.get("loss", self.loss)
+        self.accuracy = logs.get(f"eval_{METRIC}", self.accuracy)
+
+    def status(self, state: Any) -> str:
+        """'loss 0.4123 · acc 0.7100 (best 0.7300)' with what is known so far."""
+        parts = [f"loss {self.loss:.4f}"] if self.loss is not None else []
+        if self.accuracy is not None:
+            parts.append(f"acc {self.accuracy:.4f}")
+        if state.best_metric is not None:
+            parts.append(f"(best {state.best_metric:.4f})")
+        return " ".join(parts)
+
+
+def read_log(path: Path) -> pd.DataFrame:
+    """train_log.jsonl as a frame (one row per Trainer log line); empty when there is none."""
+    if not path.is_file():
+        return pd.DataFrame()
+    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+
+
+def plot_curve(log: pd.DataFrame, out: Path) -> Path | None:
+    """train_curve.png: held-out accuracy (and training loss) against the optimizer step; None without a log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if log.empty or "step" not in log:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if f"eval_{METRIC}" in log:
+        acc = log.dropna(subset=[f"eval_{METRIC}"]).drop_duplicates("step", keep="last")
+        ax.plot(acc["step"], acc[f"eval_{METRIC}"], marker="o", color="tab:blue", label="held-out accuracy")
+        best = acc.loc[acc[f"eval_{METRIC}"].idxmax()]
+        ax.axvline(best["step"], color="tab:blue", ls=":", label=f"best {best[f'eval_{METRIC}']:.4f} @ {best['step']:.0f}")
+    ax.set(xlabel="optimizer step", ylabel="accuracy", ylim=(0, 1))
+    if "loss" in log:
+        loss = log.dropna(subset=["loss"]).drop_duplicates("step", keep="last")
+        ax.twinx().plot(loss["step"], loss["loss"], color="tab:orange", alpha=0.6, label="training loss")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with atomic_open(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+    return out
