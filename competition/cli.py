@@ -237,7 +237,8 @@ def tune(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     study: Annotated[
-        str, typer.Option(help="decoding (prompt + decoding on a fold's validation), prompts (same), or vote (OOF)")
+        str, typer.Option(help="train (training on a fold's inner split), decoding (prompt + decoding on a fold's "
+                          "validation), prompts (same), or vote (OOF)")
     ] = "decoding",
     trials: Annotated[
         int | None, typer.Option(help="trials to add (default tune.trials), shared by the workers")
@@ -246,12 +247,12 @@ def tune(
 ) -> None:
     """Optuna study on local validation; best parameters go to experiments/<exp>/tuned.yaml."""
     from competition.pipeline import stage_inputs
-    from competition.tune import tune_with_workers
+    from competition.tune import STUDIES, tune_with_workers
 
     cfg = config_from(config, set_)
     kind = {"prompts": "decoding"}.get(study, study)
-    if kind not in ("decoding", "vote"):
-        raise ConfigError(f"--study '{study}': expected decoding, prompts or vote")
+    if kind not in STUDIES:
+        raise ConfigError(f"--study '{study}': expected train, decoding, prompts or vote")
     s, path = tune_with_workers(cfg, *stage_inputs(cfg, make_folds=False), kind, trials or cfg.tune.trials, workers)
     done = [t for t in s.trials if t.state.name == "COMPLETE"]
     say(

@@ -266,7 +266,9 @@ class TuneConfig(Section):
     vote_trials: int = Field(48, ge=1, description="trials of the vote study in `demo` (each scores stored OOF answers)")
     max_questions: int = Field(400, ge=10, description="validation questions per decoding trial")
     prune_chunks: int = Field(4, ge=1, description="partial evaluations per trial reported to the pruner")
-    min_gain: float = Field(0.01, ge=0, description="a tuned decoding must beat greedy by this much, else greedy stays")
+    min_gain: float = Field(
+        0.01, ge=0, description="tuned training or decoding must beat the config's own by this much, else it stays"
+    )
 
 
 class Config(Section):

@@ -77,6 +77,18 @@ class AccuracyProbe:
         return {METRIC: float(right.mean()), **{f"{METRIC}/{t}": float(v) for t, v in per_type.items()}}
 
 
+class PruneOnEvaluate(TrainerCallback):
+    """Report each held-out accuracy to an Optuna trial; stop training when the pruner says so."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial, self.pruned = trial, False
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kw: Any) -> None:
+        self.trial.report((metrics or {}).get(f"eval_{METRIC}", 0.0), state.global_step)
+        if self.trial.should_prune():
+            self.pruned = control.should_training_stop = True
+
+
 class TimeBudget(TrainerCallback):
     """Stop after train.max_minutes of this run's training, evaluating and saving the step it stops at."""
 

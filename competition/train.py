@@ -43,6 +43,7 @@ from competition.modeling import (
 from competition.monitor import METRIC, AccuracyProbe, TimeBudget, TrainProgress, held_out_rows, plot_curve, read_log
 from competition.normalize import AnswerNormalizer
 from competition.plan import grad_accum, make_plan, world_size
+from competition.tuned import tuned_train
 
 TRAINABLE_FILE = "trainable.safetensors"
 
@@ -237,9 +238,14 @@ def make_trainer(cfg: Config, comp: Competition, model: Any, processor: Any, dat
 
 
 def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print,
-               progress: Callable[[str, int], Callable[..., None]] | None = None) -> tuple[dict[str, Any], Any]:  # fmt: skip
-    """Train one fold (resuming if checkpoints exist) and save its model (the best evaluated step when the run
-    evaluates); returns (metrics, trained model). `progress(name, total)` gives a tick(n, status) to feed a bar."""
+               progress: Callable[[str, int], Callable[..., None]] | None = None,
+               callbacks: list[TrainerCallback] | None = None) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    """Train one fold (resuming if checkpoints exist) with the training study's parameters when tuned.yaml has them,
+    and save its model (the best evaluated step when the run evaluates); returns (metrics, trained model).
+    `progress(name, total)` gives a tick(n, status) to feed a bar."""
+    cfg, tuned = tuned_train(cfg)
+    if tuned:
+        log(f"tuned (tuned.yaml): {', '.join(f'{k}={v:.4g}' for k, v in tuned.items())}")
     fdir = cfg.fold_dir(fold)
     rows = fold_rows(comp, folds, fold, "train")
     vocabulary = rows[ANSWER].value_counts().index.tolist()
@@ -259,8 +265,8 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     trainer_dir = fdir / "trainer"
     trainer_dir.mkdir(parents=True, exist_ok=True)
     trainer = make_trainer(cfg, comp, model, processor, dataset, trainer_dir, held_out, vocabulary)
-    if progress:
-        trainer.add_callback(TrainProgress(f"fold {fold}", progress))
+    for callback in [*(callbacks or []), *([TrainProgress(f"fold {fold}", progress)] if progress else [])]:
+        trainer.add_callback(callback)
     last = last_complete_checkpoint(trainer_dir)
     if last:
         log(f"resuming from {last}")
@@ -276,6 +282,7 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         f"best_{METRIC}": state.best_metric,
         "best_step": state.best_global_step,
         "resumed_from": last,
+        "tuned": tuned,
         "examples": len(dataset),
         "train_seconds": seconds,
         "samples_per_second": result.metrics.get("train_samples_per_second"),

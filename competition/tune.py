@@ -1,5 +1,7 @@
-"""Optuna studies on local validation only: decoding + prompt on a fold's validation questions, vote on OOF.
+"""Optuna studies on local validation only: training on a fold's inner split, decoding + prompt on a fold's
+validation questions, vote on OOF.
 
+    python -m competition tune -c configs/demo.yaml --study train --trials 12
     python -m competition tune -c configs/demo.yaml --study decoding --trials 20
     python -m competition tune -c configs/demo.yaml --study vote --trials 50
 
@@ -7,11 +9,12 @@ Studies live in an RDB (sqlite:///experiments/<exp>/optuna.db unless tune.storag
 so a rerun adds trials to the same study and several workers can share one. A running trial beats
 a heartbeat into the storage; one whose heartbeat stopped (its process was killed) is failed when any
 worker next opens the study or starts a trial. The best parameters are merged into
-experiments/<exp>/tuned.yaml, which `predict` and `ensemble` pick up.
+experiments/<exp>/tuned.yaml, which `train`, `predict` and `ensemble` pick up.
 """
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,16 +22,16 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from competition.config import Config, DecodingConfig
+from competition.config import Config, DecodingConfig, TrainConfig
 from competition.data import ANSWER, IMAGE, QUESTION, Competition
-from competition.errors import WorkerError
+from competition.errors import ConfigError, WorkerError
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_yaml
 from competition.normalize import AnswerNormalizer
 from competition.tuned import save_tuned
 from competition.vote import FUZZY_THRESHOLD, METHODS, score, vote
 
-STUDIES = ("decoding", "vote")
+STUDIES = ("train", "decoding", "vote")
 HEARTBEAT_S = 10  # a running trial records it is alive this often
 GRACE_S = 60  # a running trial silent this long belongs to a dead process and is failed
 
@@ -76,6 +79,59 @@ def decoding_space(trial: optuna.Trial, prompts: list[str]) -> tuple[str, Decodi
         length_penalty=trial.suggest_float("length_penalty", 0.5, 1.5) if beams > 1 else 1.0,
         constrained=mode == "constrained",
     )
+
+
+def train_space(trial: optuna.Trial, t: TrainConfig) -> dict[str, Any]:
+    """The training study's space around the config's own values: learning rate per model part, warmup, questions
+    per conversation. Epochs stay the config's upper bound; early stopping picks the step."""
+    lr = trial.suggest_float("learning_rate", t.learning_rate / 4, t.learning_rate * 4, log=True)
+    params = {
+        "learning_rate": lr,
+        "projector_lr": lr * trial.suggest_float("projector_lr_ratio", 0.25, 4.0, log=True),
+        "warmup_ratio": trial.suggest_float("warmup_ratio", 0.0, 0.1),
+        "pack_questions": trial.suggest_categorical("pack_questions", sorted({1, 2, 4, 8, t.pack_questions})),
+    }
+    if t.mode == "full":
+        params["vision_lr"] = lr * trial.suggest_float("vision_lr_ratio", 0.25, 4.0, log=True)
+    return params
+
+
+def default_train(cfg: Config) -> dict[str, Any]:
+    """The training study's parameters of the config's own training."""
+    t = cfg.train
+    own = {"learning_rate": t.learning_rate, "projector_lr_ratio": (t.projector_lr or t.learning_rate) / t.learning_rate,
+           "warmup_ratio": t.warmup_ratio, "pack_questions": t.pack_questions}  # fmt: skip
+    return own | ({"vision_lr_ratio": (t.vision_lr or t.learning_rate) / t.learning_rate} if t.mode == "full" else {})
+
+
+class TrainObjective:
+    """The best held-out accuracy of one fold trained with a trial's parameters; each evaluation goes to the pruner.
+
+    Trials train under experiments/<exp>/train-study/ and keep their logs and curves, not their weights."""
+
+    def __init__(self, cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int) -> None:
+        if cfg.train.eval_steps == 0:
+            raise ConfigError("tune --study train: train.eval_steps=0 turns off the held-out accuracy it maximises")
+        self.cfg, self.comp, self.folds, self.fold = cfg, comp, folds, fold
+
+    def trial_config(self, trial: optuna.Trial) -> Config:
+        """The config with the trial's training parameters, its folders under train-study/."""
+        raw = self.cfg.to_dict()
+        raw["train"].update(train_space(trial, self.cfg.train))
+        raw.update(workdir=str(self.cfg.exp_dir / "train-study"), experiment=f"trial{trial.number}")
+        return Config.model_validate(raw)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from competition.monitor import PruneOnEvaluate
+        from competition.train import train_fold
+
+        cfg, report = self.trial_config(trial), PruneOnEvaluate(trial)
+        metrics, _ = train_fold(cfg, self.comp, self.folds, self.fold, log=lambda s: None, callbacks=[report])
+        for weights in ("trainer", "model"):
+            shutil.rmtree(cfg.fold_dir(self.fold) / weights, ignore_errors=True)
+        if report.pruned:
+            raise optuna.TrialPruned()
+        return float(metrics["best_accuracy"])
 
 
 def vote_space(trial: optuna.Trial, members: list[str]) -> tuple[str, dict[str, float], float]:
@@ -148,6 +204,17 @@ def best_decoding(study: optuna.Study, cfg: Config) -> dict[str, Any]:
     return {"decoding": {"prompt": prompt, **d.model_dump()}, "decoding_score": best.value}
 
 
+def best_train(study: optuna.Study, cfg: Config) -> dict[str, Any]:
+    """tuned.yaml section: the best training parameters, unless they beat the config's own by less than
+    tune.min_gain (then the config's own, which `train` then uses unchanged)."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    default = next((t for t in done if t.params == default_train(cfg)), None)
+    best = study.best_trial
+    if default is not None and best.value < default.value + cfg.tune.min_gain:
+        return {"train": {}, "train_score": default.value}
+    return {"train": train_space(optuna.trial.FixedTrial(best.params), cfg.train), "train_score": best.value}
+
+
 def best_vote(study: optuna.Study) -> dict[str, Any]:
     """tuned.yaml section: the best vote method, threshold and member weights."""
     p = dict(study.best_params)
@@ -190,6 +257,8 @@ def objective_for(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str
     """The study's objective, built from its inputs (a CompetitionError when they are missing)."""
     if kind == "decoding":
         return DecodingObjective(cfg, comp, folds, cfg.tune.fold)
+    if kind == "train":
+        return TrainObjective(cfg, comp, folds, cfg.tune.fold)
     from competition.predict import oof_frame
 
     oof = oof_frame(cfg, comp, folds)
@@ -205,11 +274,12 @@ def run_study(
     if trials and objective is None:
         objective = objective_for(cfg, comp, folds, kind)
     study = open_study(cfg, kind)
-    if kind == "decoding" and trials and not study.trials:  # default greedy decoding first: the bar to clear
-        study.enqueue_trial(default_decoding(cfg))
+    if kind in ("train", "decoding") and trials and not study.trials:  # the config's own first: the bar to clear
+        study.enqueue_trial(default_train(cfg) if kind == "train" else default_decoding(cfg))
     if trials:
         study.optimize(objective, n_trials=trials)
-    path = save_tuned(cfg, best_decoding(study, cfg) if kind == "decoding" else best_vote(study))
+    best = {"train": best_train, "decoding": best_decoding}.get(kind, lambda s, c: best_vote(s))
+    path = save_tuned(cfg, best(study, cfg))
     plot_study(study, cfg.exp_dir / f"optuna-{kind}.png")
     return study, path
 

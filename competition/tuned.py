@@ -1,4 +1,4 @@
-"""experiments/<exp>/tuned.yaml: the best parameters of the Optuna studies, read by `predict` and `ensemble`.
+"""experiments/<exp>/tuned.yaml: the best parameters of the Optuna studies, read by `train`, `predict` and `ensemble`.
 
     python -c "from competition.config import load_config; from competition.tuned import load_tuned; print(load_tuned(load_config('configs/demo.yaml')))"
 """
@@ -32,6 +32,16 @@ def load_tuned(cfg: Config) -> dict[str, Any]:
     """The tuned parameters of the experiment ({} before any study)."""
     path = tuned_path(cfg)
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def tuned_train(cfg: Config) -> tuple[Config, dict[str, Any]]:
+    """The config with the training study's best parameters from tuned.yaml, and those parameters ({}: none)."""
+    params = load_tuned(cfg).get("train") or {}
+    if not params:
+        return cfg, {}
+    raw = cfg.to_dict()
+    raw["train"].update(params)
+    return Config.model_validate(raw), params
 
 
 def tuned_job(cfg: Config) -> tuple[str, DecodingConfig] | None:

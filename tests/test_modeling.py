@@ -145,8 +145,8 @@ def test_seed_recipe_dry_run_plans_without_weights() -> None:
 
 
 def test_seed_recipe_trains_and_predicts_with_the_seeds_conversation() -> None:
-    from competition.prompts import render
     from competition.plan import dry_run_plan
+    from competition.prompts import render
 
     cfg = load_config("configs/seed_llava_vicuna7b.yaml")
     assert cfg.train.prompt == "vicuna_v1" and cfg.predict.prompts == ["vicuna_v1"]

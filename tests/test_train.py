@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -135,19 +136,21 @@ def test_killed_training_resumes_from_its_last_checkpoint(demo_root: Path, tmp_p
 SCRIPT = {2: 0.3, 4: 0.6, 6: 0.4, 8: 0.5, 10: 0.2}
 
 
-def scripted_accuracy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make every trainer's probe answer SCRIPT[step]; returns the steps it was asked at."""
+def scripted_accuracy(monkeypatch: pytest.MonkeyPatch, accuracy: Callable[[Config, int], float] | None = None) -> list[int]:
+    """Make every trainer's probe answer accuracy(config, step) (default SCRIPT[step]); returns the steps it was asked at."""
     import competition.train as train_mod
 
     asked: list[int] = []
     real = train_mod.make_trainer
 
-    def make(*args: object, **kwargs: object) -> object:
-        trainer = real(*args, **kwargs)
+    def make(cfg: Config, *args: object, **kwargs: object) -> object:
+        trainer = real(cfg, *args, **kwargs)
 
         def probe(model: object) -> dict[str, float]:
-            asked.append(trainer.state.global_step)
-            return {"accuracy": SCRIPT.get(trainer.state.global_step, 0.1), "accuracy/how many": 0.0}
+            step = trainer.state.global_step
+            asked.append(step)
+            found = accuracy(cfg, step) if accuracy else SCRIPT.get(step, 0.1)
+            return {"accuracy": found, "accuracy/how many": 0.0}
 
         trainer.probe = probe
         return trainer

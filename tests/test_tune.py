@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from competition.folds import write_folds
 from competition.tune import open_study, run_study, storage_url
 from tests.postgres import postgres_server
 from tests.test_ensemble import predicted
+from tests.test_train import scripted_accuracy
 
 State = optuna.trial.TrialState
 LONG_AGO = datetime(2000, 1, 1)
@@ -115,3 +117,43 @@ def test_resume_fails_a_killed_trial_but_not_a_live_workers(data_copy: Path, tmp
 def test_resume_fails_a_killed_trial_but_not_a_live_workers_on_postgres(data_copy: Path, tmp_path: Path) -> None:
     with postgres_server() as url:
         resume_beside_a_live_worker(data_copy, tmp_path / "w", [f"tune.storage={url}"])
+
+
+TRAIN_STUDY = ["folds.k=3", "train.per_device_batch_size=8", "train.max_steps=8", "train.eval_steps=2",
+               "train.patience=4", "model.tiny.vision_layers=1", "model.tiny.text_layers=1", "tune.min_gain=0"]  # fmt: skip
+
+
+def peaked_at_twice_the_learning_rate(base: float) -> Callable:
+    """Held-out accuracy that grows with the step, best at learning rate 2 x base and falling off either side."""
+    return lambda cfg, step: step / 8 * math.exp(-abs(math.log(cfg.train.learning_rate / (2 * base))))
+
+
+def test_the_training_study_prunes_and_train_takes_its_best_parameters(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from competition.pipeline import stage_inputs
+    from competition.train import train_fold
+    from competition.tune import default_train
+    from competition.tuned import load_tuned
+
+    cfg = load_config("configs/demo.yaml", [f"data.root={demo_root}", f"workdir={tmp_path}", *TRAIN_STUDY])
+    comp, folds = stage_inputs(cfg)
+    lr = cfg.train.learning_rate
+    scripted_accuracy(monkeypatch, peaked_at_twice_the_learning_rate(lr))
+    own = default_train(cfg)
+    study = open_study(cfg, "train")
+    for x in (1, 2, 0.5, 0.2):  # the config's own, two neighbours, then one far worse than the median
+        study.enqueue_trial({**own, "learning_rate": lr * x})
+    study, path = run_study(cfg, comp, folds, "train", 5)
+    states = [t.state for t in study.trials]
+    assert states[:4] == [State.COMPLETE] * 3 + [State.PRUNED] and states.count(State.PRUNED) >= 1
+    assert list(study.trials[3].intermediate_values) == [2]  # pruned at its first evaluation, step 2 of 8
+    assert study.best_trial.number == 1
+    tuned = load_tuned(cfg)["train"]
+    assert tuned["learning_rate"] == pytest.approx(2 * lr) and tuned["pack_questions"] == cfg.train.pack_questions
+    assert not list((cfg.exp_dir / "train-study").rglob("*.safetensors"))  # trials keep logs, not weights
+
+    lines: list[str] = []
+    metrics, _ = train_fold(cfg, comp, folds, 0, log=lines.append)
+    assert metrics["tuned"] == tuned and metrics["best_accuracy"] == pytest.approx(study.best_value)
+    assert any(line.startswith(f"tuned (tuned.yaml): learning_rate={2 * lr:.4g}") for line in lines), lines
