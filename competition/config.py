@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from competition.errors import ConfigError
 from competition.io import atomic_write_yaml
-from competition.overrides import apply_overrides, read_yaml
+from competition.overrides import apply_overrides, check_keys, read_yaml
 
 VoteMethod = Literal["majority", "weighted", "fuzzy"]  # the ensemble's vote methods (competition.vote)
 
@@ -67,9 +67,34 @@ class TinyModelConfig(Section):
     text_heads: int = Field(4, description="language model attention heads")
 
 
-class ModelConfig(Section):
-    """Which LLaVA to build or load, and how images are shaped for it."""
+class ClassifierConfig(Section):
+    """model.family=classifier: a vision backbone and a question encoder from transformers (pretrained by name, else
+    random-init from their configs), the question attending over the image features, a head over top answers."""
 
+    vision: str | None = Field(None, description="pretrained vision backbone (AutoModel): hub id or folder; None: vision_config")
+    text: str | None = Field(None, description="pretrained question encoder (AutoModel + AutoTokenizer); None: text_config")
+    vision_config: dict[str, Any] = Field(
+        {"model_type": "resnet", "embedding_size": 32, "hidden_sizes": [32, 64, 128], "depths": [1, 1, 1],
+         "layer_type": "basic"},
+        description="random-init vision backbone: any transformers vision config (model_type + its fields)",
+    )  # fmt: skip
+    text_config: dict[str, Any] = Field(
+        {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "intermediate_size": 256},
+        description="random-init question encoder: any transformers text config, over a tokenizer trained on the data",
+    )  # fmt: skip
+    image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
+    hidden: int = Field(256, ge=8, description="width of the fusion (each image feature with the question) and the head")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the answer layer")
+    max_answers: int = Field(3129, ge=2, description="answers the head scores: the fold's most common (VQA's 3,129)")
+
+
+class ModelConfig(Section):
+    """Which model to build or load, and how images are shaped for it."""
+
+    family: Literal["llava", "classifier"] = Field(
+        "llava", description="llava: a generative LLaVA (source picks which); classifier: an answer-vocabulary classifier"
+    )
     source: Literal["tiny", "pretrained", "from_parts"] = Field(
         "tiny", description="tiny: random-init offline model; pretrained: llava-hf id/path; from_parts: vision + LM"
     )
@@ -93,6 +118,7 @@ class ModelConfig(Section):
         "auto", description="auto: flash_attention_2 when flash-attn is installed, else sdpa"
     )
     tiny: TinyModelConfig = TinyModelConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
 
 
 class LoraSettings(Section):
@@ -341,30 +367,6 @@ class Config(Section):
         return path
 
 
-def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Every dotted key the config accepts, e.g. 'data.root', 'folds.k'."""
-    keys: list[str] = []
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, Section):
-            keys += valid_keys(ann, f"{prefix}{name}.")
-        else:
-            keys.append(prefix + name)
-    return keys
-
-
-def _check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, source: str) -> None:
-    """Refuse unknown keys anywhere in `raw`, naming the key and the valid ones."""
-    for key, value in raw.items():
-        field = model.model_fields.get(key)
-        if field is None:
-            valid = ", ".join(valid_keys(model, prefix))
-            raise ConfigError(f"{source}: unknown config key '{prefix}{key}' (valid keys: {valid})")
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, Section) and isinstance(value, dict):
-            _check_keys(value, ann, f"{prefix}{key}.", source)
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config, apply overrides, validate; ConfigError names the offending key."""
     raw: dict[str, Any] = {}
@@ -377,10 +379,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = read_yaml(path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-    _check_keys(raw, Config, "", source)
+    check_keys(raw, Config, "", source)
     if overrides:
         raw = apply_overrides(raw, overrides)
-        _check_keys(raw, Config, "", "--set")
+        check_keys(raw, Config, "", "--set")
         source = f"{source} with --set"
     try:
         return Config.model_validate(raw)

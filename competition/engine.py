@@ -23,12 +23,10 @@ import pandas as pd
 import torch
 from transformers import LlavaForConditionalGeneration, LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
-from competition.config import Config, DecodingConfig
-from competition.data import ANSWER, Competition
+from competition.config import DecodingConfig
 from competition.dataset import encode_prompts, expand_image_tokens, pad
-from competition.folds import fold_rows
-from competition.images import Images, ImageTransform
-from competition.modeling import image_token_count, load_trained
+from competition.images import Images
+from competition.modeling import image_token_count
 
 # transformers renamed `past_key_values` to `cache` (inputs and outputs); speak whichever it knows.
 CACHE = "cache" if "cache" in inspect.signature(LlavaForConditionalGeneration.forward).parameters else "past_key_values"
@@ -306,15 +304,3 @@ class Engine:
         return [
             Answer(r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))
         ]
-
-
-def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, image_split: str,
-                cache: bool = False, loaded: tuple[Any, Any] | None = None) -> Engine:  # fmt: skip
-    """The engine of a fold's trained model (`loaded`: its (model, processor) when already in memory):
-    the fold's training answers as vocabulary, images of `image_split`, the config's batching."""
-    model, processor = loaded or load_trained(cfg.fold_dir(fold) / "model", cfg.model)
-    vocabulary = fold_rows(comp, folds, fold, "train")[ANSWER].value_counts().index.tolist()
-    images = Images(comp, image_split, ImageTransform(processor, cfg.model.image_aspect_ratio), cache)
-    p = cfg.predict
-    return Engine(model, processor, images, batch_size=p.batch_size, prefix_cache=p.prefix_cache,
-                  max_length=p.max_length, vocabulary=vocabulary)  # fmt: skip

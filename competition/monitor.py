@@ -21,8 +21,6 @@ from transformers import TrainerCallback
 
 from competition.config import Config, DecodingConfig
 from competition.data import ANSWER, IMAGE, QUESTION
-from competition.engine import Engine
-from competition.images import Images
 from competition.io import atomic_open
 from competition.metrics import question_types
 from competition.normalize import AnswerNormalizer
@@ -49,30 +47,25 @@ def held_out_rows(cfg: Config, train_rows: pd.DataFrame, val_rows: pd.DataFrame)
 
 
 class AccuracyProbe:
-    """Greedy answers of the engine on the held-out sample, scored with the competition's normalizer."""
+    """Greedy answers of the engine (built on the model in training) on the held-out sample, scored with the
+    competition's normalizer."""
 
-    def __init__(self, cfg: Config, rows: pd.DataFrame, processor: Any, images: Images, normalizer: AnswerNormalizer,
-                 vocabulary: list[str]) -> None:  # fmt: skip
-        self.cfg, self.processor, self.images, self.vocabulary = cfg, processor, images, vocabulary
+    def __init__(self, cfg: Config, rows: pd.DataFrame, engine: Any, normalizer: AnswerNormalizer) -> None:
+        self.prompt, self.engine, self.normalizer = cfg.train.prompt, engine, normalizer
         self.questions, self.image_ids = rows[QUESTION].tolist(), rows[IMAGE].tolist()
-        self.normalizer = normalizer
         self.gold = normalizer(rows[ANSWER]).to_numpy()
         self.types = question_types(rows[QUESTION]).to_numpy()
 
     def __call__(self, model: Any) -> dict[str, float]:
         """{'accuracy': overall, 'accuracy/<question type>': per type} of the model as it is now."""
-        p = self.cfg.predict
-        engine = Engine(model, self.processor, self.images, batch_size=p.batch_size, prefix_cache=p.prefix_cache,
-                        max_length=p.max_length, vocabulary=self.vocabulary)  # fmt: skip
         was_training = model.training
         model.eval()
         try:
-            answers = [a for batch in engine.answer(self.cfg.train.prompt, DecodingConfig(), self.questions,
-                                                    self.image_ids) for a in batch]  # fmt: skip
+            batches = self.engine.answer(self.prompt, DecodingConfig(), self.questions, self.image_ids)
+            answers = sorted((a for batch in batches for a in batch), key=lambda a: a.row)
         finally:
             model.train(was_training)
-        texts = pd.Series([a.text for a in sorted(answers, key=lambda a: a.row)])
-        right = pd.Series(self.normalizer(texts).to_numpy() == self.gold)
+        right = pd.Series(self.normalizer(pd.Series([a.text for a in answers], dtype=str)).to_numpy() == self.gold)
         per_type = right.groupby(self.types).mean()
         return {METRIC: float(right.mean()), **{f"{METRIC}/{t}": float(v) for t, v in per_type.items()}}
 
@@ -164,7 +157,8 @@ def plot_curve(log: pd.DataFrame, out: Path) -> Path | None:
     if "loss" in log:
         loss = log.dropna(subset=["loss"]).drop_duplicates("step", keep="last")
         ax.twinx().plot(loss["step"], loss["loss"], color="tab:orange", alpha=0.6, label="training loss")
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     with atomic_open(out, "wb") as f:
         fig.savefig(f, format="png", dpi=100)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from competition.errors import ConfigError
 
@@ -53,3 +54,27 @@ def read_yaml(path: Path) -> Any:
         context = getattr(e, "context", None)
         hint = ", YAML indents with spaces, never tabs" if "'\\t'" in problem else ""
         raise ConfigError(f"{path}: {where}invalid YAML: {problem}{f' {context}' if context else ''}{hint}") from None
+
+
+def valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key a config model accepts, e.g. 'data.root', 'folds.k' of Config."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += valid_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, source: str) -> None:
+    """Refuse unknown keys anywhere in `raw`, naming the key and the valid ones."""
+    for key, value in raw.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            valid = ", ".join(valid_keys(model, prefix))
+            raise ConfigError(f"{source}: unknown config key '{prefix}{key}' (valid keys: {valid})")
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(value, dict):
+            check_keys(value, ann, f"{prefix}{key}.", source)

@@ -236,5 +236,7 @@ def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     except DataError:
         n_train, source = DACON_TRAIN_QUESTIONS, f"the Dacon size ({cfg.data.root} not found)"
     examples = n_train - n_train // cfg.folds.k
+    if cfg.train.eval_steps != 0 and cfg.train.eval_split == "inner":
+        examples -= round(examples * cfg.train.eval_fraction)  # the images held out for in-training evaluation
     plan = make_plan(cfg, model, examples)
     return [f"fold {fold} of {cfg.folds.k}; training questions from {source}", *plan.lines(), tokenizer]

@@ -190,11 +190,11 @@ def predict_fold(
     warn: Callable[[str], None] = print,
 ) -> list[Path]:
     """Run every prompt x decoding of the config on the fold's splits; returns the finished files."""
-    from competition.engine import fold_engine, shard_rows
-    from competition.modeling import load_trained
+    from competition.engine import shard_rows
+    from competition.families import family_for, fold_engine
     from competition.tuned import tuned_job
 
-    loaded = load_trained(cfg.fold_dir(fold) / "model", cfg.model)
+    loaded = family_for(cfg).load(cfg.fold_dir(fold) / "model")
     normalizer = AnswerNormalizer.of(cfg, comp)
     p = cfg.predict
     tuned = tuned_job(cfg)

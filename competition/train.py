@@ -9,7 +9,6 @@ train_log.jsonl (one line per logging step) and train_metrics.json.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -25,19 +24,15 @@ from safetensors.torch import load_file, save_file
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from competition.config import Config
-from competition.data import ANSWER, QUESTION, Competition
-from competition.dataset import TrainCollator, TrainSet
+from competition.data import ANSWER, Competition
 from competition.errors import ConfigError
+from competition.families import Llava, family_for
 from competition.folds import fold_rows
 from competition.images import Images, ImageTransform
 from competition.io import atomic_write_json
 from competition.modeling import (
-    apply_mode,
-    build_base,
-    image_token_count,
     part_of,
     resolve_precision,
-    save_trained,
     tf32_available,
 )
 from competition.monitor import METRIC, AccuracyProbe, TimeBudget, TrainProgress, held_out_rows, plot_curve, read_log
@@ -46,12 +41,6 @@ from competition.plan import grad_accum, make_plan, world_size
 from competition.tuned import tuned_train
 
 TRAINABLE_FILE = "trainable.safetensors"
-
-
-def tokenizer_texts(comp: Competition) -> list[str]:
-    """Text a tiny model's tokenizer is trained on: questions of both splits and training answers."""
-    return [*comp.train[QUESTION], *comp.train[ANSWER], *comp.test[QUESTION]]
-
 
 
 class PartsTrainer(Trainer):
@@ -213,19 +202,20 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_trainer(cfg: Config, comp: Competition, model: Any, processor: Any, dataset: TrainSet, out: Path,
+def make_trainer(cfg: Config, comp: Competition, family: Llava, model: Any, processor: Any, dataset: Any, out: Path,
                  held_out: pd.DataFrame, vocabulary: list[str]) -> PartsTrainer:  # fmt: skip
     """The fold's Trainer: image collator, one learning rate per model part, the held-out accuracy probe,
     early stopping and the time budget, the JSONL log beside `out`."""
     images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cfg.train.cache_images)
     tok = processor.tokenizer
-    collator = TrainCollator(images, model.config.image_token_id, image_token_count(model.config), tok.pad_token_id)
+    collator = family.collator(images, model, processor)
     t = cfg.train
     lrs = {"language": t.learning_rate, "vision": t.vision_lr or t.learning_rate,
            "projector": t.projector_lr or t.learning_rate}  # fmt: skip
     args = training_arguments(cfg, out)
     evaluates = args.eval_strategy != "no"
-    probe = AccuracyProbe(cfg, held_out, processor, images, AnswerNormalizer.of(cfg, comp), vocabulary) if evaluates else None
+    engine = family.engine(model, processor, images, vocabulary)
+    probe = AccuracyProbe(cfg, held_out, engine, AnswerNormalizer.of(cfg, comp)) if evaluates else None
     callbacks = [JsonlLog(out.parent / "train_log.jsonl")]
     if evaluates and t.patience:
         callbacks.append(EarlyStoppingCallback(t.patience, t.min_delta))
@@ -251,20 +241,15 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     vocabulary = rows[ANSWER].value_counts().index.tolist()
     rows, held_out = held_out_rows(cfg, rows, fold_rows(comp, folds, fold, "val"))
     set_seed(cfg.seed)  # every new layer (projector, LoRA) starts the same in every run of a config
-    model, processor = build_base(cfg.model, tokenizer_texts(comp), cfg.seed)
-    base_name = None if cfg.model.source == "tiny" else (cfg.model.name_or_path or "from_parts")
-    pristine = copy.deepcopy(model) if base_name is None and cfg.train.mode != "full" else None
-    model = apply_mode(model, cfg.train)
-    if cfg.train.gradient_checkpointing:
-        model.enable_input_require_grads()
-    t = cfg.train
-    dataset = TrainSet(processor, t.prompt, rows, t.max_length, t.pack_questions)
+    family = family_for(cfg)
+    model, processor = family.build(comp, rows)
+    dataset = family.train_set(model, processor, rows)
     plan = make_plan(cfg, model, len(dataset))
     for line in plan.lines():
         log(line)
     trainer_dir = fdir / "trainer"
     trainer_dir.mkdir(parents=True, exist_ok=True)
-    trainer = make_trainer(cfg, comp, model, processor, dataset, trainer_dir, held_out, vocabulary)
+    trainer = make_trainer(cfg, comp, family, model, processor, dataset, trainer_dir, held_out, vocabulary)
     for callback in [*(callbacks or []), *([TrainProgress(f"fold {fold}", progress)] if progress else [])]:
         trainer.add_callback(callback)
     last = last_complete_checkpoint(trainer_dir)
@@ -291,7 +276,7 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         "effective_batch_size": plan.effective_batch,
     }
     if trainer.is_world_process_zero():
-        save_trained(trainer.model, processor, fdir / "model", cfg.train.mode, base_name, pristine)
+        family.save(trainer.model, processor, fdir / "model")
         atomic_write_json(metrics, fdir / "train_metrics.json")
         plot_curve(read_log(fdir / "train_log.jsonl"), fdir / "train_curve.png")
     return metrics, trainer.model

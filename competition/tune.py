@@ -146,7 +146,7 @@ class DecodingObjective:
     """Accuracy of a decoding on (a sample of) one fold's validation questions, reported in chunks."""
 
     def __init__(self, cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int) -> None:
-        from competition.engine import fold_engine
+        from competition.families import fold_engine
         val = fold_rows(comp, folds, fold, "val")
         self.val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
         self.normalizer = AnswerNormalizer.of(cfg, comp)

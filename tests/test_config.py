@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from competition.config import DecodingConfig, load_config, valid_keys
+from competition.config import Config, DecodingConfig, load_config
 from competition.errors import ConfigError
+from competition.overrides import valid_keys
 
 
 def test_overrides_are_coerced_to_field_types(tmp_path: Path) -> None:
@@ -43,7 +44,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     path = cfg.save()
     again = load_config(path)
     assert again == cfg and again.hash() == cfg.hash()
-    assert "data.root" in valid_keys() and "folds.k" in valid_keys()
+    assert "data.root" in valid_keys(Config) and "folds.k" in valid_keys(Config)
 
 
 def test_the_gpu_configs_run_on_a_machine_without_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

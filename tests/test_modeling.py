@@ -140,8 +140,8 @@ def test_seed_recipe_dry_run_plans_without_weights() -> None:
     text = "\n".join(dry_run_plan(cfg, 0))
     assert "effective 256" in text
     assert "trainable parameters 4,198,400 of" in text  # the linear projector 1024 -> 4096
-    assert "287,617 examples; 1,124 optimizer steps per epoch" in text
-    assert "checkpoints: every 200 steps of 1,124" in text
+    assert "273,236 examples; 1,068 optimizer steps per epoch" in text
+    assert "checkpoints: every 200 steps of 1,068" in text
 
 
 def test_seed_recipe_trains_and_predicts_with_the_seeds_conversation() -> None:
@@ -157,7 +157,7 @@ def test_seed_recipe_trains_and_predicts_with_the_seeds_conversation() -> None:
     assert render("llava_v1", "What is it?").startswith("A chat between a curious human")
     seed_sets = ["data.root=/nonexistent", "train.eval_steps=2400"]
     plan = dry_run_plan(load_config("configs/seed_llava_vicuna7b.yaml", seed_sets), 0)
-    assert any(line.startswith("checkpoints: NONE (train.eval_steps=2400 > 1,124 steps)") for line in plan), plan
+    assert any(line.startswith("checkpoints: NONE (train.eval_steps=2400 > 1,068 steps)") for line in plan), plan
     plan = dry_run_plan(load_config("configs/seed_llava_vicuna7b.yaml", [*seed_sets, "train.eval_steps=0"]), 0)
     assert any(line.startswith("checkpoints: every 200 steps of 1,124") for line in plan), plan
 

@@ -18,9 +18,10 @@ from safetensors.torch import load_file
 
 from competition.config import Config, load_config
 from competition.data import load_competition
+from competition.families import tokenizer_texts
 from competition.folds import read_folds, write_folds
 from competition.modeling import build_base, load_trained
-from competition.train import tokenizer_texts, train_fold
+from competition.train import train_fold
 from tests.test_modeling import logits
 
 FAST = ["train.per_device_batch_size=8", "train.logging_steps=1", "train.save_steps=2", "train.eval_steps=0", "train.learning_rate=5e-3",

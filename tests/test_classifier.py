@@ -1,0 +1,66 @@
+"""model.family=classifier: it learns, saves and reloads to the same answers, and runs the same predict / cv /
+tune / ensemble flow as LLaVA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from competition.config import DecodingConfig, load_config
+from competition.cv import run_cv
+from competition.ensemble import run_ensemble
+from competition.families import family_for, fold_engine
+from competition.pipeline import predict_all, stage_inputs, train_all
+from competition.predict import read_split
+from competition.train import train_fold
+from competition.tune import run_study
+
+SMALL = ["folds.k=3", "train.per_device_batch_size=16", "train.max_steps=60", "train.eval_steps=20",
+         "train.eval_split=val", "train.eval_questions=40", "train.logging_steps=10", "model.classifier.hidden=64"]  # fmt: skip
+
+
+def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
+    cfg = load_config("configs/demo_classifier.yaml", [f"data.root={demo_root}", f"workdir={work}", *SMALL, *sets])
+    return (cfg, *stage_inputs(cfg))
+
+
+def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path) -> None:
+    cfg, comp, folds = classifier_run(demo_root, tmp_path)
+    metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    log = [json.loads(x) for x in (cfg.fold_dir(0) / "train_log.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in log if "loss" in x]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert metrics["best_accuracy"] is not None and metrics["best_step"] in (20, 40, 60)
+    model.eval()
+    loaded, processor = family_for(cfg).load(cfg.fold_dir(0) / "model")
+    engine = fold_engine(cfg, comp, folds, 0, "train", loaded=(loaded, processor))
+    rows = folds[folds["fold"] == 0].merge(comp.train, on=["id", "image_id"]).head(24)
+    questions, images = rows["question"].tolist(), rows["image_id"].tolist()
+    batched = [a for b in engine.answer("short_answer", DecodingConfig(), questions, images) for a in b]
+    engine.batch_size = 1
+    single = [a for b in engine.answer("short_answer", DecodingConfig(), questions, images) for a in b]
+    assert [a.text for a in batched] == [a.text for a in single]
+    assert [a.logprob for a in batched] == pytest.approx([a.logprob for a in single], abs=1e-5)
+    assert all(a.text in loaded.answers and a.logprob <= 0 for a in batched)
+    px = engine.images(images[:4])
+    ids = processor.tokenizer(questions[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        same = [m(pixel_values=px, input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).logits
+                for m in (model, loaded)]  # fmt: skip
+    assert torch.allclose(*same, atol=1e-5)
+
+
+def test_predict_cv_tune_and_ensemble_run_on_a_classifier_experiment(demo_root: Path, tmp_path: Path) -> None:
+    cfg, comp, folds = classifier_run(demo_root, tmp_path, "train.max_steps=20", "train.eval_steps=0")
+    train_all(cfg, comp, folds, log=lambda s: None)
+    predict_all(cfg, comp, folds)
+    oof = read_split(cfg, "oof")
+    assert len(oof) == len(comp.train) and set(oof["decoding"]) == {"greedy"} and set(oof["prompt"]) == {"short_answer"}
+    tables = run_cv(cfg, comp, folds)
+    assert [m["member"] for m in tables["members"]] == ["short_answer/greedy"]
+    assert len(run_study(cfg, comp, folds, "vote", 3)[0].trials) == 3
+    res = run_ensemble(cfg, comp, folds, "vote")
+    assert res["submission"].is_file() and res["single"].is_file()
