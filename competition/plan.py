@@ -11,9 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+)
 
-from competition.config import Config, ModelConfig
+from competition.classifier import AnswerClassifier
+from competition.config import ClassifierConfig, Config, ModelConfig
 from competition.data import load_competition
 from competition.errors import ConfigError, DataError
 from competition.modeling import (
@@ -172,9 +181,27 @@ class Plan:
         return f"checkpoints: every {self.save_steps:,} steps of {self.total_steps:,} (a killed run resumes from the last)"
 
 
+def plan_classifier(c: ClassifierConfig) -> Any:
+    """The classifier on the meta device from its backbone configs (a named backbone's read from disk), with
+    max_answers answers; the random-init question encoder keeps its config's vocabulary size."""
+    try:
+        vc = AutoConfig.from_pretrained(c.vision) if c.vision else AutoConfig.for_model(**c.vision_config)
+        tc = AutoConfig.from_pretrained(c.text) if c.text else AutoConfig.for_model(**c.text_config)
+    except OSError as e:
+        raise ConfigError(f"model.classifier: {str(e).splitlines()[0]}") from None
+    with torch.device("meta"):
+        vision, text = AutoModel.from_config(vc), AutoModel.from_config(tc)
+        return AnswerClassifier(getattr(vision, "vision_model", vision), text, ["?"] * c.max_answers, c)
+
+
 def describe_parts(cfg: Config) -> str:
     """Human-readable model parts of the config."""
     m = cfg.model
+    if m.family == "classifier":
+        c = m.classifier
+        vision = c.vision or f"random-init {c.vision_config.get('model_type')} @ {c.image_size}px"
+        text = c.text or f"random-init {c.text_config.get('model_type')}"
+        return f"{vision} + {text} -> {c.max_answers:,} answers at most"
     if m.source == "tiny":
         t = m.tiny
         return f"CLIP-vision {t.vision_layers}x{t.vision_hidden} @ {t.image_size}px/{t.patch_size} + Llama {t.text_layers}x{t.text_hidden}"
@@ -206,7 +233,7 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
     save_steps = t.save_steps if t.eval_steps == 0 else t.eval_steps or steps_per_epoch
     save_key = "train.save_steps" if t.eval_steps == 0 else "train.eval_steps"
     return Plan(
-        cfg.model.source,
+        cfg.model.source if cfg.model.family == "llava" else cfg.model.family,
         describe_parts(cfg),
         cfg.train.mode,
         trainable,
@@ -228,8 +255,11 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
 
 def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     """The plan of a run without building weights or downloading: meta-device model, data size."""
-    model = apply_mode(plan_model(cfg.model), cfg.train)
-    tokenizer = check_tokenizer(cfg.model)
+    if cfg.model.family == "classifier":
+        model, c = plan_classifier(cfg.model.classifier), cfg.model.classifier
+        tokenizer = f"tokenizer: {c.text}'s" if c.text else "tokenizer: word-level, trained on the data's text"
+    else:
+        model, tokenizer = apply_mode(plan_model(cfg.model), cfg.train), check_tokenizer(cfg.model)
     try:
         n_train = len(load_competition(cfg.data).train)
         source = f"{cfg.data.root}"
@@ -238,5 +268,7 @@ def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     examples = n_train - n_train // cfg.folds.k
     if cfg.train.eval_steps != 0 and cfg.train.eval_split == "inner":
         examples -= round(examples * cfg.train.eval_fraction)  # the images held out for in-training evaluation
+    if cfg.model.family == "llava":
+        examples = -(-examples // cfg.train.pack_questions)  # about: an image's questions share a conversation
     plan = make_plan(cfg, model, examples)
     return [f"fold {fold} of {cfg.folds.k}; training questions from {source}", *plan.lines(), tokenizer]
