@@ -24,6 +24,7 @@ from competition.config import ClassifierConfig, DecodingConfig
 from competition.data import ANSWER, IMAGE, QUESTION
 from competition.dataset import IGNORE, pad
 from competition.engine import Answer, batches
+from competition.errors import ConfigError
 from competition.images import Images
 from competition.modeling import CLIP_MEAN, CLIP_STD, train_word_tokenizer
 
@@ -83,6 +84,15 @@ class AnswerClassifier(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
+def from_config(key: str, fields: dict[str, Any]) -> nn.Module:
+    """A random-init transformers model of the config `fields` (model_type + its fields); a ConfigError naming
+    `key` when transformers cannot build it."""
+    try:
+        return AutoModel.from_config(AutoConfig.for_model(**fields))
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ConfigError(f"{key}: transformers cannot build a model of {fields} ({type(e).__name__}: {e})") from None
+
+
 def backbones(c: ClassifierConfig, texts: list[str]) -> tuple[nn.Module, nn.Module, ClassifierProcessor]:
     """The vision backbone, the question encoder and their processor: pretrained by name, else random-init from
     the configured configs with a word tokenizer trained on the data's text."""
@@ -90,14 +100,14 @@ def backbones(c: ClassifierConfig, texts: list[str]) -> tuple[nn.Module, nn.Modu
         vision = AutoModel.from_pretrained(c.vision)
         vision, image_processor = getattr(vision, "vision_model", vision), AutoImageProcessor.from_pretrained(c.vision)
     else:
-        vision = AutoModel.from_config(AutoConfig.for_model(**c.vision_config))
+        vision = from_config("model.classifier.vision_config", c.vision_config)
         image_processor = CLIPImageProcessor(size={"shortest_edge": c.image_size}, image_mean=CLIP_MEAN, image_std=CLIP_STD,
                                              crop_size={"height": c.image_size, "width": c.image_size})  # fmt: skip
     if c.text:
         return vision, AutoModel.from_pretrained(c.text), ClassifierProcessor(AutoTokenizer.from_pretrained(c.text), image_processor)
     tok = train_word_tokenizer(texts)
     tok.padding_side = "right"
-    text = AutoModel.from_config(AutoConfig.for_model(**{**c.text_config, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id}))
+    text = from_config("model.classifier.text_config", {**c.text_config, "vocab_size": len(tok), "pad_token_id": tok.pad_token_id})
     return vision, text, ClassifierProcessor(tok, image_processor)
 
 
