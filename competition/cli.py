@@ -186,6 +186,8 @@ def ensemble(
     for file, accuracy in res["holdout"].items():
         say(f"held-out accuracy of {file}: {accuracy:.4f}")
     say(f"wrote {res['submission']}")
+    if res["cv"] <= max(res["members"].values()):
+        say(f"the vote does not beat its best member on OOF: ship {res['single'].name}")
     out.print(leaderboard_table(leaderboard(cfg.submissions_dir)))
 
 

@@ -215,15 +215,18 @@ def leaderboard_row(sidecar: Path) -> dict[str, Any]:
         "gap": public - cv,
         "method": info.get("method", ""),
         "members": members if isinstance(members, str) else ", ".join(map(str, members)),
+        "n_members": len(members) if isinstance(members, list) else 1,
         "created": info.get("created", ""),
     }
 
 
 def leaderboard(out_dir: str | Path) -> pd.DataFrame:
-    """Every submission in `out_dir` with a sidecar, ranked by local CV (best first; ties: earliest created)."""
+    """Every submission in `out_dir` with a sidecar, ranked by local CV (best first). Ties go to fewer members
+    (a vote that only ties its best member ranks below that member: ship the simpler one), then the earliest."""
     sidecars = [p for p in sorted(Path(out_dir).glob("*.json")) if p.with_suffix(".csv").is_file()]
-    board = pd.DataFrame([leaderboard_row(p) for p in sidecars], columns=LEADERBOARD_COLUMNS[1:])
-    board = board.sort_values(["cv", "created", "file"], ascending=[False, True, True], na_position="last")
+    board = pd.DataFrame([leaderboard_row(p) for p in sidecars], columns=[*LEADERBOARD_COLUMNS[1:], "n_members"])
+    board = board.sort_values(["cv", "n_members", "created", "file"], ascending=[False, True, True, True],
+                              na_position="last").drop(columns="n_members")  # fmt: skip
     board.insert(0, "rank", range(1, len(board) + 1))
     return board.reset_index(drop=True)
 

@@ -282,10 +282,17 @@ def test_leaderboard_defaults_ties_and_strays(tmp_path: Path) -> None:
     sidecar(tmp_path, "a", {"cv": 0.5, "created": "2025", "name": "first", "method": "fuzzy", "members": ["m", 2]})
     (tmp_path / "stray.json").write_text("{}")  # no CSV: not a submission
     board = leaderboard(tmp_path)
-    assert board["file"].tolist() == ["a.csv", "b.csv", "bare.csv"] and board["rank"].tolist() == [1, 2, 3]
-    assert board["name"].tolist() == ["first", "b", "bare"] and board["method"].tolist() == ["fuzzy", "", ""]
-    assert board["members"].tolist() == ["m, 2", "x+y", ""] and board["created"].tolist() == ["2025", "2025", ""]
+    assert board["file"].tolist() == ["b.csv", "a.csv", "bare.csv"] and board["rank"].tolist() == [1, 2, 3]
+    assert board["name"].tolist() == ["b", "first", "bare"] and board["method"].tolist() == ["", "fuzzy", ""]
+    assert board["members"].tolist() == ["x+y", "m, 2", ""] and board["created"].tolist() == ["2025", "2025", ""]
     assert np.isnan(board.loc[2, "cv"]) and np.isnan(board.loc[2, "public"])
+
+
+def test_a_vote_that_only_ties_its_best_member_ranks_below_it(tmp_path: Path) -> None:
+    sidecar(tmp_path, "vote", {"cv": 0.54, "created": "2025-01", "members": ["p/greedy", "p/beam3", "p/vocab"]})
+    sidecar(tmp_path, "member", {"cv": 0.54, "created": "2025-02", "members": ["p/beam3"]})
+    sidecar(tmp_path, "better-vote", {"cv": 0.55, "created": "2025-03", "members": ["p/greedy", "p/beam3"]})
+    assert leaderboard(tmp_path)["name"].tolist() == ["better-vote", "member", "vote"]
 
 
 @pytest.mark.parametrize(("text", "message"), [("{", "unreadable sidecar"), ("[1]", "sidecar is not a JSON object")])
