@@ -202,11 +202,6 @@ class ClassifierEngine:
         """An Answer for each row, yielded one batch (grouped by image) at a time."""
         rows = list(range(len(questions))) if rows is None else rows
         for batch in batches([image_ids[i] for i in rows], self.batch_size):
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                yield self._batch(questions, image_ids, [rows[i] for i in batch])
-            finally:
-                self.model.train(was_training)
+            yield self._batch(questions, image_ids, [rows[i] for i in batch])
             if progress:
                 progress(len(batch))

@@ -28,7 +28,7 @@ from competition.errors import ConfigError, WorkerError
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_yaml
 from competition.normalize import AnswerNormalizer
-from competition.tuned import save_tuned
+from competition.tuned import save_tuned, with_train
 from competition.vote import FUZZY_THRESHOLD, METHODS, score, vote
 
 STUDIES = ("train", "decoding", "vote")
@@ -116,10 +116,8 @@ class TrainObjective:
 
     def trial_config(self, trial: optuna.Trial) -> Config:
         """The config with the trial's training parameters, its folders under train-study/."""
-        raw = self.cfg.to_dict()
-        raw["train"].update(train_space(trial, self.cfg.train))
-        raw.update(workdir=str(self.cfg.exp_dir / "train-study"), experiment=f"trial{trial.number}")
-        return Config.model_validate(raw)
+        return with_train(self.cfg, train_space(trial, self.cfg.train),
+                          workdir=str(self.cfg.exp_dir / "train-study"), experiment=f"trial{trial.number}")  # fmt: skip
 
     def __call__(self, trial: optuna.Trial) -> float:
         from competition.monitor import PruneOnEvaluate

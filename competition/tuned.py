@@ -34,14 +34,17 @@ def load_tuned(cfg: Config) -> dict[str, Any]:
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
+def with_train(cfg: Config, params: dict[str, Any], **top: Any) -> Config:
+    """The config with `params` set in its train section (and `top` at its top level)."""
+    raw = cfg.to_dict()
+    raw["train"].update(params)
+    return Config.model_validate({**raw, **top})
+
+
 def tuned_train(cfg: Config) -> tuple[Config, dict[str, Any]]:
     """The config with the training study's best parameters from tuned.yaml, and those parameters ({}: none)."""
     params = load_tuned(cfg).get("train") or {}
-    if not params:
-        return cfg, {}
-    raw = cfg.to_dict()
-    raw["train"].update(params)
-    return Config.model_validate(raw), params
+    return (with_train(cfg, params), params) if params else (cfg, {})
 
 
 def tuned_job(cfg: Config) -> tuple[str, DecodingConfig] | None:
