@@ -26,7 +26,7 @@ from competition.dataset import TrainCollator, TrainSet
 from competition.engine import Engine
 from competition.folds import fold_rows
 from competition.images import Images, ImageTransform
-from competition.modeling import apply_mode, build_base, image_token_count, load_trained, save_trained
+from competition.modeling import apply_mode, build_base, image_token_count, load_trained, local_device, save_trained
 
 
 def tokenizer_texts(comp: Competition) -> list[str]:
@@ -95,7 +95,8 @@ class Classifier(Llava):
         save_classifier(model, processor, out)
 
     def load(self, folder: Path) -> tuple[Any, Any]:
-        return load_classifier(folder)
+        model, processor = load_classifier(folder)
+        return model.to(local_device()), processor
 
     def engine(self, model: Any, processor: Any, images: Images, vocabulary: list[str]) -> ClassifierEngine:
         p = self.cfg.predict

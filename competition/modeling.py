@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -63,6 +64,13 @@ def resolve_precision(name: str) -> str:
     if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"train.precision=bf16: {torch.cuda.get_device_name()} has no bfloat16; use auto or fp16")
     return precision
+
+
+def local_device() -> torch.device:
+    """This process's GPU (torchrun's LOCAL_RANK picks one of several), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def tf32_available() -> bool:
@@ -173,7 +181,8 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
         image_seq_length=n_image,
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    with local_device():  # built where it runs: a real-size random init takes seconds on a GPU, minutes on a CPU
+        model = LlavaForConditionalGeneration(config)
     for layer in (model.model.multi_modal_projector.linear_1, model.model.multi_modal_projector.linear_2):
         layer.reset_parameters()  # PyTorch's fan-in init: lets the loss reach a random vision tower sooner
     model = model.to(torch_dtype(cfg.dtype))
@@ -339,7 +348,7 @@ def save_trained(model: Any, processor: Any, out: Path, mode: str, base: str | N
 
 
 def load_trained(model_dir: Path, cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, Any]:
-    """Load what save_trained wrote, ready for inference (LoRA merged, eval mode)."""
+    """Load what save_trained wrote, ready for inference (LoRA merged, eval mode, on this process's GPU if any)."""
     meta_path = model_dir / META
     if not meta_path.is_file():
         raise ConfigError(f"{model_dir}: no trained model here (missing {META}); run `train` first")
@@ -366,4 +375,4 @@ def load_trained(model_dir: Path, cfg: ModelConfig) -> tuple[LlavaForConditional
             model.model.multi_modal_projector.load_state_dict(load_file(str(model_dir / PROJECTOR_FILE)))
     set_generation_ids(model, processor.tokenizer)
     processor.tokenizer.padding_side = "left"
-    return model.eval(), processor
+    return model.to(local_device()).eval(), processor

@@ -170,3 +170,15 @@ def test_a_projector_file_of_the_other_type_is_one_clear_error(parts: Path, tmp_
     cfg = parts_cfg(parts, projector=str(tmp_path / "mm_projector.bin"), projector_type="mlp2x_gelu")
     with pytest.raises(ConfigError, match=r"mm_projector.bin: projector keys .*weight.* model.projector_type=mlp2x_gelu, which expects"):
         build_base(cfg, [], 0)
+
+
+def test_each_process_uses_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from competition.modeling import local_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert local_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert local_device() == torch.device("cuda", 3)
+    monkeypatch.delenv("LOCAL_RANK")
+    assert local_device() == torch.device("cuda", 0)
