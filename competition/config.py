@@ -92,13 +92,20 @@ class ClassifierConfig(Section):
 class ModelConfig(Section):
     """Which model to build or load, and how images are shaped for it."""
 
-    family: Literal["llava", "classifier"] = Field(
-        "llava", description="llava: a generative LLaVA (source picks which); classifier: an answer-vocabulary classifier"
+    family: Literal["llava", "classifier", "vlm"] = Field(
+        "llava",
+        description="llava: a generative LLaVA (source picks which); classifier: an answer-vocabulary classifier; "
+        "vlm: any image-text-to-text model of transformers from name_or_path (Qwen2.5-VL, SmolVLM, PaliGemma, ...)",
     )
     source: Literal["tiny", "pretrained", "from_parts"] = Field(
         "tiny", description="tiny: random-init offline model; pretrained: llava-hf id/path; from_parts: vision + LM"
     )
-    name_or_path: str | None = Field(None, description="pretrained: hub id or local folder of a llava-hf checkpoint")
+    name_or_path: str | None = Field(
+        None, description="pretrained llava, or vlm: hub id or local folder of the checkpoint (weights + processor)"
+    )
+    processor_kwargs: dict[str, Any] = Field(
+        {}, description="vlm: keyword arguments of AutoProcessor.from_pretrained, e.g. {max_pixels: 401408} for Qwen2-VL"
+    )
     vision_tower: str | None = Field(None, description="from_parts: CLIP vision model id or folder")
     language_model: str | None = Field(None, description="from_parts: causal LM id or folder (e.g. Vicuna-7B)")
     projector: str | None = Field(None, description="from_parts: original-LLaVA mm_projector.bin to import")

@@ -137,8 +137,6 @@ class Engine:
         self.model, self.processor, self.images = model, processor, images
         self.tok = processor.tokenizer
         self.batch_size, self.prefix_cache, self.max_length = batch_size, prefix_cache, max_length
-        self.n_image = image_token_count(model.config)
-        self.image_token_id = model.config.image_token_id
         self.vocabulary = vocabulary or []
         self._answer_ids = (
             [ids + [self.tok.eos_token_id] for ids in self.tok(self.vocabulary, add_special_tokens=False)["input_ids"]]
@@ -152,8 +150,9 @@ class Engine:
     def encode(self, prompt: str, questions: list[str], image_ids: list[str], rows: list[int]) -> Encoded:
         """Expanded prompts of `rows`, split after the image tokens."""
         ids = encode_prompts(self.processor, prompt, [questions[i] for i in rows], self.max_length)
-        full = [expand_image_tokens(x, self.image_token_id, self.n_image) for x in ids]
-        cut = full[0].index(self.image_token_id) + self.n_image
+        image_token, n_image = self.model.config.image_token_id, image_token_count(self.model.config)
+        full = [expand_image_tokens(x, image_token, n_image) for x in ids]
+        cut = full[0].index(image_token) + n_image
         images = sorted({image_ids[i] for i in rows})
         where = {img: k for k, img in enumerate(images)}
         return Encoded(full[0][:cut], [x[cut:] for x in full], rows, images, [where[image_ids[i]] for i in rows])
@@ -206,6 +205,19 @@ class Engine:
         pixels = self.images(enc.images).to(dev, dtype)
         if d.search == "rank":
             return self._rank(enc, pixels, d.rank)
+        inputs: dict[str, Any] = {}
+        if self.use_prefix_cache(enc) and d.num_beams == 1:
+            ids, mask, inputs[CACHE] = self._cached_inputs(enc, pixels)
+        else:
+            ids, mask = pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id, "left")
+            inputs["pixel_values"] = pixels[enc.row_image]
+        keys = [f"{image_ids[r]}\0{questions[r]}" for r in enc.rows]
+        return self.generate(d, enc.rows, keys, ids.to(dev), mask.to(dev), inputs)
+
+    def generate(self, d: DecodingConfig, rows: list[int], keys: list[str], ids: torch.Tensor, mask: torch.Tensor,
+                 inputs: dict[str, Any]) -> list[Answer]:  # fmt: skip
+        """Generate the answers of left-padded prompts `ids` (+ the model's other `inputs`) with decoding d;
+        `keys` seed each row's sampling."""
         kwargs: dict[str, Any] = dict(
             max_new_tokens=self.max_new_tokens(d),
             do_sample=False,
@@ -216,24 +228,17 @@ class Engine:
             return_dict_in_generate=True,
         )
         if d.search == "sample":
-            keys = [f"{image_ids[r]}\0{questions[r]}" for r in enc.rows]
             kwargs["logits_processor"] = LogitsProcessorList([RowSampler(d, keys)])
-        if self.use_prefix_cache(enc) and d.num_beams == 1:
-            ids, mask, cache = self._cached_inputs(enc, pixels)
-            kwargs[CACHE] = cache
-        else:
-            ids, mask = pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id, "left")
-            kwargs["pixel_values"] = pixels[enc.row_image]
         width = ids.shape[1]
         if d.constrained:
             kwargs["prefix_allowed_tokens_fn"] = lambda b, x: (
                 self.trie.allowed(x[width:].tolist()) or [self.tok.eos_token_id]
             )
-        out = self.model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), **kwargs)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **inputs, **kwargs)
         new = out.sequences[:, width:]
         self.cut_answers += int((new != self.tok.eos_token_id).all(-1).sum())
         texts = self.tok.batch_decode(new, skip_special_tokens=True)
-        return [Answer(r, t.strip(), lp) for r, t, lp in zip(enc.rows, texts, self._logprobs(out, new), strict=True)]
+        return [Answer(r, t.strip(), lp) for r, t, lp in zip(rows, texts, self._logprobs(out, new), strict=True)]
 
     def _logprobs(self, out: Any, new: torch.Tensor) -> list[float]:
         """Each row's summed log-probability up to its EOS: the model's own, or the beam scores of beam search."""

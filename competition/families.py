@@ -25,8 +25,9 @@ from competition.data import ANSWER, QUESTION, Competition
 from competition.dataset import TrainCollator, TrainSet
 from competition.engine import Engine
 from competition.folds import fold_rows
-from competition.images import Images, ImageTransform
+from competition.images import Images, ImageTransform, RawImages
 from competition.modeling import apply_mode, build_base, image_token_count, load_trained, local_device, save_trained
+from competition.vlm import VlmCollator, VlmEngine, VlmSet, apply_vlm_mode, load_vlm, load_vlm_trained, save_vlm
 
 
 def tokenizer_texts(comp: Competition) -> list[str]:
@@ -56,6 +57,10 @@ class Llava:
     def train_set(self, model: Any, processor: Any, rows: pd.DataFrame) -> TrainSet:
         t = self.cfg.train
         return TrainSet(processor, t.prompt, rows, t.max_length, t.pack_questions)
+
+    def images(self, comp: Competition, split: str, processor: Any, cache: bool) -> Images:
+        """The split's images as the model reads them."""
+        return Images(comp, split, ImageTransform(processor, self.cfg.model.image_aspect_ratio), cache)
 
     def collator(self, images: Images, model: Any, processor: Any) -> TrainCollator:
         return TrainCollator(images, model.config.image_token_id, image_token_count(model.config),
@@ -103,7 +108,38 @@ class Classifier(Llava):
         return ClassifierEngine(model, processor, images, batch_size=p.batch_size, max_length=p.max_length)
 
 
-FAMILIES = {"llava": Llava, "classifier": Classifier}
+class Vlm(Llava):
+    """Any AutoModelForImageTextToText checkpoint with its processor's chat template; generated answers."""
+
+    def build(self, comp: Competition, rows: pd.DataFrame) -> tuple[Any, Any]:
+        model, processor = load_vlm(self.cfg.model)
+        model = apply_vlm_mode(model, self.cfg.train)
+        if self.cfg.train.gradient_checkpointing:
+            model.enable_input_require_grads()
+        return model, processor
+
+    def images(self, comp: Competition, split: str, processor: Any, cache: bool) -> RawImages:
+        return RawImages(comp, split, cache)
+
+    def train_set(self, model: Any, processor: Any, rows: pd.DataFrame) -> VlmSet:
+        return VlmSet(processor, self.cfg.train.prompt, rows)
+
+    def collator(self, images: RawImages, model: Any, processor: Any) -> VlmCollator:
+        return VlmCollator(images, processor)
+
+    def save(self, model: Any, processor: Any, out: Path) -> None:
+        save_vlm(model, processor, out, self.cfg.train.mode, str(self.cfg.model.name_or_path))
+
+    def load(self, folder: Path) -> tuple[Any, Any]:
+        return load_vlm_trained(folder, self.cfg.model)
+
+    def engine(self, model: Any, processor: Any, images: RawImages, vocabulary: list[str]) -> VlmEngine:
+        p = self.cfg.predict
+        return VlmEngine(model, processor, images, batch_size=p.batch_size, prefix_cache=False,
+                         max_length=p.max_length, vocabulary=vocabulary)  # fmt: skip
+
+
+FAMILIES = {"llava": Llava, "classifier": Classifier, "vlm": Vlm}
 
 
 def family_for(cfg: Config) -> Llava:
@@ -118,5 +154,4 @@ def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, 
     family = family_for(cfg)
     model, processor = loaded or family.load(cfg.fold_dir(fold) / "model")
     vocabulary = fold_rows(comp, folds, fold, "train")[ANSWER].value_counts().index.tolist()
-    images = Images(comp, image_split, ImageTransform(processor, cfg.model.image_aspect_ratio), cache)
-    return family.engine(model, processor, images, vocabulary)
+    return family.engine(model, processor, family.images(comp, image_split, processor, cache), vocabulary)

@@ -60,3 +60,20 @@ class Images:
             for i, px in zip(todo, self.transform([self.comp.load_image(self.split, i) for i in todo]), strict=True):
                 self.cache[i] = px
         return torch.stack([self.cache[i] for i in image_ids])
+
+
+class RawImages:
+    """PIL images by id, for processors that shape images themselves (the vlm family); optionally kept in memory."""
+
+    def __init__(self, comp: Competition, split: str, cache: bool) -> None:
+        self.comp, self.split = comp, split
+        self.cache: dict[str, Image.Image] | None = {} if cache else None
+
+    def __call__(self, image_ids: Sequence[str]) -> list[Image.Image]:
+        """The RGB images of the ids, in order."""
+        if self.cache is None:
+            return [self.comp.load_image(self.split, i) for i in image_ids]
+        for i in image_ids:
+            if i not in self.cache:
+                self.cache[i] = self.comp.load_image(self.split, i)
+        return [self.cache[i] for i in image_ids]

@@ -39,7 +39,7 @@ from competition.errors import ConfigError
 from competition.projector import import_llava_projector, new_projector, restore_projector
 from competition.prompts import IMAGE_TOKEN, vocabulary_text
 
-SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", IMAGE_TOKEN]
+BASE_SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 META = "competition_model.json"
 PROJECTOR_FILE = "projector.safetensors"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -105,12 +105,14 @@ def image_token_count(config: LlavaConfig) -> int:
     return patch_tokens(v.image_size, v.patch_size, config.vision_feature_select_strategy)
 
 
-def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
-    """Word-level tokenizer over the given texts and the prompt templates' words (BOS added)."""
+def train_word_tokenizer(texts: Iterable[str], specials: Iterable[str] = (IMAGE_TOKEN,),
+                         extra_special_tokens: dict[str, str] | None = None) -> PreTrainedTokenizerFast:  # fmt: skip
+    """Word-level tokenizer over the given texts and the prompt templates' words (BOS added); pad, unk, bos and
+    eos are ids 0-3, then `specials` (by default LLaVA's image token)."""
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=1)
+    trainer = trainers.WordLevelTrainer(special_tokens=[*BASE_SPECIALS, *specials], min_frequency=1)
     tok.train_from_iterator([*vocabulary_text(), *texts], trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
@@ -121,7 +123,7 @@ def train_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
         eos_token="</s>",
         pad_token="<pad>",
         unk_token="<unk>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        extra_special_tokens=extra_special_tokens or {"image_token": IMAGE_TOKEN},
         padding_side="left",
     )
 
@@ -262,12 +264,18 @@ def build_base(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
     return build_from_parts(cfg, seed)
 
 
+# Module names of the parts across image-text-to-text families (LLaVA, PaliGemma, Gemma 3: vision_tower and
+# multi_modal_projector; Idefics3/SmolVLM: vision_model and connector; Qwen-VL: visual with its merger).
+PROJECTOR_PARTS = ("multi_modal_projector", "connector", "merger")
+VISION_PARTS = ("vision_tower", "vision_model", "visual")
+
+
 def part_of(name: str) -> str:
-    """'vision', 'projector' or 'language' for a parameter name of a (PEFT-wrapped) LLaVA."""
-    if "vision_tower" in name:
-        return "vision"
-    if "multi_modal_projector" in name:
+    """'vision', 'projector' or 'language' for a parameter name of a (PEFT-wrapped) image-text-to-text model."""
+    if any(part in name for part in PROJECTOR_PARTS):
         return "projector"
+    if any(part in name for part in VISION_PARTS):
+        return "vision"
     return "language"
 
 

@@ -35,6 +35,7 @@ from competition.modeling import (
     torch_dtype,
 )
 from competition.projector import restore_projector
+from competition.vlm import apply_vlm_mode
 
 DACON_TRAIN_QUESTIONS = 359_521  # the planned data size when the competition folder is not there
 KNOWN_VISION: dict[str, dict[str, int]] = {
@@ -48,6 +49,26 @@ LLAMA_7B = dict(
 )
 KNOWN_LM: dict[str, dict[str, int]] = {"lmsys/vicuna-7b-v1.3": LLAMA_7B, "lmsys/vicuna-7b-v1.5": LLAMA_7B}
 KNOWN_LLAVA = {"llava-hf/llava-1.5-7b-hf": {"text_config": {**LLAMA_7B, "vocab_size": 32064}, "image_token_id": 32000}}
+
+
+QWEN_VISION = dict(depth=32, hidden_size=1280, num_heads=16, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+MROPE = {"rope_type": "default", "mrope_section": [16, 24, 24]}
+KNOWN_VLM: dict[str, dict[str, Any]] = {
+    "Qwen/Qwen2.5-VL-7B-Instruct": dict(
+        model_type="qwen2_5_vl", image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+        text_config=dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                         num_key_value_heads=4, vocab_size=152064, rope_scaling=MROPE, tie_word_embeddings=False),
+        vision_config=dict(QWEN_VISION, intermediate_size=3420, out_hidden_size=3584, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31]),
+        tie_word_embeddings=False),
+    "Qwen/Qwen2-VL-2B-Instruct": dict(
+        model_type="qwen2_vl", image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+        text_config=dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, vocab_size=151936, rope_scaling=MROPE, tie_word_embeddings=True),
+        vision_config={**{k: v for k, v in QWEN_VISION.items() if k != "hidden_size"}, "embed_dim": 1280,
+                       "hidden_size": 1536, "mlp_ratio": 4},
+        tie_word_embeddings=True),
+}  # fmt: skip
 
 
 def _local_config(name: str) -> Any | None:
@@ -94,10 +115,25 @@ def plan_model(cfg: ModelConfig) -> LlavaForConditionalGeneration:
         return restore_projector(LlavaForConditionalGeneration(config))
 
 
+def plan_vlm(cfg: ModelConfig) -> Any:
+    """An image-text-to-text model's architecture on the meta device, from its config on disk or a known one."""
+    from transformers import AutoModelForImageTextToText
+
+    config = _local_config(cfg.name_or_path or "")
+    if config is None and cfg.name_or_path in KNOWN_VLM:
+        known = dict(KNOWN_VLM[cfg.name_or_path])
+        config = AutoConfig.for_model(known.pop("model_type"), **known)
+    if config is None:
+        raise ConfigError(f"model.name_or_path={cfg.name_or_path}: no config on disk; put the checkpoint there to plan")
+    with torch.device("meta"):
+        return AutoModelForImageTextToText.from_config(config)
+
+
 def check_tokenizer(cfg: ModelConfig) -> str:
     """Load the tokenizer a run will use from disk (no download): a line for the plan, or a ConfigError."""
-    name = cfg.name_or_path if cfg.source == "pretrained" else cfg.language_model
-    if cfg.source == "tiny":
+    vlm = cfg.family == "vlm"
+    name = cfg.name_or_path if cfg.source == "pretrained" or vlm else cfg.language_model
+    if cfg.source == "tiny" and not vlm:
         return "tokenizer: word-level, trained on the data's text"
     if _local_config(name or "") is None:
         return f"tokenizer: {name} is not on disk; not checked"
@@ -202,6 +238,8 @@ def describe_parts(cfg: Config) -> str:
         vision = c.vision or f"random-init {c.vision_config.get('model_type')} @ {c.image_size}px"
         text = c.text or f"random-init {c.text_config.get('model_type')}"
         return f"{vision} + {text} -> {c.max_answers:,} answers at most"
+    if m.family == "vlm":
+        return f"{m.name_or_path} (AutoModelForImageTextToText)"
     if m.source == "tiny":
         t = m.tiny
         return f"CLIP-vision {t.vision_layers}x{t.vision_hidden} @ {t.image_size}px/{t.patch_size} + Llama {t.text_layers}x{t.text_hidden}"
@@ -258,6 +296,8 @@ def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     if cfg.model.family == "classifier":
         model, c = plan_classifier(cfg.model.classifier), cfg.model.classifier
         tokenizer = f"tokenizer: {c.text}'s" if c.text else "tokenizer: word-level, trained on the data's text"
+    elif cfg.model.family == "vlm":
+        model, tokenizer = apply_vlm_mode(plan_vlm(cfg.model), cfg.train), check_tokenizer(cfg.model)
     else:
         model, tokenizer = apply_mode(plan_model(cfg.model), cfg.train), check_tokenizer(cfg.model)
     try:

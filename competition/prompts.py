@@ -41,24 +41,35 @@ def check_prompt(name: str) -> str:
     return name
 
 
+def request(name: str, question: str) -> str:
+    """The template's words around one question, without any conversation format."""
+    return TEMPLATES[check_prompt(name)].format(question=question.strip())
+
+
+def conversation(name: str, question: str, answer: str | None = None) -> list[dict[str, Any]]:
+    """Chat messages: the template's system text if any, the user's image and request, the answer if given."""
+    system = SYSTEMS.get(name)
+    messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": request(name, question)}]})
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages
+
+
 def render(name: str, question: str, processor: Any | None = None, image_block: str = IMAGE_TOKEN) -> str:
     """The model input for one question, up to and including the assistant's turn marker."""
-    text = TEMPLATES[check_prompt(name)].format(question=question.strip())
+    if processor is not None and getattr(processor, "chat_template", None):
+        return processor.apply_chat_template(conversation(name, question), add_generation_prompt=True)
     system = SYSTEMS.get(name)
-    template = getattr(processor, "chat_template", None) if processor is not None else None
-    if template:
-        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]})
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
     head = f"{system} " if system else ""
-    return f"{head}USER: {image_block}\n{text} ASSISTANT:"
+    return f"{head}USER: {image_block}\n{request(name, question)} ASSISTANT:"
 
 
 def render_followup(name: str, question: str, processor: Any | None = None) -> str:
     """A later turn of a multi-turn conversation about the same image (no image, no system text)."""
     if processor is not None and getattr(processor, "chat_template", None):
         raise ConfigError("train.pack_questions > 1 needs the built-in USER/ASSISTANT format (no chat template)")
-    return f"USER: {TEMPLATES[check_prompt(name)].format(question=question.strip())} ASSISTANT:"
+    return f"USER: {request(name, question)} ASSISTANT:"
 
 
 def vocabulary_text() -> list[str]:

@@ -28,7 +28,6 @@ from competition.data import ANSWER, Competition
 from competition.errors import ConfigError
 from competition.families import Llava, family_for
 from competition.folds import fold_rows
-from competition.images import Images, ImageTransform
 from competition.io import atomic_write_json
 from competition.modeling import (
     part_of,
@@ -206,7 +205,7 @@ def make_trainer(cfg: Config, comp: Competition, family: Llava, model: Any, proc
                  held_out: pd.DataFrame, vocabulary: list[str]) -> PartsTrainer:  # fmt: skip
     """The fold's Trainer: image collator, one learning rate per model part, the held-out accuracy probe,
     early stopping and the time budget, the JSONL log beside `out`."""
-    images = Images(comp, "train", ImageTransform(processor, cfg.model.image_aspect_ratio), cfg.train.cache_images)
+    images = family.images(comp, "train", processor, cfg.train.cache_images)
     tok = processor.tokenizer
     collator = family.collator(images, model, processor)
     t = cfg.train
