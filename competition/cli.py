@@ -160,9 +160,9 @@ def cv(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
     cfg = config_from(config, set_)
     tables = run_cv(cfg, *stage_inputs(cfg, make_folds=False))
-    out.print(table(f"local CV (baseline {tables['baseline']:.4f})", tables["members"]))
+    out.print(table(f"local CV (baseline {tables['baseline']:.4f}, oracle {tables['oracle']:.4f})", tables["members"]))
     out.print(table("per question type", tables["per_type"]))
-    say(f"wrote {cfg.exp_dir / 'cv.json'}, cv.md, cv.png")
+    say(f"wrote {cfg.exp_dir / 'cv.json'}, cv.md, cv.png, members.png")
 
 
 @app.command()
@@ -171,17 +171,20 @@ def ensemble(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     name: Annotated[str, typer.Option(help="submission name")] = "ensemble",
+    with_: Annotated[list[str] | None, typer.Option("--with", help="another experiment whose members join (repeatable)")] = None,
 ) -> None:
     """Vote all members into a submission (method chosen on OOF) and rank it on the leaderboard."""
     from competition.ensemble import run_ensemble
     from competition.pipeline import stage_inputs
     from competition.submit import leaderboard
 
-    cfg = config_from(config, set_)
+    joined = [f"ensemble.experiments=[{', '.join(with_)}]"] if with_ else []
+    cfg = config_from(config, [*(set_ or []), *joined])
     res = run_ensemble(cfg, *stage_inputs(cfg, make_folds=False), name)
+    typed = " with weights per question type" if res["weights_by_type"] else ""
     say(
-        f"vote: {res['method']} (threshold {res['threshold']}), OOF accuracy {res['cv']:.4f}; "
-        f"best single member {max(res['members'].values()):.4f}"
+        f"vote: {res['method']}{typed} (threshold {res['threshold']}), CV {res['cv']:.4f} (nested; "
+        f"{res['cv_in_sample']:.4f} on the OOF it was fitted on); best single member {max(res['members'].values()):.4f}"
     )
     for file, accuracy in res["holdout"].items():
         say(f"held-out accuracy of {file}: {accuracy:.4f}")

@@ -100,12 +100,8 @@ class ModelConfig(Section):
     source: Literal["tiny", "pretrained", "from_parts"] = Field(
         "tiny", description="tiny: random-init offline model; pretrained: llava-hf id/path; from_parts: vision + LM"
     )
-    name_or_path: str | None = Field(
-        None, description="pretrained llava, or vlm: hub id or local folder of the checkpoint (weights + processor)"
-    )
-    processor_kwargs: dict[str, Any] = Field(
-        {}, description="vlm: keyword arguments of AutoProcessor.from_pretrained, e.g. {max_pixels: 401408} for Qwen2-VL"
-    )
+    name_or_path: str | None = Field(None, description="pretrained llava, vlm: hub id or folder of the checkpoint")
+    processor_kwargs: dict[str, Any] = Field({}, description="vlm: AutoProcessor.from_pretrained keywords (max_pixels)")
     vision_tower: str | None = Field(None, description="from_parts: CLIP vision model id or folder")
     language_model: str | None = Field(None, description="from_parts: causal LM id or folder (e.g. Vicuna-7B)")
     projector: str | None = Field(None, description="from_parts: original-LLaVA mm_projector.bin to import")
@@ -281,13 +277,11 @@ class EnsembleConfig(Section):
         list(get_args(VoteMethod)), description="vote methods scored on OOF; the best votes the test set"
     )
     thresholds: list[float] = Field([90.0, 80.0], description="fuzzy similarity thresholds (rapidfuzz ratio) tried")
+    per_type: bool = Field(True, description="also try weights fitted per question type (scored by nested CV)")
+    experiments: list[str] = Field([], description="other experiments (same folds.csv) whose members join the blend")
     external: list[ExternalMember] = Field([], description="prediction sets from outside that join the test vote")
-    snap_cutoff: float | None = Field(
-        None,
-        ge=0,
-        le=100,
-        description="snap only the submission's voted answers to the training answers (members stay as predicted)",
-    )
+    snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap only the submission's voted answers to "
+                                      "the training answers (members stay as predicted)")
 
 
 class TuneConfig(Section):

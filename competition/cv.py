@@ -2,7 +2,8 @@
 
     python -m competition cv -c configs/demo.yaml
 
-Writes experiments/<exp>/cv.json, cv.md and cv.png. Ground truth is normalized by the same rules
+Writes experiments/<exp>/cv.json, cv.md, cv.png and members.png (how often members agree; the oracle is the
+share of questions some member gets right). Ground truth is normalized by the same rules
 as the predictions; the baseline is the most common training answer of each question type (the VQA v2
 types, see competition.metrics).
 """
@@ -53,6 +54,8 @@ def cv_tables(df: pd.DataFrame, base: pd.DataFrame) -> dict[str, Any]:
     per_type.insert(0, "n", base[covered].groupby("qtype").size())
     return {
         "baseline": float(base[covered]["correct"].mean()),
+        "oracle": float(df.groupby("id")["correct"].any().mean()),
+        "agreement": agreement(df).round(4).reset_index().to_dict("records"),
         "best": members.iloc[0].to_dict(),
         "members": members.to_dict("records"),
         "per_fold": per_fold.to_dict("records"),
@@ -60,11 +63,41 @@ def cv_tables(df: pd.DataFrame, base: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """Member x member: the share of OOF questions both answer the same way."""
+    answers = df.pivot_table(index="id", columns="member", values="answer", aggfunc="first")
+    names = list(answers.columns)
+    same = [[float((answers[a] == answers[b]).mean()) for b in names] for a in names]
+    return pd.DataFrame(same, index=pd.Index(names, name="member"), columns=names)
+
+
+def plot_agreement(tables: dict[str, Any], path: Path) -> None:
+    """members.png: how often each pair of members gives the same answer (low: they have something to combine)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = pd.DataFrame(tables["agreement"]).set_index("member")
+    side = max(4, 0.5 * len(m) + 2)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(m.to_numpy(float), vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(m)), m.columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(m)), m.index, fontsize=7)
+    ax.set_title(f"Members: share of identical OOF answers (oracle {tables['oracle']:.3f})")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
 def markdown(tables: dict[str, Any]) -> str:
     """cv.md: the three tables as markdown."""
     md = {k: markdown_table(pd.DataFrame(tables[k])) for k in ("members", "per_type", "per_fold")}
     return (
         f"# Local CV\n\nBaseline (majority answer per question type): {tables['baseline']:.4f}\n\n"
+        f"Oracle (some member right): {tables['oracle']:.4f}\n\n"
         f"## Members\n\n{md['members']}\n## Per question type\n\n{md['per_type']}\n## Per fold\n\n{md['per_fold']}"
     )
 
@@ -109,4 +142,5 @@ def run_cv(cfg: Config, comp: Competition, folds: pd.DataFrame) -> dict[str, Any
     atomic_write_json(tables, cfg.exp_dir / "cv.json")
     atomic_write_text(cfg.exp_dir / "cv.md", markdown(tables))
     plot(tables, cfg.exp_dir / "cv.png")
+    plot_agreement(tables, cfg.exp_dir / "members.png")
     return tables

@@ -2,10 +2,12 @@
 
     python -m competition ensemble -c configs/demo.yaml [--name NAME]
 
-Members are (prompt, decoding) prediction sets; on OOF each question is answered by its own
-fold's model, on test by every fold's model, so a member's fitted weight applies to all its folds.
-Writes the ensemble and the best single member as submissions, ranked on the leaderboard; with a
-solution.csv (held-out answers: the demo generator writes one) in the data folder, scores both on it.
+Members are (prompt, decoding) prediction sets of this experiment and of those named in
+ensemble.experiments (same folds); on OOF each question is answered by its own fold's model, on test
+by every fold's model, so a member's fitted weight applies to all its folds. The blend is chosen on
+OOF and scored by nested CV (competition.blend). Writes the ensemble and the best single member as
+submissions, ranked on the leaderboard; with a solution.csv (held-out answers: the demo generator
+writes one) in the data folder, scores both on it.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from typing import Any
 
 import pandas as pd
 
+from competition.blend import VOTE_COLUMNS, Blend, apply_blend, choose_blend, nested_cv
 from competition.config import Config, DataConfig
-from competition.data import ANSWER, ID, Competition, read_answers
+from competition.data import ANSWER, ID, QUESTION, Competition, read_answers
 from competition.errors import DataError
-from competition.metrics import majority_baseline
+from competition.metrics import majority_baseline, question_types
 from competition.normalize import AnswerNormalizer, snap_to_vocab
-from competition.predict import oof_frame, read_split
+from competition.predict import member_rows, oof_frame
 from competition.submit import read_submission, write_submission
 from competition.tuned import load_tuned
-from competition.vote import Candidate, load_external, score, select_method, vote
+from competition.vote import Candidate, load_external, score, vote
 
 
 def candidates(cfg: Config) -> list[Candidate]:
@@ -34,26 +37,25 @@ def candidates(cfg: Config) -> list[Candidate]:
         if m == "majority":
             out.append(Candidate("majority"))
         elif m == "weighted":
-            out.append(Candidate("weighted", fit=True))
+            out += [Candidate("weighted", fit=True)] + ([Candidate("weighted", fit=True, by_type=True)] if e.per_type else [])
         else:
             out += [Candidate("fuzzy", t, fit=f) for t in e.thresholds for f in (False, True)]
     return out
 
 
-def test_frame(cfg: Config) -> pd.DataFrame:
-    """All folds' test rows as vote input: id, member (fold/prompt/decoding), answer, logprob."""
-    rows = read_split(cfg, "test")
+def test_frame(cfg: Config, normalizer: AnswerNormalizer) -> pd.DataFrame:
+    """All folds' test rows of every member as vote input: id, member (fold/prompt/decoding), base (prompt/decoding),
+    answer, logprob."""
+    rows = member_rows(cfg, normalizer, "test")
     rows["base"] = rows["prompt"] + "/" + rows["decoding"]
     rows["member"] = "fold" + rows["fold"].astype(str) + "/" + rows["base"]
     return rows
 
 
-def expand_weights(weights: dict[str, float] | None, test: pd.DataFrame) -> dict[str, float] | None:
-    """Member weights fitted on OOF (prompt/decoding) applied to each fold's copy of the member."""
-    if weights is None:
-        return None
-    pairs = test[["member", "base"]].drop_duplicates()
-    return {m: weights.get(b, 0.0) for m, b in zip(pairs["member"], pairs["base"], strict=True)}
+def question_type_of(comp: Competition) -> pd.Series:
+    """The question type of every train and test id."""
+    both = pd.concat([comp.train[[ID, QUESTION]], comp.test[[ID, QUESTION]]], ignore_index=True)
+    return pd.Series(question_types(both[QUESTION]).to_numpy(), index=both[ID].to_numpy())
 
 
 def externals(cfg: Config) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -63,7 +65,16 @@ def externals(cfg: Config) -> tuple[pd.DataFrame, dict[str, float]]:
         member = f"ext/{ext.name}"
         frames.append(load_external(ext.path, member, cfg.data.id_col, cfg.data.answer_col))
         given[member] = ext.weight
-    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), given
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=VOTE_COLUMNS)), given
+
+
+def with_externals(blend: Blend, given: dict[str, float], members: list[str]) -> Blend:
+    """The blend with external members at their given weights (a majority vote becomes a weighted one)."""
+    if not given:
+        return blend
+    weights = {**(blend.weights or dict.fromkeys(members, 1.0)), **given}
+    by_type = {t: {**w, **given} for t, w in blend.by_type.items()}
+    return Blend("weighted" if blend.method == "majority" else blend.method, blend.threshold, weights, by_type)
 
 
 def fill_empty(answers: pd.Series, comp: Competition, normalizer: AnswerNormalizer) -> pd.Series:
@@ -77,61 +88,53 @@ def fill_empty(answers: pd.Series, comp: Competition, normalizer: AnswerNormaliz
     return answers
 
 
-def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str = "ensemble") -> dict[str, Any]:
-    """Choose the vote on OOF, vote the test set, write the ensemble and best-member submissions."""
-    oof = oof_frame(cfg, comp, folds)
-    gold = oof.drop_duplicates("id").set_index("id")["gold"]
-    oof_votes = oof[["id", "member", "answer", "logprob"]]
-    singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False)
-    method, params, cv = select_method(oof_votes, gold, candidates(cfg))
-    if singles.iloc[0] > cv:  # a vote that follows the best member is a candidate too
-        method, cv = "weighted", float(singles.iloc[0])
-        params = {"threshold": params["threshold"], "weights": {m: float(m == singles.index[0]) for m in singles.index}}
+def choose(cfg: Config, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, folds: pd.DataFrame
+           ) -> tuple[Blend, float, float]:  # fmt: skip
+    """(blend, CV, in-sample OOF accuracy): the candidates' best blend on all OOF, scored by nested CV; the vote
+    study's tuned blend (fitted on all OOF, so only its in-sample score exists) when it beats that in-sample."""
+    cands = candidates(cfg)
+    blend, in_sample = choose_blend(oof, gold, qtype, cands)
+    cv = nested_cv(oof, gold, qtype, folds.set_index("id")["fold"], cands)
     tuned = load_tuned(cfg).get("vote")
     if tuned:
-        tuned_cv = score(vote(oof_votes, tuned["method"], tuned["weights"], tuned["threshold"]), gold)
-        if tuned_cv > cv:
-            method, params, cv = (
-                tuned["method"],
-                {"threshold": tuned["threshold"], "weights": tuned["weights"]},
-                tuned_cv,
-            )
-    normalizer = AnswerNormalizer.of(cfg, comp)
-    truth = read_solution(comp, normalizer)
-    test = test_frame(cfg)
+        study = Blend(tuned["method"], tuned["threshold"], tuned["weights"])
+        study_score = score(apply_blend(study, oof, qtype), gold)
+        if study_score > in_sample:
+            return study, study_score, study_score
+    return blend, cv, in_sample
+
+
+def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str = "ensemble") -> dict[str, Any]:
+    """Choose the blend on OOF (scored by nested CV), vote the test set, write the ensemble and best-member
+    submissions."""
+    oof, qtype, normalizer = oof_frame(cfg, comp, folds), question_type_of(comp), AnswerNormalizer.of(cfg, comp)
+    gold = oof.drop_duplicates("id").set_index("id")["gold"]
+    singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False, kind="stable")
+    truth = read_solution(comp, normalizer)  # a bad solution.csv stops the stage before anything is written
+    blend, cv, in_sample = choose(cfg, oof, gold, qtype, folds)
+    test = test_frame(cfg, normalizer)
     ext_rows, ext_weights = externals(cfg)
-    if len(ext_rows):
-        ext_rows["answer"] = normalizer(ext_rows["answer"]).to_numpy()
-    weights = expand_weights(params["weights"], test) or (
-        {m: 1.0 for m in test["member"].unique()} if ext_weights else None
-    )
-    if ext_weights:
-        weights = {**weights, **ext_weights}
-        method = "weighted" if method == "majority" else method
-    votes = pd.concat([test[["id", "member", "answer", "logprob"]], ext_rows], ignore_index=True)
-    voted = fill_empty(vote(votes, method, weights, params["threshold"]).set_index("id")["answer"], comp, normalizer)
+    ext_rows["answer"] = normalizer(ext_rows["answer"].astype(str)).to_numpy()
+    final = with_externals(blend, ext_weights, sorted(test["base"].unique()))
+    votes = pd.concat([test.assign(member=test["base"])[VOTE_COLUMNS], ext_rows[VOTE_COLUMNS]], ignore_index=True)
+    voted = fill_empty(apply_blend(final, votes, qtype).set_index("id")["answer"], comp, normalizer)
     if cfg.ensemble.snap_cutoff is not None:
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
     c = cfg.data
-    meta = {"method": method, "threshold": params["threshold"], "weights": params["weights"], "cv": cv,
-            "members": sorted(oof["member"].unique()) + sorted(ext_weights), "config_hash": cfg.hash(),
-            "experiment": cfg.experiment}  # fmt: skip
-    path = write_submission(
-        voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta, c.id_col, c.answer_col
-    )
+    meta = {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": sorted(singles.index) + sorted(ext_weights),
+            "config_hash": cfg.hash(), "experiment": cfg.experiment}  # fmt: skip
+    path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta, c.id_col,
+                            c.answer_col)  # fmt: skip
     best = singles.index[0]
-    single = vote(test[test["base"] == best][["id", "member", "answer", "logprob"]], "majority").set_index("id")[
-        "answer"
-    ]
+    single = vote(test[test["base"] == best][VOTE_COLUMNS], "majority").set_index("id")["answer"]
     single_meta = {"method": "majority over folds", "cv": float(singles.iloc[0]), "members": [best],
                    "config_hash": cfg.hash(), "experiment": cfg.experiment}  # fmt: skip
-    safe = best.replace("/", "-")
     single_path = write_submission(fill_empty(single, comp, normalizer), comp.sample, cfg.submissions_dir,
-                                   f"{cfg.experiment}-{safe}", single_meta, c.id_col, c.answer_col)  # fmt: skip
+                                   f"{cfg.experiment}-{best.replace('/', '-').replace(':', '-')}", single_meta,
+                                   c.id_col, c.answer_col)  # fmt: skip
     holdout = {} if truth is None else {p.name: holdout_score(p, truth, c) for p in (path, single_path)}
-    return {"method": method, "threshold": params["threshold"], "weights": params["weights"], "cv": cv,
-            "members": singles.to_dict(), "submission": path, "single": single_path,
-            "holdout": holdout}  # fmt: skip
+    return {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": singles.to_dict(), "submission": path,
+            "single": single_path, "holdout": holdout}  # fmt: skip
 
 
 def read_solution(comp: Competition, normalizer: AnswerNormalizer) -> pd.Series | None:

@@ -143,12 +143,45 @@ def merge_shards(cfg: Config, fold: int, split: str, n: int) -> Path | None:
     return out
 
 
+def check_joinable(cfg: Config, other: Config, split: str) -> None:
+    """A ConfigError unless experiment `other` exists, shares cfg's folds and has every fold's `split` predictions."""
+    name = other.experiment
+    if not other.exp_dir.is_dir():
+        raise ConfigError(f"ensemble.experiments: unknown experiment '{name}' (no {other.exp_dir})")
+    mine, theirs = cfg.exp_dir / "folds.csv", other.exp_dir / "folds.csv"
+    if not theirs.is_file() or theirs.read_bytes() != mine.read_bytes():
+        raise ConfigError(f"ensemble.experiments: '{name}' was not trained on the folds of '{cfg.experiment}' "
+                          f"({theirs} differs from {mine}); blend experiments that share folds.csv")  # fmt: skip
+    for f in range(cfg.folds.k):
+        path = file_for(other, f, split)
+        meta = meta_path(path)
+        if not path.is_file() or (meta.is_file() and not json.loads(meta.read_text()).get("complete")):
+            raise ConfigError(f"ensemble.experiments: '{name}' lacks fold {f}'s {split} predictions ({path}); "
+                              f"run `predict` for it")  # fmt: skip
+
+
+def member_rows(cfg: Config, normalizer: AnswerNormalizer, split: str) -> pd.DataFrame:
+    """A split's rows of this experiment and of every experiment in ensemble.experiments, whose prompts read
+    '<experiment>:<prompt>' and whose raw answers are normalized by this config's rules."""
+    frames = [read_split(cfg, split)]
+    for name in cfg.ensemble.experiments:
+        other = cfg.model_copy(update={"experiment": name})
+        check_joinable(cfg, other, split)
+        rows = read_split(other, split)
+        rows["answer"] = normalizer(rows["raw"].astype(str)).to_numpy()
+        rows["prompt"] = name + ":" + rows["prompt"]
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True)
+
+
 def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
-    """All folds' OOF rows joined to their question, gold answer (normalized) and question type."""
-    rows = read_split(cfg, "oof")
+    """All folds' OOF rows of every member (ensemble.experiments too) joined to their question, gold answer
+    (normalized) and question type."""
+    normalizer = AnswerNormalizer.of(cfg, comp)
+    rows = member_rows(cfg, normalizer, "oof")
     gold = comp.train[[ID, QUESTION, ANSWER]].rename(columns={ANSWER: "gold_raw"})
     df = rows.merge(gold, on="id", how="left", validate="many_to_one")
-    df["gold"] = AnswerNormalizer.of(cfg, comp)(df["gold_raw"]).to_numpy()
+    df["gold"] = normalizer(df["gold_raw"]).to_numpy()
     df["qtype"] = question_types(df["question"]).to_numpy()
     df["member"] = df["prompt"] + "/" + df["decoding"]
     df["correct"] = df["answer"] == df["gold"]

@@ -64,6 +64,7 @@ class Candidate:
     method: Method = "majority"
     threshold: float = FUZZY_THRESHOLD
     fit: bool = False
+    by_type: bool = False  # fitted weights: one set per question type
 
     def __post_init__(self) -> None:
         """Refuse an unknown method, and fitted weights for majority (which ignores weights)."""
