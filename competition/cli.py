@@ -95,7 +95,7 @@ def folds(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     comp = load_competition(cfg.data)
     path, report = write_folds(cfg, comp.train)
     cfg.save()
-    out.print(table(f"{cfg.folds.k} folds (seed {cfg.split_seed})", report.to_dict("records")))
+    out.print(table(f"{cfg.folds.k} folds (seed {cfg.folds.seed})", report.to_dict("records")))
     out.print(f"wrote {path}")
 
 

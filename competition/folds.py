@@ -67,7 +67,7 @@ def fold_report(folds: pd.DataFrame, answers: pd.Series, top: int = 20) -> pd.Da
 
 def write_folds(cfg: Config, train: pd.DataFrame) -> tuple[Path, pd.DataFrame]:
     """Compute the folds of the config and write experiments/<exp>/folds.csv atomically."""
-    folds = make_folds(train, cfg.folds.k, cfg.split_seed, cfg.folds.max_strata)
+    folds = make_folds(train, cfg.folds.k, cfg.folds.seed, cfg.folds.max_strata)
     path = cfg.exp_dir / "folds.csv"
     atomic_write_csv(folds, path)
     return path, fold_report(folds, train[ANSWER])

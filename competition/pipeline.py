@@ -26,7 +26,7 @@ def stage_inputs(cfg: Config, make_folds: bool = True) -> tuple[Competition, pd.
     if make_folds and not (cfg.exp_dir / "folds.csv").is_file():
         path, _ = write_folds(cfg, comp.train)
         cfg.save()
-        say(f"wrote {path} ({cfg.folds.k} folds, seed {cfg.split_seed}): it was missing")
+        say(f"wrote {path} ({cfg.folds.k} folds, seed {cfg.folds.seed}): it was missing")
     return comp, read_folds(cfg)
 
 

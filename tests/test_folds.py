@@ -38,7 +38,7 @@ def test_folds_grouped_balanced_and_deterministic(tmp_path: Path) -> None:
     assert len(sizes) == 3 and sizes.max() <= 1.1 * sizes.min()
     again = run_folds(demo_root, tmp_path / "b", "--set", "folds.k=3")
     assert path.read_bytes() == again.read_bytes()
-    other = run_folds(demo_root, tmp_path / "c", "--set", "folds.k=3", "--set", "seed=5")
+    other = run_folds(demo_root, tmp_path / "c", "--set", "folds.k=3", "--set", "folds.seed=5")
     assert path.read_bytes() != other.read_bytes()
     assert (tmp_path / "a" / "experiments" / "demo" / "config.yaml").is_file()
 
@@ -117,6 +117,17 @@ def test_write_and_read_folds(tmp_path: Path) -> None:
     train.loc[0, "id"] = "NA"  # an ID, not a missing value
     path, report = write_folds(cfg, train)
     assert path == cfg.exp_dir / "folds.csv"
-    expected = make_folds(train, 2, cfg.split_seed, 3)
+    expected = make_folds(train, 2, cfg.folds.seed, 3)
     assert read_folds(cfg).equals(expected)
     assert report.equals(fold_report(expected, train["answer"]))
+
+
+def test_another_run_seed_keeps_the_folds(tmp_path: Path) -> None:
+    train = training_table(6)
+    written = []
+    for seed in (1, 2):
+        cfg = load_config("configs/demo.yaml", [f"workdir={tmp_path}", f"seed={seed}", f"experiment=s{seed}"])
+        written.append(write_folds(cfg, train)[0].read_bytes())
+    assert written[0] == written[1]  # a second seed of a config blends with the first (same folds.csv)
+    other = load_config("configs/demo.yaml", [f"workdir={tmp_path}", "folds.seed=7", "experiment=f7"])
+    assert write_folds(other, train)[0].read_bytes() != written[0]
