@@ -83,9 +83,12 @@ def choose_blend(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, candidate
 
 
 def nested_cv(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, fold_of: pd.Series,
-              candidates: list[Candidate]) -> float:  # fmt: skip
-    """Accuracy of the whole choice (`choose_blend`) refitted without each fold and scored on that fold."""
+              candidates: list[Candidate]) -> float | None:  # fmt: skip
+    """Accuracy of the whole choice (`choose_blend`) refitted without each fold and scored on that fold;
+    None when the OOF covers fewer than two folds (nothing to refit on)."""
     folds = oof["id"].map(fold_of).to_numpy()
+    if len(np.unique(folds)) < 2:
+        return None
     right = 0
     for f in np.unique(folds):
         blend, _ = choose_blend(oof[folds != f], gold, qtype, candidates)

@@ -90,11 +90,13 @@ def fill_empty(answers: pd.Series, comp: Competition, normalizer: AnswerNormaliz
 
 def choose(cfg: Config, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, folds: pd.DataFrame
            ) -> tuple[Blend, float, float]:  # fmt: skip
-    """(blend, CV, in-sample OOF accuracy): the candidates' best blend on all OOF, scored by nested CV; the vote
-    study's tuned blend (fitted on all OOF, so only its in-sample score exists) when it beats that in-sample."""
+    """(blend, CV, in-sample OOF accuracy): the candidates' best blend on all OOF, scored by nested CV (in-sample
+    while only one fold has OOF predictions); the vote study's tuned blend (fitted on all OOF, so only its in-sample
+    score exists) when it beats that in-sample."""
     cands = candidates(cfg)
     blend, in_sample = choose_blend(oof, gold, qtype, cands)
-    cv = nested_cv(oof, gold, qtype, folds.set_index("id")["fold"], cands)
+    nested = nested_cv(oof, gold, qtype, folds.set_index("id")["fold"], cands)
+    cv = in_sample if nested is None else nested
     tuned = load_tuned(cfg).get("vote")
     if tuned:
         study = Blend(tuned["method"], tuned["threshold"], tuned["weights"])

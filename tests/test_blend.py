@@ -121,3 +121,8 @@ def test_cv_shows_how_often_members_agree_and_the_oracle(data_copy: Path, tmp_pa
     agree = pd.DataFrame(tables["agreement"]).set_index("member")
     assert np.diag(agree.to_numpy(float)).tolist() == [1.0, 1.0] and 0 < agree.iloc[0, 1] < 1
     assert (cfg.exp_dir / "members.png").stat().st_size > 1000
+
+
+def test_nested_cv_needs_two_folds() -> None:
+    oof, gold, qtype, fold_of = noisy_oof(0, noise=2)
+    assert nested_cv(oof, gold, qtype, fold_of * 0, CANDIDATES) is None
