@@ -4,6 +4,7 @@ same logits, and the fold / predict flow runs unchanged."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,7 @@ from competition.plan import dry_run_plan
 from competition.predict import predict_fold, read_split
 from competition.train import train_fold
 from competition.vlm import VlmCollator, VlmEngine, VlmSet, apply_vlm_mode, load_vlm, load_vlm_trained, save_vlm
-from tests.vlm_models import TINY_FAMILIES, save_tiny_vlm
+from tests.vlm_models import NEED_TORCHVISION, TINY_FAMILIES, save_tiny_vlm
 
 COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "yellow": (230, 220, 20)}
 ROWS = pd.DataFrame({QUESTION: [f"What color is picture {i}?" for i in range(8)],
@@ -38,7 +39,12 @@ def texts() -> list[str]:
     return [*ROWS[QUESTION], *ROWS[ANSWER], "answer the question using a single word or phrase ."]
 
 
-@pytest.fixture(scope="module", params=TINY_FAMILIES)
+NO_TORCHVISION = importlib.util.find_spec("torchvision") is None
+FAMILIES = [pytest.param(f, marks=pytest.mark.skipif(f in NEED_TORCHVISION and NO_TORCHVISION,
+                                                     reason="its processor needs torchvision")) for f in TINY_FAMILIES]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
 def checkpoint(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     folder = tmp_path_factory.mktemp(request.param)
     return request.param, save_tiny_vlm(request.param, folder, texts())

@@ -42,7 +42,8 @@ from transformers import (
 
 from competition.modeling import train_word_tokenizer
 
-TINY_FAMILIES = ("llava", "idefics3", "paligemma", "gemma3")
+TINY_FAMILIES = ("llava", "idefics3", "paligemma", "gemma3", "qwen2_vl")
+NEED_TORCHVISION = ("qwen2_vl",)  # processors with a video half
 IMAGE = 32  # image side in pixels, for every family
 PATCH = 8  # (32 / 8)^2 = 16 patches per image
 POOLED = 4  # image tokens after Idefics3's pixel shuffle (scale 2) or Gemma3's 2x2 average pooling
@@ -178,7 +179,32 @@ def gemma3(texts: list[str]) -> tuple[Gemma3Config, Gemma3Processor]:
     return config, processor
 
 
+def qwen2_vl(texts: list[str]) -> tuple[Any, Any]:
+    """Qwen2-VL style: dynamic resolution (14 px patches, 2x2 merged: one token per 28 x 28 pixels), M-RoPE.
+    Its processor has a video half that needs torchvision."""
+    from transformers import Qwen2VLConfig, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    marks = dict(vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>",
+                 image_token="<|image_pad|>", video_token="<|video_pad|>")  # fmt: skip
+    tok = word_tokenizer(texts, [*marks.values(), "<|im_start|>", "<|im_end|>"], **marks)
+    ids = {f"{k.removesuffix('_token')}_token_id": tok.convert_tokens_to_ids(v) for k, v in marks.items()}
+    config = Qwen2VLConfig(
+        text_config=dict(TEXT, num_key_value_heads=2, rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+                         **text_ids(tok)),  # mrope sections add up to head_dim / 2 = 8
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=TEXT["hidden_size"], num_heads=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        **ids,
+    )  # fmt: skip
+    pixels = 56 * 56  # 4 image tokens for a square picture
+    image_processor = Qwen2VLImageProcessor(min_pixels=pixels, max_pixels=pixels, image_mean=MEAN, image_std=STD)
+    template = chat_template("<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n",
+                             "<|vision_start|><|image_pad|><|vision_end|>", "<|im_end|>\n")  # fmt: skip
+    processor = Qwen2VLProcessor(image_processor, tok, Qwen2VLVideoProcessor(), chat_template=template)
+    return config, processor
+
+
 BUILDERS: dict[str, Callable[[list[str]], tuple[Any, Any]]] = {
+    "qwen2_vl": qwen2_vl,
     "llava": llava,
     "idefics3": idefics3,
     "paligemma": paligemma,
