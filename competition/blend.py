@@ -3,7 +3,8 @@
     python -m competition ensemble -c configs/demo.yaml     # (the ensemble stage chooses and applies a blend)
 
 A blend is a vote method with member weights, one set for all questions or one per question type
-(a member strong on counting need not be trusted on colour), or the best single member. Choosing
+(a member strong on counting need not be trusted on colour), a stacker (a logistic model scoring
+each candidate answer from which members gave it and how sure they were), or the best single member. Choosing
 and fitting it on the whole OOF scores it on its own training data; `nested_cv` refits the whole
 choice on all folds but one and scores the fold left out, so the leaderboard's number for a blend is
 one it never saw.
@@ -24,12 +25,15 @@ VOTE_COLUMNS = ["id", "member", "answer", "logprob"]
 
 @dataclass(frozen=True)
 class Blend:
-    """A fitted vote: method, fuzzy threshold, member weights (None: unit), per question type when by_type."""
+    """A fitted vote: method, fuzzy threshold, member weights (None: unit), per question type when by_type; or
+    (method 'stack') a logistic model scoring each candidate answer from its members."""
 
     method: str
     threshold: float
     weights: dict[str, float] | None
     by_type: dict[str, dict[str, float]] = field(default_factory=dict)
+    stacker: Any = None
+    members: tuple[str, ...] = ()
 
     def params(self) -> dict[str, Any]:
         """The submission record's description of the blend."""
@@ -37,8 +41,47 @@ class Blend:
                 "weights_by_type": self.by_type or None}  # fmt: skip
 
 
+def stack_features(preds: pd.DataFrame, members: tuple[str, ...]) -> tuple[pd.DataFrame, np.ndarray]:
+    """(id, answer) candidates and their features: the share of each member's rows for the id that gave the
+    answer (on test a member has one row per fold model), their mean log-probability (0 when not given or
+    unknown), and the share of members that gave it."""
+    p = preds[VOTE_COLUMNS].assign(logprob=preds["logprob"].astype(float).fillna(0.0).clip(-20, 0))
+    rows = p.groupby(["id", "member"]).size()
+    given = p.groupby(["id", "answer", "member"]).agg(n=("logprob", "size"), lp=("logprob", "mean")).reset_index()
+    given["share"] = given["n"].to_numpy() / rows.reindex(pd.MultiIndex.from_frame(given[["id", "member"]])).to_numpy()
+    wide = given.pivot_table(index=["id", "answer"], columns="member", values=["share", "lp"], aggfunc="first")
+    share = wide["share"].reindex(columns=list(members)).fillna(0.0).to_numpy()
+    logprob = wide["lp"].reindex(columns=list(members)).fillna(0.0).to_numpy()
+    return wide.index.to_frame(index=False), np.hstack([share, logprob, share.mean(1, keepdims=True)])
+
+
+def fit_stacker(oof: pd.DataFrame, gold: pd.Series) -> Blend | None:
+    """A logistic model of 'this candidate answer is right' over the OOF candidates; None without both outcomes."""
+    from sklearn.linear_model import LogisticRegression
+
+    members = tuple(sorted(oof["member"].unique()))
+    keys, x = stack_features(oof, members)
+    right = keys["answer"].to_numpy(object) == gold.reindex(keys["id"]).to_numpy(object)
+    if right.all() or not right.any():
+        return None
+    model = LogisticRegression(max_iter=1000).fit(x, right)
+    return Blend("stack", 0.0, None, stacker=model, members=members)
+
+
+def apply_stacker(blend: Blend, preds: pd.DataFrame) -> pd.DataFrame:
+    """Each id's candidate answer of the highest stacker score (first-seen id order)."""
+    keys, x = stack_features(preds, blend.members)
+    keys["support"] = blend.stacker.decision_function(x)
+    best = keys.sort_values(["id", "support", "answer"], ascending=[True, False, True]).drop_duplicates("id")
+    order = pd.Index(pd.unique(preds["id"]))
+    best = best.iloc[np.argsort(order.get_indexer(best["id"]))].reset_index(drop=True)
+    return best.assign(logprob=np.nan)[["id", "answer", "support", "logprob"]]
+
+
 def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataFrame:
     """One voted row per id: `id, answer, support, logprob`; `qtype` maps id -> question type."""
+    if blend.stacker is not None:
+        return apply_stacker(blend, preds)
     if not blend.by_type:
         return vote(preds[VOTE_COLUMNS], blend.method, blend.weights, blend.threshold)
     types = preds["id"].map(qtype).to_numpy()
@@ -69,13 +112,16 @@ def best_member(oof: pd.DataFrame, gold: pd.Series) -> Blend:
     return Blend("weighted", 0.0, {m: float(m == top) for m in accuracy.index})
 
 
-def choose_blend(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, candidates: list[Candidate]
-                 ) -> tuple[Blend, float]:  # fmt: skip
-    """The blend of best OOF accuracy among the candidates and the best single member (which wins ties)."""
+def choose_blend(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, candidates: list[Candidate],
+                 stack: bool = False) -> tuple[Blend, float]:  # fmt: skip
+    """The blend of best OOF accuracy among the candidates (and the stacker when `stack`) and the best single
+    member (which wins ties)."""
     best = best_member(oof, gold)
     best_score = score(apply_blend(best, oof, qtype), gold)
-    for c in candidates:
-        blend = fit_candidate(c, oof, gold, qtype)
+    fitted = [fit_candidate(c, oof, gold, qtype) for c in candidates] + ([fit_stacker(oof, gold)] if stack else [])
+    for blend in fitted:
+        if blend is None:
+            continue
         acc = score(apply_blend(blend, oof, qtype), gold)
         if acc > best_score:
             best, best_score = blend, acc
@@ -83,7 +129,7 @@ def choose_blend(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, candidate
 
 
 def nested_cv(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, fold_of: pd.Series,
-              candidates: list[Candidate]) -> float | None:  # fmt: skip
+              candidates: list[Candidate], stack: bool = False) -> float | None:  # fmt: skip
     """Accuracy of the whole choice (`choose_blend`) refitted without each fold and scored on that fold;
     None when the OOF covers fewer than two folds (nothing to refit on)."""
     folds = oof["id"].map(fold_of).to_numpy()
@@ -91,7 +137,7 @@ def nested_cv(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, fold_of: pd.
         return None
     right = 0
     for f in np.unique(folds):
-        blend, _ = choose_blend(oof[folds != f], gold, qtype, candidates)
+        blend, _ = choose_blend(oof[folds != f], gold, qtype, candidates, stack)
         voted = apply_blend(blend, oof[folds == f], qtype)
         right += int((voted["answer"].to_numpy(object) == gold.reindex(voted["id"]).to_numpy(object)).sum())
     return right / oof["id"].nunique()

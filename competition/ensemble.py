@@ -93,9 +93,9 @@ def choose(cfg: Config, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, fo
     """(blend, CV, in-sample OOF accuracy): the candidates' best blend on all OOF, scored by nested CV (in-sample
     while only one fold has OOF predictions); the vote study's tuned blend (fitted on all OOF, so only its in-sample
     score exists) when it beats that in-sample."""
-    cands = candidates(cfg)
-    blend, in_sample = choose_blend(oof, gold, qtype, cands)
-    nested = nested_cv(oof, gold, qtype, folds.set_index("id")["fold"], cands)
+    cands, stack = candidates(cfg), cfg.ensemble.stack and not cfg.ensemble.external  # externals only join votes
+    blend, in_sample = choose_blend(oof, gold, qtype, cands, stack)
+    nested = nested_cv(oof, gold, qtype, folds.set_index("id")["fold"], cands, stack)
     cv = in_sample if nested is None else nested
     tuned = load_tuned(cfg).get("vote")
     if tuned:

@@ -126,3 +126,23 @@ def test_cv_shows_how_often_members_agree_and_the_oracle(data_copy: Path, tmp_pa
 def test_nested_cv_needs_two_folds() -> None:
     oof, gold, qtype, fold_of = noisy_oof(0, noise=2)
     assert nested_cv(oof, gold, qtype, fold_of * 0, CANDIDATES) is None
+
+
+def test_a_stacker_learns_whom_to_trust_from_confidence() -> None:
+    rng = np.random.default_rng(0)
+    n = 600
+    ids = [f"q{i}" for i in range(n)]
+    gold = pd.Series(rng.choice(list("abcd"), n), index=ids)
+    shift = dict(zip("abcd", "bcda", strict=True))
+    a_right, b_right = rng.random(n) < 0.6, rng.random(n) < 0.6
+    a = pd.DataFrame({"id": ids, "member": "a", "answer": np.where(a_right, gold, gold.map(shift)),
+                      "logprob": np.where(a_right, -0.1, -3.0)})  # a knows when it is right
+    b = pd.DataFrame({"id": ids, "member": "b", "answer": np.where(b_right, gold, gold.map(shift).map(shift)),
+                      "logprob": -0.05})  # b is always sure: log-probability tie-breaks follow b  # fmt: skip
+    oof, qtype, fold_of = pd.concat([a, b], ignore_index=True), pd.Series("t", index=ids), pd.Series(np.arange(n) % 3, index=ids)
+    votes = nested_cv(oof, gold, qtype, fold_of, CANDIDATES)
+    stacked = nested_cv(oof, gold, qtype, fold_of, CANDIDATES, stack=True)
+    assert votes < 0.65 < 0.78 < stacked  # a when sure, else b: about 0.6 + 0.4 x 0.6 = 0.84
+    blend, _ = choose_blend(oof, gold, qtype, CANDIDATES, stack=True)
+    twice = pd.concat([oof, oof], ignore_index=True)  # test rows: one copy per fold model gives the same features
+    assert blend.method == "stack" and apply_blend(blend, twice, qtype)["answer"].equals(apply_blend(blend, oof, qtype)["answer"])
