@@ -8,7 +8,6 @@ attending over the image features, a head over the fold's most common training a
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,11 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from competition.config import ClassifierConfig, DecodingConfig
 from competition.data import ANSWER, IMAGE, QUESTION
-from competition.dataset import IGNORE, pad
+from competition.dataset import IGNORE, Examples, pad
 from competition.engine import Answer, batches
 from competition.errors import ConfigError
 from competition.images import Images
+from competition.io import atomic_dir
 from competition.modeling import CLIP_MEAN, CLIP_STD, train_word_tokenizer
 
 CONFIG_FILE, WEIGHTS_FILE = "classifier.json", "model.safetensors"
@@ -118,7 +118,7 @@ def build_classifier(c: ClassifierConfig, texts: list[str], answers: list[str], 
     return AnswerClassifier(vision, text, answers[: c.max_answers], c), processor
 
 
-class ClassifierSet(torch.utils.data.Dataset):
+class ClassifierSet(Examples):
     """One example per question: its image, its tokenized question and its answer's index (IGNORE when the answer
     is not among the classifier's)."""
 
@@ -127,12 +127,6 @@ class ClassifierSet(torch.utils.data.Dataset):
         ids = processor.tokenizer(rows[QUESTION].tolist(), truncation=True, max_length=max_length)["input_ids"]
         self.items = [{"image_id": im, "input_ids": q, "label": index.get(a, IGNORE)}
                       for im, q, a in zip(rows[IMAGE], ids, rows[ANSWER], strict=True)]  # fmt: skip
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
 
 
 class ClassifierCollator:
@@ -149,16 +143,12 @@ class ClassifierCollator:
 
 def save_classifier(model: AnswerClassifier, processor: ClassifierProcessor, out: Path) -> None:
     """Write weights, processor and the config that rebuilds the model to `out` (via a sibling temp folder)."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
-    processor.save_pretrained(tmp)
     meta = {"answers": model.answers, "settings": model.settings.model_dump(mode="json"),
             "vision_config": model.vision_tower.config.to_dict(), "text_config": model.text_encoder.config.to_dict()}  # fmt: skip
-    (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+        processor.save_pretrained(tmp)
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def load_classifier(folder: Path) -> tuple[AnswerClassifier, ClassifierProcessor]:

@@ -52,7 +52,19 @@ def encode_answers(processor: Any, answers: Sequence[str]) -> list[list[int]]:
     return [ids + [tok.eos_token_id] for ids in tok(list(answers), add_special_tokens=False)["input_ids"]]
 
 
-class TrainSet(torch.utils.data.Dataset):
+class Examples(torch.utils.data.Dataset):
+    """Training examples built up front, one dict each (a family's dataset fills `items`)."""
+
+    items: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+class TrainSet(Examples):
     """Pre-tokenized conversations; labels mask everything but the answers and their EOS.
 
     With `pack` > 1, up to `pack` questions of one image form a multi-turn conversation (as LLaVA's
@@ -94,12 +106,6 @@ class TrainSet(torch.utils.data.Dataset):
             ids += p + a
             labels += [IGNORE] * len(p) + a
         self.items.append({"input_ids": ids, "labels": labels, "image_id": image})
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
 
 
 def followup_ids(processor: Any, prompt: str, questions: Sequence[str]) -> list[list[int]]:

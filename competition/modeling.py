@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,14 @@ from transformers import (
 
 from competition.config import LoraSettings, ModelConfig, TrainConfig
 from competition.errors import ConfigError
+from competition.io import atomic_dir
 from competition.projector import import_llava_projector, new_projector, restore_projector
 from competition.prompts import IMAGE_TOKEN, vocabulary_text
 
 BASE_SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 META = "competition_model.json"
 PROJECTOR_FILE = "projector.safetensors"
+TRAINABLE_FILE = "trainable.safetensors"  # a checkpoint's (or a vlm projector run's) trainable parameters
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -282,8 +283,7 @@ def part_of(name: str) -> str:
 def apply_mode(model: LlavaForConditionalGeneration, train: TrainConfig) -> Any:
     """Freeze or wrap the model for train.mode (projector only, LoRA on the LM + projector, or full).
 
-    Trainable weights are kept in float32 whatever model.dtype is: a bf16 weight cannot take a
-    small update (0.02 + 2e-5 == 0.02 in bf16); frozen weights keep their dtype.
+    Trainable weights are kept in float32 (`trainable_in_float32`).
     """
     model.model.multi_modal_projector.register_forward_pre_hook(_inputs_to_weight_dtype)
     if train.mode == "full":
@@ -293,10 +293,25 @@ def apply_mode(model: LlavaForConditionalGeneration, train: TrainConfig) -> Any:
         model.model.multi_modal_projector.requires_grad_(True)
     else:
         model = wrap_lora(model, train.lora)
+    return trainable_in_float32(model)
+
+
+def trainable_in_float32(model: Any) -> Any:
+    """Trainable weights in float32 whatever model.dtype is: a bf16 weight cannot take a small update
+    (0.02 + 2e-5 == 0.02 in bf16); frozen weights keep their dtype."""
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
     return model
+
+
+def save_trainable(model: torch.nn.Module, folder: Path) -> None:
+    """Write the model's trainable parameters to folder/TRAINABLE_FILE."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(weights, str(folder / TRAINABLE_FILE))
 
 
 def _inputs_to_weight_dtype(module: nn.Module, args: tuple) -> tuple:
@@ -334,25 +349,21 @@ def save_trained(model: Any, processor: Any, out: Path, mode: str, base: str | N
     """
     from safetensors.torch import save_file
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     meta: dict[str, Any] = {"mode": mode, "base": base}
-    if mode == "lora":
-        model.save_pretrained(tmp)
-        if base is None:
-            base_model.save_pretrained(tmp / "base")
-    elif mode == "projector":
-        proj = model.model.multi_modal_projector.state_dict()
-        save_file({k: v.contiguous() for k, v in proj.items()}, str(tmp / PROJECTOR_FILE))
-        if base is None:
-            base_model.save_pretrained(tmp / "base")
-    else:
-        model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        if mode == "lora":
+            model.save_pretrained(tmp)
+            if base is None:
+                base_model.save_pretrained(tmp / "base")
+        elif mode == "projector":
+            proj = model.model.multi_modal_projector.state_dict()
+            save_file({k: v.contiguous() for k, v in proj.items()}, str(tmp / PROJECTOR_FILE))
+            if base is None:
+                base_model.save_pretrained(tmp / "base")
+        else:
+            model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def load_trained(model_dir: Path, cfg: ModelConfig) -> tuple[LlavaForConditionalGeneration, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from competition.config import Config
@@ -30,16 +30,16 @@ from competition.families import Llava, family_for
 from competition.folds import fold_rows
 from competition.io import atomic_write_json
 from competition.modeling import (
+    TRAINABLE_FILE,
     part_of,
     resolve_precision,
+    save_trainable,
     tf32_available,
 )
 from competition.monitor import METRIC, AccuracyProbe, TimeBudget, TrainProgress, held_out_rows, plot_curve, read_log
 from competition.normalize import AnswerNormalizer
 from competition.plan import grad_accum, make_plan, world_size
 from competition.tuned import tuned_train
-
-TRAINABLE_FILE = "trainable.safetensors"
 
 
 class PartsTrainer(Trainer):
@@ -96,13 +96,6 @@ class PartsTrainer(Trainer):
         if not (Path(resume_from_checkpoint) / TRAINABLE_FILE).is_file():
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_trainable(self.accelerator.unwrap_model(model or self.model), Path(resume_from_checkpoint))
-
-
-def save_trainable(model: torch.nn.Module, folder: Path) -> None:
-    """Write the model's trainable parameters to folder/TRAINABLE_FILE."""
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(weights, str(folder / TRAINABLE_FILE))
 
 
 def load_trainable(model: torch.nn.Module, folder: Path) -> None:

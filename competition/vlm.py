@@ -11,32 +11,33 @@ puts its image tokens. A model without a chat template (PaliGemma) reads the bar
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from competition.config import DecodingConfig, LoraSettings, ModelConfig, TrainConfig
 from competition.data import ANSWER, IMAGE, QUESTION
-from competition.dataset import IGNORE
+from competition.dataset import IGNORE, Examples
 from competition.engine import Answer, Engine
 from competition.errors import ConfigError
 from competition.images import RawImages
+from competition.io import atomic_dir
 from competition.modeling import (
     META,
     PROJECTOR_PARTS,
+    TRAINABLE_FILE,
     VISION_PARTS,
     attn_implementation,
     local_device,
     part_of,
+    save_trainable,
     torch_dtype,
+    trainable_in_float32,
 )
 from competition.prompts import conversation, render, request
-
-TRAINABLE_FILE = "trainable.safetensors"
 
 
 def has_template(processor: Any) -> bool:
@@ -101,10 +102,7 @@ def apply_vlm_mode(model: torch.nn.Module, train: TrainConfig) -> Any:
             p.requires_grad_(part_of(n) == "projector")
     else:
         model = wrap_vlm_lora(model, train.lora, projector)
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
-    return model
+    return trainable_in_float32(model)
 
 
 def wrap_vlm_lora(model: torch.nn.Module, lora: LoraSettings, projector: list[str]) -> Any:
@@ -118,7 +116,7 @@ def wrap_vlm_lora(model: torch.nn.Module, lora: LoraSettings, projector: list[st
     return get_peft_model(model, peft_cfg)
 
 
-class VlmSet(torch.utils.data.Dataset):
+class VlmSet(Examples):
     """Conversations rendered without and with their answers; input_ids (text only) give lengths for batching."""
 
     def __init__(self, processor: Any, prompt: str, rows: Any) -> None:
@@ -128,12 +126,6 @@ class VlmSet(torch.utils.data.Dataset):
             head, full = prompt_text(processor, prompt, q), answered_text(processor, prompt, q, a)
             self.items.append({"prompt": head, "full": full, "image_id": img,
                                "input_ids": tok(full, add_special_tokens=False)["input_ids"]})  # fmt: skip
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
 
 
 class VlmCollator:
@@ -179,18 +171,13 @@ class VlmEngine(Engine):
 
 def save_vlm(model: Any, processor: Any, out: Path, mode: str, base: str) -> None:
     """Write the fine-tuned model to `out` atomically: full weights, a LoRA adapter, or the trained projector."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if mode == "projector":
-        weights = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(weights, str(tmp / TRAINABLE_FILE))
-    else:
-        model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / META).write_text(json.dumps({"mode": mode, "base": base, "family": "vlm"}, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        if mode == "projector":
+            save_trainable(model, tmp)
+        else:
+            model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / META).write_text(json.dumps({"mode": mode, "base": base, "family": "vlm"}, indent=2) + "\n")
 
 
 def load_vlm_trained(folder: Path, cfg: ModelConfig) -> tuple[Any, Any]:
