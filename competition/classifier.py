@@ -1,6 +1,8 @@
 """model.family=classifier: an answer-vocabulary classifier, the approach that won Dacon 236118 (BEiT-3 over the
-most frequent training answers). A vision backbone and a question encoder from transformers, the question
-attending over the image features, a head over the fold's most common training answers.
+most frequent training answers). A vision backbone and a question encoder from transformers; the image features
+and the question's words as tokens of one fusion transformer (single-stream, as Pixel-BERT and ViLT; pre-norm,
+which learns from scratch where BERT's post-norm layers did not); a head on its first token over the fold's most
+common training answers.
 
     python -m competition train -c configs/demo_classifier.yaml --fold 0
 """
@@ -16,8 +18,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, CLIPImageProcessor
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    PretrainedConfig,
+    PreTrainedModel,  # fmt: skip
+)
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 
 from competition.config import ClassifierConfig, DecodingConfig
 from competition.data import ANSWER, IMAGE, QUESTION
@@ -30,6 +40,52 @@ from competition.modeling import CLIP_MEAN, CLIP_STD, train_word_tokenizer
 
 CONFIG_FILE, WEIGHTS_FILE = "classifier.json", "model.safetensors"
 MAX_IMAGE_TOKENS = 1024  # learned positions of the image features: a 32 x 32 feature map at most
+
+
+class ConvStemConfig(PretrainedConfig):
+    """A plain convolutional stack: one 3x3 conv + BatchNorm + ReLU per entry of `hidden_sizes`, with its stride."""
+
+    model_type = "conv_stem"
+
+    def __init__(self, num_channels: int = 3, hidden_sizes: list[int] | None = None, strides: list[int] | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(**kwargs)
+        self.num_channels = num_channels
+        self.hidden_sizes = list(hidden_sizes or [16, 16, 32, 32, 64, 64, 128])
+        self.strides = list(strides or [2, 1, 2, 1, 2, 1, 2])  # 16x smaller: a 3 x 3 map of a 48 px image
+        if len(self.strides) != len(self.hidden_sizes):
+            raise ValueError(f"{len(self.hidden_sizes)} hidden_sizes but {len(self.strides)} strides")
+
+
+class ConvStemModel(PreTrainedModel):
+    """A random-init backbone that learns small images fast from scratch: no stem pooling, no shortcuts, each map
+    cell sees little beyond its own patch (measured on the demo: ResNet, RegNet and MobileNet stems place objects
+    worse and learn slower)."""
+
+    config_class = ConvStemConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: ConvStemConfig) -> None:
+        super().__init__(config)
+        layers: list[nn.Module] = []
+        channels = config.num_channels
+        for size, stride in zip(config.hidden_sizes, config.strides, strict=True):
+            layers += [nn.Conv2d(channels, size, 3, stride, 1, bias=False), nn.BatchNorm2d(size), nn.ReLU()]
+            channels = size
+        self.layers = nn.Sequential(*layers)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """PyTorch's own initialisation of each layer."""
+        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
+            module.reset_parameters()
+
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> BaseModelOutput:
+        return BaseModelOutput(last_hidden_state=self.layers(pixel_values))
+
+
+AutoConfig.register(ConvStemConfig.model_type, ConvStemConfig, exist_ok=True)
+AutoModel.register(ConvStemConfig, ConvStemModel, exist_ok=True)
 
 
 class ClassifierProcessor:
@@ -54,8 +110,9 @@ def feature_size(config: Any) -> int:
 
 
 class AnswerClassifier(nn.Module):
-    """Each image feature (+ its learned position) fused with the question, pooled by mean (counts) and max (the
-    one object asked about); logits over `answers`."""
+    """A pre-norm fusion transformer over [first token; image features; question words], the image's tokens with
+    learned positions, the words with the encoder's and a text-type vector; logits over `answers` from the first
+    token. Each image is encoded once for all its questions (`image_index`)."""
 
     def __init__(self, vision: nn.Module, text: nn.Module, answers: list[str], c: ClassifierConfig) -> None:
         super().__init__()
@@ -64,22 +121,30 @@ class AnswerClassifier(nn.Module):
         h = c.hidden
         self.image_proj = nn.Linear(feature_size(vision.config), h)
         self.text_proj = nn.Linear(text.config.hidden_size, h)
-        self.positions = nn.Parameter(torch.zeros(1, MAX_IMAGE_TOKENS, h))
-        self.fusion = nn.Sequential(nn.Linear(3 * h, h), nn.GELU(), nn.Linear(h, h), nn.GELU())
-        self.head = nn.Sequential(nn.Linear(3 * h, 2 * h), nn.GELU(), nn.Dropout(c.dropout), nn.Linear(2 * h, len(answers)))
+        self.positions = nn.Parameter(torch.randn(1, 1 + MAX_IMAGE_TOKENS, h) * 0.02)  # the first token's and the image's
+        self.text_type = nn.Parameter(torch.zeros(1, 1, h))
+        layer = nn.TransformerEncoderLayer(h, c.fusion_heads, 2 * h, dropout=0.0, batch_first=True, norm_first=True)
+        self.fusion = nn.TransformerEncoder(layer, c.fusion_layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.LayerNorm(h), nn.Dropout(c.dropout), nn.Linear(h, len(answers)))
 
-    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None) -> SequenceClassifierOutput:  # fmt: skip
+    def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(images, features, hidden): a convolutional map's cells or a transformer's tokens, projected."""
         img = self.vision_tower(pixel_values=pixel_values).last_hidden_state
         if img.dim() == 4:  # (B, C, H, W) of a convolutional backbone -> (B, H*W, C)
             img = img.flatten(2).transpose(1, 2)
-        img = self.image_proj(img) + self.positions[:, : img.shape[1]]
+        return self.image_proj(img)
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                image_index: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:  # fmt: skip
+        img = self.image_tokens(pixel_values)
+        img = img if image_index is None else img[image_index]
         words = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(words.dtype)
-        q = self.text_proj((words * mask).sum(1) / mask.sum(1).clamp_min(1))
-        asked = q.unsqueeze(1).expand_as(img)
-        cells = self.fusion(torch.cat([img, asked, img * asked], -1))
-        logits = self.head(torch.cat([q, cells.mean(1), cells.amax(1)], -1))
+        first = torch.zeros_like(img[:, :1])
+        seen = torch.cat([first, img], 1) + self.positions[:, : 1 + img.shape[1]]
+        tokens = torch.cat([seen, self.text_proj(words) + self.text_type], 1)
+        ignore = torch.cat([attention_mask.new_ones(len(words), seen.shape[1]), attention_mask], 1) == 0
+        out = self.fusion(tokens, src_key_padding_mask=ignore)
+        logits = self.head(out[:, 0])
         loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -119,26 +184,41 @@ def build_classifier(c: ClassifierConfig, texts: list[str], answers: list[str], 
 
 
 class ClassifierSet(Examples):
-    """One example per question: its image, its tokenized question and its answer's index (IGNORE when the answer
-    is not among the classifier's)."""
+    """Up to `pack` questions of one image per example: their tokenized questions and answer indices (IGNORE when
+    the answer is not among the classifier's); the image is encoded once for all of them."""
 
-    def __init__(self, processor: ClassifierProcessor, rows: Any, answers: list[str], max_length: int) -> None:
+    def __init__(self, processor: ClassifierProcessor, rows: Any, answers: list[str], max_length: int, pack: int = 1) -> None:
         index = {a: i for i, a in enumerate(answers)}
         ids = processor.tokenizer(rows[QUESTION].tolist(), truncation=True, max_length=max_length)["input_ids"]
-        self.items = [{"image_id": im, "input_ids": q, "label": index.get(a, IGNORE)}
-                      for im, q, a in zip(rows[IMAGE], ids, rows[ANSWER], strict=True)]  # fmt: skip
+        labels = [index.get(a, IGNORE) for a in rows[ANSWER]]
+        by_image: dict[str, list[int]] = {}
+        for i, image in enumerate(rows[IMAGE]):
+            by_image.setdefault(image, []).append(i)
+        self.items = [{"image_id": image, "input_ids": [ids[i] for i in idx[s : s + pack]],
+                       "labels": [labels[i] for i in idx[s : s + pack]]}
+                      for image, idx in by_image.items() for s in range(0, len(idx), pack)]  # fmt: skip
+
+
+def question_batch(tok: Any, images: Images, image_ids: list[str], questions: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Model inputs of questions about images: each distinct image once (pixel_values) and, per question, the row
+    of its image (image_index) and its right-padded tokens."""
+    distinct = list(dict.fromkeys(image_ids))
+    where = {im: k for k, im in enumerate(distinct)}
+    input_ids, mask = pad(questions, tok.pad_token_id)
+    return {"pixel_values": images(distinct), "image_index": torch.tensor([where[im] for im in image_ids]),
+            "input_ids": input_ids, "attention_mask": mask}  # fmt: skip
 
 
 class ClassifierCollator:
-    """Pixels, right-padded questions and answer indices of a batch."""
+    """A batch of examples as one question_batch with the answers' indices as labels."""
 
-    def __init__(self, images: Images, pad_id: int) -> None:
-        self.images, self.pad_id = images, pad_id
+    def __init__(self, images: Images, tokenizer: Any) -> None:
+        self.images, self.tok = images, tokenizer
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        input_ids, mask = pad([b["input_ids"] for b in batch], self.pad_id)
-        return {"pixel_values": self.images([b["image_id"] for b in batch]), "input_ids": input_ids,
-                "attention_mask": mask, "labels": torch.tensor([b["label"] for b in batch])}  # fmt: skip
+        image_ids = [b["image_id"] for b in batch for _ in b["input_ids"]]
+        inputs = question_batch(self.tok, self.images, image_ids, [q for b in batch for q in b["input_ids"]])
+        return {**inputs, "labels": torch.tensor([y for b in batch for y in b["labels"]])}
 
 
 def save_classifier(model: AnswerClassifier, processor: ClassifierProcessor, out: Path) -> None:
@@ -154,8 +234,7 @@ def save_classifier(model: AnswerClassifier, processor: ClassifierProcessor, out
 def load_classifier(folder: Path) -> tuple[AnswerClassifier, ClassifierProcessor]:
     """What save_classifier wrote, in eval mode; the backbones come from the saved configs, their weights from the file."""
     meta = json.loads((folder / CONFIG_FILE).read_text())
-    vision = AutoModel.from_config(AutoConfig.for_model(**meta["vision_config"]))
-    text = AutoModel.from_config(AutoConfig.for_model(**meta["text_config"]))
+    vision, text = (AutoModel.from_config(AutoConfig.for_model(**meta[f"{part}_config"])) for part in ("vision", "text"))
     model = AnswerClassifier(vision, text, meta["answers"], ClassifierConfig(**meta["settings"]))
     model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
     return model.eval(), ClassifierProcessor.from_pretrained(folder)
@@ -179,10 +258,9 @@ class ClassifierEngine:
     @torch.inference_mode()
     def _batch(self, questions: list[str], image_ids: list[str], rows: list[int]) -> list[Answer]:
         ids = self.tok([questions[r] for r in rows], truncation=True, max_length=self.max_length)["input_ids"]
-        input_ids, mask = pad(ids, self.tok.pad_token_id)
         dev = next(self.model.parameters()).device
-        pixels = self.images([image_ids[r] for r in rows]).to(dev)
-        logits = self.model(pixel_values=pixels, input_ids=input_ids.to(dev), attention_mask=mask.to(dev)).logits
+        inputs = question_batch(self.tok, self.images, [image_ids[r] for r in rows], ids)
+        logits = self.model(**{k: v.to(dev) for k, v in inputs.items()}).logits
         best = logits.float().log_softmax(-1).max(-1)
         return [Answer(r, self.model.answers[i], float(lp))
                 for r, i, lp in zip(rows, best.indices.tolist(), best.values.tolist(), strict=True)]  # fmt: skip

@@ -69,22 +69,30 @@ class TinyModelConfig(Section):
 
 class ClassifierConfig(Section):
     """model.family=classifier: a vision backbone and a question encoder from transformers (pretrained by name, else
-    random-init from their configs), the question attending over the image features, a head over top answers."""
+    random-init from their configs), their tokens fused in one transformer, a head over the top training answers."""
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ClassifierConfig:
+        if self.hidden % self.fusion_heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of fusion_heads ({self.fusion_heads})")
+        return self
 
     vision: str | None = Field(None, description="pretrained vision backbone (AutoModel): hub id or folder; None: vision_config")
     text: str | None = Field(None, description="pretrained question encoder (AutoModel + AutoTokenizer); None: text_config")
     vision_config: dict[str, Any] = Field(
-        {"model_type": "resnet", "embedding_size": 32, "hidden_sizes": [32, 64, 128], "depths": [1, 1, 1],
-         "layer_type": "basic"},
-        description="random-init vision backbone: any transformers vision config (model_type + its fields)",
+        {"model_type": "conv_stem", "hidden_sizes": [16, 16, 32, 32, 64, 64, 128], "strides": [2, 1, 2, 1, 2, 1, 2]},
+        description="random-init vision backbone: any transformers vision config (model_type + its fields), or "
+        "conv_stem (3x3 conv + BatchNorm + ReLU per hidden size, with its stride)",
     )  # fmt: skip
     text_config: dict[str, Any] = Field(
-        {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4,
          "intermediate_size": 256},
         description="random-init question encoder: any transformers text config, over a tokenizer trained on the data",
     )  # fmt: skip
+    hidden: int = Field(128, ge=8, description="width of the fusion transformer and the head")
+    fusion_layers: int = Field(3, ge=1, description="layers of the fusion transformer over image features and question words")
+    fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
     image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
-    hidden: int = Field(256, ge=8, description="width of the fusion (each image feature with the question) and the head")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the answer layer")
     max_answers: int = Field(3129, ge=2, description="answers the head scores: the fold's most common (VQA's 3,129)")
 
@@ -147,6 +155,7 @@ class TrainConfig(Section):
     vision_lr: float | None = Field(None, description="vision tower learning rate (default: learning_rate)")
     projector_lr: float | None = Field(None, description="projector learning rate (default: learning_rate)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on biases and norms)")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradients clipped to this norm each step (0: never clipped)")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="fraction of the optimizer steps spent warming up")
     scheduler: str = Field("cosine", description="transformers lr_scheduler_type")
     per_device_batch_size: int = Field(16, ge=1, description="training conversations per device per step")

@@ -91,10 +91,11 @@ class Classifier(Llava):
         return model, processor
 
     def train_set(self, model: Any, processor: Any, rows: pd.DataFrame) -> ClassifierSet:
-        return ClassifierSet(processor, rows, model.answers, self.cfg.train.max_length)
+        t = self.cfg.train
+        return ClassifierSet(processor, rows, model.answers, t.max_length, t.pack_questions)
 
     def collator(self, images: Images, model: Any, processor: Any) -> ClassifierCollator:
-        return ClassifierCollator(images, processor.tokenizer.pad_token_id)
+        return ClassifierCollator(images, processor.tokenizer)
 
     def save(self, model: Any, processor: Any, out: Path) -> None:
         save_classifier(model, processor, out)

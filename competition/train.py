@@ -139,6 +139,7 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         gradient_accumulation_steps=grad_accum(cfg),
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
         warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.scheduler,
         logging_steps=t.logging_steps,

@@ -66,12 +66,14 @@ def test_predict_cv_tune_and_ensemble_run_on_a_classifier_experiment(demo_root: 
     assert res["submission"].is_file() and res["single"].is_file()
 
 
-def test_a_backbone_config_transformers_cannot_build_is_one_line_naming_the_key() -> None:
+@pytest.mark.parametrize("vision_config", [{"model_type": "convnext", "hidden_sizes": [8, 16], "depths": [1, 1, 1, 1]},
+                                           {"model_type": "conv_stem", "hidden_sizes": [8, 16], "strides": [2]}])  # fmt: skip
+def test_a_backbone_config_transformers_cannot_build_is_one_line_naming_the_key(vision_config: dict) -> None:
     from competition.classifier import build_classifier
     from competition.config import ClassifierConfig
     from competition.errors import ConfigError
 
-    bad = ClassifierConfig(vision_config={"model_type": "convnext", "hidden_sizes": [8, 16], "depths": [1, 1, 1, 1]})
+    bad = ClassifierConfig(vision_config=vision_config)
     with pytest.raises(ConfigError, match=r"^model\.classifier\.vision_config: transformers cannot build") as e:
         build_classifier(bad, ["what is it"], ["yes", "no"], 0)
     assert "\n" not in str(e.value)
