@@ -51,16 +51,17 @@ class ConvStemConfig(PretrainedConfig):
                  **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.num_channels = num_channels
-        self.hidden_sizes = list(hidden_sizes or [16, 16, 32, 32, 64, 64, 128])
-        self.strides = list(strides or [2, 1, 2, 1, 2, 1, 2])  # 16x smaller: a 3 x 3 map of a 48 px image
+        self.hidden_sizes = list(hidden_sizes or [32, 64, 128, 128])
+        self.strides = list(strides or [2, 2, 2, 2])  # 16x smaller: a 3 x 3 map of a 48 px image
         if len(self.strides) != len(self.hidden_sizes):
             raise ValueError(f"{len(self.hidden_sizes)} hidden_sizes but {len(self.strides)} strides")
 
 
 class ConvStemModel(PreTrainedModel):
-    """A random-init backbone that learns small images fast from scratch: no stem pooling, no shortcuts, each map
-    cell sees little beyond its own patch (measured on the demo: ResNet, RegNet and MobileNet stems place objects
-    worse and learn slower)."""
+    """A random-init backbone that learns small images fast from scratch: no stem pooling, no shortcuts, and with
+    every conv strided each map cell sees little beyond its own patch (a 31 px receptive field for 16 px cells),
+    so the fusion can tell where an object is. Measured on the demo: ResNet, RegNet and MobileNet stems, and this
+    stem with stride-1 layers between (a 59 px field), placed objects worse and learned slower."""
 
     config_class = ConvStemConfig
     main_input_name = "pixel_values"

@@ -80,7 +80,7 @@ class ClassifierConfig(Section):
     vision: str | None = Field(None, description="pretrained vision backbone (AutoModel): hub id or folder; None: vision_config")
     text: str | None = Field(None, description="pretrained question encoder (AutoModel + AutoTokenizer); None: text_config")
     vision_config: dict[str, Any] = Field(
-        {"model_type": "conv_stem", "hidden_sizes": [16, 16, 32, 32, 64, 64, 128], "strides": [2, 1, 2, 1, 2, 1, 2]},
+        {"model_type": "conv_stem", "hidden_sizes": [32, 64, 128, 128], "strides": [2, 2, 2, 2]},
         description="random-init vision backbone: any transformers vision config (model_type + its fields), or "
         "conv_stem (3x3 conv + BatchNorm + ReLU per hidden size, with its stride)",
     )  # fmt: skip
@@ -90,7 +90,7 @@ class ClassifierConfig(Section):
         description="random-init question encoder: any transformers text config, over a tokenizer trained on the data",
     )  # fmt: skip
     hidden: int = Field(128, ge=8, description="width of the fusion transformer and the head")
-    fusion_layers: int = Field(3, ge=1, description="layers of the fusion transformer over image features and question words")
+    fusion_layers: int = Field(2, ge=1, description="layers of the fusion transformer over image features and question words")
     fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
     image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the answer layer")
