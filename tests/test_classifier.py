@@ -77,3 +77,33 @@ def test_a_backbone_config_transformers_cannot_build_is_one_line_naming_the_key(
     with pytest.raises(ConfigError, match=r"^model\.classifier\.vision_config: transformers cannot build") as e:
         build_classifier(bad, ["what is it"], ["yes", "no"], 0)
     assert "\n" not in str(e.value)
+
+
+def test_a_classifier_on_pretrained_backbones_from_folders_reloads_to_the_same_logits(tmp_path: Path) -> None:
+    """The GPU user's path: a SigLIP checkpoint (vision half used) and a BERT with its tokenizer, by folder."""
+    from transformers import BertConfig, BertModel, SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    from competition.classifier import build_classifier, load_classifier, save_classifier
+    from competition.config import ClassifierConfig
+    from competition.modeling import train_word_tokenizer
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    siglip = SiglipModel(SiglipConfig(vision_config={**small, "image_size": 32, "patch_size": 8},
+                                      text_config={**small, "vocab_size": 99}))  # fmt: skip
+    siglip.save_pretrained(tmp_path / "siglip")
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "siglip")
+    tok = train_word_tokenizer(["what color is the circle", "how many squares are there"])
+    BertModel(BertConfig(**small, vocab_size=len(tok))).save_pretrained(tmp_path / "bert")
+    tok.save_pretrained(tmp_path / "bert")
+    c = ClassifierConfig(vision=str(tmp_path / "siglip"), text=str(tmp_path / "bert"), hidden=32, fusion_heads=2)
+    model, processor = build_classifier(c, [], ["yes", "no", "red"], 0)
+    patch = siglip.vision_model.embeddings.patch_embedding.weight
+    assert torch.equal(model.vision_tower.embeddings.patch_embedding.weight, patch)  # the checkpoint's, not random
+    save_classifier(model, processor, tmp_path / "out")
+    loaded, processor2 = load_classifier(tmp_path / "out")
+    px = torch.randn(2, 3, 32, 32)
+    ids = processor2.tokenizer(["what color is the circle", "how many squares"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        same = [m.eval()(pixel_values=px, input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).logits
+                for m in (model, loaded)]  # fmt: skip
+    assert torch.allclose(*same, atol=1e-5)
