@@ -146,8 +146,23 @@ class AnswerClassifier(nn.Module):
         ignore = torch.cat([attention_mask.new_ones(len(words), seen.shape[1]), attention_mask], 1) == 0
         out = self.fusion(tokens, src_key_padding_mask=ignore)
         logits = self.head(out[:, 0])
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE) if labels is not None else None
+        loss = None if labels is None else answer_loss(logits.float(), labels, self.settings.loss)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Each answer's log-probability: over all answers (ce), or of each answer on its own (bce)."""
+        return F.logsigmoid(logits.float()) if self.settings.loss == "bce" else logits.float().log_softmax(-1)
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+    """Cross-entropy over the answers, or VQA's per-answer sigmoid (bce): a question whose answer is outside the
+    head's list has an all-zero target there, and is skipped by ce."""
+    if kind == "ce":
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    known = labels != IGNORE
+    target = torch.zeros_like(logits)
+    target[known.nonzero().squeeze(1), labels[known]] = 1.0
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(logits)
 
 
 def from_config(key: str, fields: dict[str, Any]) -> nn.Module:
@@ -262,7 +277,7 @@ class ClassifierEngine:
         dev = next(self.model.parameters()).device
         inputs = question_batch(self.tok, self.images, [image_ids[r] for r in rows], ids)
         logits = self.model(**{k: v.to(dev) for k, v in inputs.items()}).logits
-        best = logits.float().log_softmax(-1).max(-1)
+        best = self.model.log_probs(logits).max(-1)
         return [Answer(r, self.model.answers[i], float(lp))
                 for r, i, lp in zip(rows, best.indices.tolist(), best.values.tolist(), strict=True)]  # fmt: skip
 

@@ -27,8 +27,9 @@ def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
     return (cfg, *stage_inputs(cfg))
 
 
-def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path) -> None:
-    cfg, comp, folds = classifier_run(demo_root, tmp_path)
+@pytest.mark.parametrize("loss", ["ce", "bce"])
+def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, loss: str) -> None:
+    cfg, comp, folds = classifier_run(demo_root, tmp_path, f"model.classifier.loss={loss}")
     metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
     log = [json.loads(x) for x in (cfg.fold_dir(0) / "train_log.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in log if "loss" in x]
