@@ -25,13 +25,13 @@ from transformers import (
     AutoTokenizer,
     CLIPImageProcessor,
     PretrainedConfig,
-    PreTrainedModel,  # fmt: skip
+    PreTrainedModel,
 )
 from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 
 from competition.config import ClassifierConfig, DecodingConfig
 from competition.data import ANSWER, IMAGE, QUESTION
-from competition.dataset import IGNORE, Examples, pad
+from competition.dataset import IGNORE, Examples, image_groups, pad
 from competition.engine import Answer, batches
 from competition.errors import ConfigError
 from competition.images import Images
@@ -159,9 +159,8 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.
     head's list has an all-zero target there, and is skipped by ce."""
     if kind == "ce":
         return F.cross_entropy(logits, labels, ignore_index=IGNORE)
-    known = labels != IGNORE
-    target = torch.zeros_like(logits)
-    target[known.nonzero().squeeze(1), labels[known]] = 1.0
+    known = (labels != IGNORE).unsqueeze(1)
+    target = F.one_hot(labels.clamp_min(0), logits.shape[1]).to(logits.dtype) * known
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(logits)
 
 
@@ -207,12 +206,8 @@ class ClassifierSet(Examples):
         index = {a: i for i, a in enumerate(answers)}
         ids = processor.tokenizer(rows[QUESTION].tolist(), truncation=True, max_length=max_length)["input_ids"]
         labels = [index.get(a, IGNORE) for a in rows[ANSWER]]
-        by_image: dict[str, list[int]] = {}
-        for i, image in enumerate(rows[IMAGE]):
-            by_image.setdefault(image, []).append(i)
-        self.items = [{"image_id": image, "input_ids": [ids[i] for i in idx[s : s + pack]],
-                       "labels": [labels[i] for i in idx[s : s + pack]]}
-                      for image, idx in by_image.items() for s in range(0, len(idx), pack)]  # fmt: skip
+        self.items = [{"image_id": image, "input_ids": [ids[i] for i in idx], "labels": [labels[i] for i in idx]}
+                      for image, idx in image_groups(rows[IMAGE].tolist(), pack)]  # fmt: skip
 
 
 def question_batch(tok: Any, images: Images, image_ids: list[str], questions: list[list[int]]) -> dict[str, torch.Tensor]:

@@ -94,9 +94,7 @@ class ClassifierConfig(Section):
     fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
     image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the answer layer")
-    loss: Literal["ce", "bce"] = Field(
-        "ce", description="ce: cross-entropy over the answers; bce: VQA's sigmoid per answer (log-probabilities follow it)"
-    )
+    loss: Literal["ce", "bce"] = Field("ce", description="ce: cross-entropy over the answers; bce: VQA's sigmoid per answer")
     max_answers: int = Field(3129, ge=2, description="answers the head scores: the fold's most common (VQA's 3,129)")
 
 

@@ -64,6 +64,14 @@ class Examples(torch.utils.data.Dataset):
         return self.items[i]
 
 
+def image_groups(images: Sequence[str], pack: int) -> list[tuple[str, list[int]]]:
+    """Row indices of each image's questions, in order, in chunks of at most `pack`."""
+    by_image: dict[str, list[int]] = {}
+    for i, image in enumerate(images):
+        by_image.setdefault(image, []).append(i)
+    return [(image, idx[s : s + pack]) for image, idx in by_image.items() for s in range(0, len(idx), pack)]
+
+
 class TrainSet(Examples):
     """Pre-tokenized conversations; labels mask everything but the answers and their EOS.
 
@@ -84,12 +92,8 @@ class TrainSet(Examples):
         answers = encode_answers(processor, rows[ANSWER].tolist())
         followups = followup_ids(processor, prompt, questions) if pack > 1 else prompts
         self.items: list[dict[str, Any]] = []
-        by_image: dict[str, list[int]] = {}
-        for i, image in enumerate(images):
-            by_image.setdefault(image, []).append(i)
-        for image, idx in by_image.items():
-            for start in range(0, len(idx), pack):
-                self._add_conversation(image, idx[start : start + pack], prompts, followups, answers, max_length)
+        for image, idx in image_groups(images, pack):
+            self._add_conversation(image, idx, prompts, followups, answers, max_length)
 
     def _add_conversation(
         self, image: str, idx: list[int], prompts: list, followups: list, answers: list, max_length: int
