@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(BOOT_PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install $(TORCH)
 	$(PY) -m pip install -e ".[dev]"
+	# DeepSpeed builds against the torch above (its ZeRO paths are tested on CPU); a GPU box compiles its ops on use
+	$(PY) -m pip install --no-build-isolation "deepspeed>=0.15"
 	touch $@
 
 install: $(VENV)/.installed

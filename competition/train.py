@@ -14,7 +14,8 @@ import os
 import resource
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -268,11 +269,28 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         "trainable_parameters": plan.trainable,
         "effective_batch_size": plan.effective_batch,
     }
+    with whole_weights(trainer.model):
+        if trainer.is_world_process_zero():
+            family.save(trainer.model, processor, fdir / "model")
     if trainer.is_world_process_zero():
-        family.save(trainer.model, processor, fdir / "model")
         atomic_write_json(metrics, fdir / "train_metrics.json")
         plot_curve(read_log(fdir / "train_log.jsonl"), fdir / "train_curve.png")
     return metrics, trainer.model
+
+
+@contextmanager
+def whole_weights(model: torch.nn.Module) -> Iterator[None]:
+    """Under DeepSpeed ZeRO-3 every process holds a shard of each weight: all of them gather the whole weights for
+    the save (else it writes empty tensors); elsewhere nothing to do."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        yield
 
 
 def trained_summary(m: dict[str, Any]) -> str:

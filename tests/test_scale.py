@@ -10,6 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from competition.config import DecodingConfig, load_config
 from competition.data import load_competition
@@ -102,3 +104,32 @@ def test_tuning_workers_share_one_postgres_study(trained: tuple[list[str], Path]
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     finally:
         server.__exit__(None, None, None)
+
+
+def trained_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights a fold's `model/` holds: the adapter (LoRA) or the whole model (full)."""
+    files = sorted(folder.glob("*.safetensors"))
+    return {k: v for f in files for k, v in load_file(str(f)).items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_deepspeed_zero3_saves_the_weights_a_plain_run_saves(demo_root: Path, tmp_path: Path, mode: str) -> None:
+    pytest.importorskip("deepspeed")
+    saved = {}
+    for ds in (None, "configs/deepspeed/zero3.json"):
+        sets = [f"data.root={demo_root}", f"workdir={tmp_path / str(bool(ds))}", f"train.mode={mode}",
+                "train.max_steps=4", "train.eval_steps=0", "train.per_device_batch_size=8", "train.cache_images=true",
+                *([f"train.deepspeed={ds}"] if ds else [])]  # fmt: skip
+        cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=1", "-m", "competition",
+               "train", "-c", "configs/demo.yaml", "--fold", "0", *[x for s in sets for x in ("--set", s)]]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        cfg = load_config("configs/demo.yaml", sets)
+        load_trained(cfg.fold_dir(0) / "model", cfg.model)  # loads: every saved tensor has its shape
+        saved[ds] = trained_weights(cfg.fold_dir(0) / "model")
+    plain, zero3 = saved.values()
+    assert plain.keys() == zero3.keys()
+    for name, weight in plain.items():
+        assert zero3[name].shape == weight.shape, name
+        torch.testing.assert_close(zero3[name], weight, rtol=1e-3, atol=1e-4, msg=name)
