@@ -18,17 +18,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoTokenizer,
-    CLIPImageProcessor,
-    PretrainedConfig,
-    PreTrainedModel,
-)
-from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, CLIPImageProcessor
+from transformers.modeling_outputs import SequenceClassifierOutput
 
+from competition.backbones import ConvStemConfig  # noqa: F401  (registers conv_stem with the Auto classes)
 from competition.config import ClassifierConfig, DecodingConfig
 from competition.data import ANSWER, IMAGE, QUESTION
 from competition.dataset import IGNORE, Examples, image_groups, pad
@@ -36,57 +29,11 @@ from competition.engine import Answer, batches
 from competition.errors import ConfigError
 from competition.images import Images
 from competition.io import atomic_dir
-from competition.modeling import CLIP_MEAN, CLIP_STD, train_word_tokenizer
+from competition.modeling import CLIP_MEAN, CLIP_STD
+from competition.tokenizer import train_word_tokenizer
 
 CONFIG_FILE, WEIGHTS_FILE = "classifier.json", "model.safetensors"
 MAX_IMAGE_TOKENS = 1024  # learned positions of the image features: a 32 x 32 feature map at most
-
-
-class ConvStemConfig(PretrainedConfig):
-    """A plain convolutional stack: one 3x3 conv + BatchNorm + ReLU per entry of `hidden_sizes`, with its stride."""
-
-    model_type = "conv_stem"
-
-    def __init__(self, num_channels: int = 3, hidden_sizes: list[int] | None = None, strides: list[int] | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
-        super().__init__(**kwargs)
-        self.num_channels = num_channels
-        self.hidden_sizes = list(hidden_sizes or [32, 64, 128, 128])
-        self.strides = list(strides or [2, 2, 2, 2])  # 16x smaller: a 3 x 3 map of a 48 px image
-        if len(self.strides) != len(self.hidden_sizes):
-            raise ValueError(f"{len(self.hidden_sizes)} hidden_sizes but {len(self.strides)} strides")
-
-
-class ConvStemModel(PreTrainedModel):
-    """A random-init backbone that learns small images fast from scratch: no stem pooling, no shortcuts, and with
-    every conv strided each map cell sees little beyond its own patch (a 31 px receptive field for 16 px cells),
-    so the fusion can tell where an object is. Measured on the demo: ResNet, RegNet and MobileNet stems, and this
-    stem with stride-1 layers between (a 59 px field), placed objects worse and learned slower."""
-
-    config_class = ConvStemConfig
-    main_input_name = "pixel_values"
-
-    def __init__(self, config: ConvStemConfig) -> None:
-        super().__init__(config)
-        layers: list[nn.Module] = []
-        channels = config.num_channels
-        for size, stride in zip(config.hidden_sizes, config.strides, strict=True):
-            layers += [nn.Conv2d(channels, size, 3, stride, 1, bias=False), nn.BatchNorm2d(size), nn.ReLU()]
-            channels = size
-        self.layers = nn.Sequential(*layers)
-        self.post_init()
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """PyTorch's own initialisation of each layer."""
-        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
-            module.reset_parameters()
-
-    def forward(self, pixel_values: torch.Tensor, **kwargs: Any) -> BaseModelOutput:
-        return BaseModelOutput(last_hidden_state=self.layers(pixel_values))
-
-
-AutoConfig.register(ConvStemConfig.model_type, ConvStemConfig, exist_ok=True)
-AutoModel.register(ConvStemConfig, ConvStemModel, exist_ok=True)
 
 
 class ClassifierProcessor:

@@ -55,12 +55,14 @@ class FoldsConfig(Section):
 class TinyModelConfig(Section):
     """A random-init LLaVA small enough to train on CPU (used when model.source is 'tiny')."""
 
+    vision: Literal["clip", "conv_stem"] = Field("clip", description="clip: a ViT; conv_stem: vision_layers strided 3x3 "
+        "convs, widths doubling from 32 to vision_hidden, a token per cell of the last map: (image_size / 2^layers)^2")  # fmt: skip
     image_size: int = Field(64, ge=8, description="square input resolution of the vision tower")
-    patch_size: int = Field(8, ge=1, description="ViT patch size; image tokens = (image_size / patch_size)^2")
+    patch_size: int = Field(8, ge=1, description="clip: patch size; image tokens = (image_size / patch_size)^2")
     vision_hidden: int = Field(128, description="vision tower width")
-    vision_intermediate: int = Field(256, description="vision tower MLP width")
+    vision_intermediate: int = Field(256, description="clip: vision tower MLP width")
     vision_layers: int = Field(2, description="vision tower depth")
-    vision_heads: int = Field(4, description="vision tower attention heads")
+    vision_heads: int = Field(4, description="clip: vision tower attention heads")
     text_hidden: int = Field(128, description="language model width")
     text_intermediate: int = Field(256, description="language model MLP width")
     text_layers: int = Field(2, description="language model depth")
@@ -117,18 +119,15 @@ class ModelConfig(Section):
     projector_type: Literal["mlp2x_gelu", "linear"] = Field("mlp2x_gelu", description="from_parts projector shape")
     vision_feature_layer: int = Field(-2, description="vision hidden layer fed to the projector")
     vision_feature_select_strategy: Literal["default", "full"] = Field("default", description="default drops CLS")
-    image_aspect_ratio: Literal["pad", "resize", "crop"] = Field(
-        "pad",
-        description="pad: square with the mean colour, then resize (LLaVA-1.5); resize: stretch; crop: centre crop",
-    )
+    image_aspect_ratio: Literal["pad", "resize", "crop"] = Field("pad", description="pad: square with the mean "
+        "colour, then resize (LLaVA-1.5); resize: stretch; crop: centre crop")  # fmt: skip
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="storage dtype of the weights that stay frozen (trainable ones are float32); "
         "auto: bfloat16 on a CUDA card that has it, float16 on older CUDA cards, float32 on CPU",
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="auto: flash_attention_2 when flash-attn is installed, else sdpa"
-    )
+        "auto", description="auto: flash_attention_2 when flash-attn is installed, else sdpa")  # fmt: skip
     tiny: TinyModelConfig = TinyModelConfig()
     classifier: ClassifierConfig = ClassifierConfig()
 

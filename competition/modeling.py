@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
@@ -30,16 +29,16 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
-    PreTrainedTokenizerFast,
 )
 
+from competition.backbones import ConvStemConfig
 from competition.config import LoraSettings, ModelConfig, TrainConfig
 from competition.errors import ConfigError
 from competition.io import atomic_dir
 from competition.projector import import_llava_projector, new_projector, restore_projector
-from competition.prompts import IMAGE_TOKEN, vocabulary_text
+from competition.prompts import IMAGE_TOKEN
+from competition.tokenizer import train_word_tokenizer
 
-BASE_SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 META = "competition_model.json"
 PROJECTOR_FILE = "projector.safetensors"
 TRAINABLE_FILE = "trainable.safetensors"  # a checkpoint's (or a vlm projector run's) trainable parameters
@@ -101,36 +100,16 @@ def patch_tokens(image_size: int, patch_size: int, strategy: str) -> int:
 
 
 def image_token_count(config: LlavaConfig) -> int:
-    """Image tokens per image of a LLaVA config."""
+    """Image tokens per image of a LLaVA config: a CLIP tower's patches (+ CLS), or a conv stem's map cells."""
     v = config.vision_config
+    if v.model_type == ConvStemConfig.model_type:
+        return (v.image_size // v.reduction) ** 2
     return patch_tokens(v.image_size, v.patch_size, config.vision_feature_select_strategy)
 
 
-def train_word_tokenizer(texts: Iterable[str], specials: Iterable[str] = (IMAGE_TOKEN,),
-                         extra_special_tokens: dict[str, str] | None = None) -> PreTrainedTokenizerFast:  # fmt: skip
-    """Word-level tokenizer over the given texts and the prompt templates' words (BOS added); pad, unk, bos and
-    eos are ids 0-3, then `specials` (by default LLaVA's image token)."""
-    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=[*BASE_SPECIALS, *specials], min_frequency=1)
-    tok.train_from_iterator([*vocabulary_text(), *texts], trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        extra_special_tokens=extra_special_tokens or {"image_token": IMAGE_TOKEN},
-        padding_side="left",
-    )
-
-
-def make_processor(tokenizer: Any, image_size: int, patch_size: int, strategy: str) -> LlavaProcessor:
-    """A LlavaProcessor whose image processor yields square `image_size` inputs."""
+def make_processor(tokenizer: Any, image_size: int, patch_size: int, strategy: str, cls_token: bool = True) -> LlavaProcessor:
+    """A LlavaProcessor whose image processor yields square `image_size` inputs; `patch_size` pixels a token, plus
+    the tower's CLS token if it has one."""
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
@@ -142,17 +121,24 @@ def make_processor(tokenizer: Any, image_size: int, patch_size: int, strategy: s
         tokenizer=tokenizer,
         patch_size=patch_size,
         vision_feature_select_strategy=strategy,
-        num_additional_image_tokens=1,
+        num_additional_image_tokens=int(cls_token),
     )
 
 
-def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[LlavaForConditionalGeneration, Any]:
-    """Random-init LLaVA from small CLIP-vision and Llama configs; nothing is downloaded."""
+def tiny_vision(cfg: ModelConfig) -> CLIPVisionConfig | ConvStemConfig:
+    """The vision config of model.tiny: a small CLIP ViT, or a strided conv stem."""
     t = cfg.tiny
+    if t.vision == "conv_stem":
+        sizes = [min(32 * 2**i, t.vision_hidden) for i in range(t.vision_layers - 1)] + [t.vision_hidden]
+        vision = ConvStemConfig(hidden_sizes=sizes, strides=[2] * t.vision_layers, image_size=t.image_size)
+        if t.image_size % vision.reduction:
+            raise ConfigError(f"model.tiny.image_size={t.image_size} is not a multiple of 2^vision_layers={vision.reduction}")
+        if cfg.vision_feature_select_strategy != "full":
+            raise ConfigError("model.tiny.vision=conv_stem has no CLS token to drop: set model.vision_feature_select_strategy: full")
+        return vision
     if t.image_size % t.patch_size:
         raise ConfigError(f"model.tiny.image_size={t.image_size} is not a multiple of patch_size={t.patch_size}")
-    tok = train_word_tokenizer(texts)
-    vision = CLIPVisionConfig(
+    return CLIPVisionConfig(
         hidden_size=t.vision_hidden,
         intermediate_size=t.vision_intermediate,
         num_hidden_layers=t.vision_layers,
@@ -161,8 +147,22 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
         patch_size=t.patch_size,
         attention_dropout=0.0,
     )
-    n_image = patch_tokens(t.image_size, t.patch_size, cfg.vision_feature_select_strategy)
-    text = LlamaConfig(
+
+
+def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[LlavaForConditionalGeneration, Any]:
+    """Random-init LLaVA from small vision and Llama configs; nothing is downloaded."""
+    t = cfg.tiny
+    vision = tiny_vision(cfg)
+    tok = train_word_tokenizer(texts)
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=LlamaConfig(),
+        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+    )
+    config.image_seq_length = n_image = image_token_count(config)
+    config.text_config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=t.text_hidden,
         intermediate_size=t.text_intermediate,
@@ -175,14 +175,6 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
         eos_token_id=tok.eos_token_id,
         tie_word_embeddings=False,
     )
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_layer=cfg.vision_feature_layer,
-        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-        image_seq_length=n_image,
-    )
     torch.manual_seed(seed)
     with local_device():  # built where it runs: a real-size random init takes seconds on a GPU, minutes on a CPU
         model = LlavaForConditionalGeneration(config)
@@ -190,7 +182,9 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
         layer.reset_parameters()  # PyTorch's fan-in init: lets the loss reach a random vision tower sooner
     model = model.to(torch_dtype(cfg.dtype))
     set_generation_ids(model, tok)
-    return model, make_processor(tok, t.image_size, t.patch_size, cfg.vision_feature_select_strategy)
+    conv = isinstance(vision, ConvStemConfig)
+    patch = vision.reduction if conv else t.patch_size
+    return model, make_processor(tok, t.image_size, patch, cfg.vision_feature_select_strategy, cls_token=not conv)
 
 
 def set_generation_ids(model: Any, tokenizer: Any) -> None:

@@ -242,7 +242,8 @@ def describe_parts(cfg: Config) -> str:
         return f"{m.name_or_path} (AutoModelForImageTextToText)"
     if m.source == "tiny":
         t = m.tiny
-        return f"CLIP-vision {t.vision_layers}x{t.vision_hidden} @ {t.image_size}px/{t.patch_size} + Llama {t.text_layers}x{t.text_hidden}"
+        vision = f"{t.image_size}px/{t.patch_size}" if t.vision == "clip" else f"{t.image_size}px/{2**t.vision_layers}"
+        return f"{t.vision} {t.vision_layers}x{t.vision_hidden} @ {vision} + Llama {t.text_layers}x{t.text_hidden}"
     if m.source == "pretrained":
         return str(m.name_or_path)
     proj = f" + projector {m.projector}" if m.projector else " + new projector"

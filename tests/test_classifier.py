@@ -86,7 +86,7 @@ def test_a_classifier_on_pretrained_backbones_from_folders_reloads_to_the_same_l
 
     from competition.classifier import build_classifier, load_classifier, save_classifier
     from competition.config import ClassifierConfig
-    from competition.modeling import train_word_tokenizer
+    from competition.tokenizer import train_word_tokenizer
 
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
     siglip = SiglipModel(SiglipConfig(vision_config={**small, "image_size": 32, "patch_size": 8},

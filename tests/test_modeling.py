@@ -10,13 +10,15 @@ from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from competition.config import ModelConfig, TrainConfig, load_config
+from competition.errors import ConfigError
 from competition.images import ImageTransform, expand_to_square
 from competition.modeling import (
     apply_mode,
     build_base,
     build_from_parts,
-    train_word_tokenizer,
+    image_token_count,
 )
+from competition.tokenizer import train_word_tokenizer
 
 TEXTS = ["What color is the circle?", "red", "blue", "How many objects are there?", "3"]
 
@@ -37,6 +39,14 @@ def logits(model: torch.nn.Module, processor: object) -> torch.Tensor:
         return model(input_ids=torch.tensor([ids]), pixel_values=px).logits[0, -1]
 
 
+def test_a_conv_stem_gives_one_token_per_cell_and_refuses_to_drop_a_cls_it_lacks() -> None:
+    model, processor = build_base(tiny_cfg(**CONV_STEM), TEXTS, seed=0)
+    assert image_token_count(model.config) == 16 == model.config.image_seq_length  # (32 px / 2^3)^2
+    assert processor.num_additional_image_tokens == 0
+    with pytest.raises(ConfigError, match="vision_feature_select_strategy: full"):
+        build_base(tiny_cfg(**{**CONV_STEM, "vision_feature_select_strategy": "default"}), TEXTS, seed=0)
+
+
 def test_pad_keeps_shapes_and_uses_mean_colour() -> None:
     im = Image.new("RGB", (40, 20), (255, 0, 0))
     sq = expand_to_square(im, (10, 20, 30))
@@ -44,9 +54,17 @@ def test_pad_keeps_shapes_and_uses_mean_colour() -> None:
     assert sq.getpixel((0, 0)) == (10, 20, 30) and sq.getpixel((20, 20)) == (255, 0, 0)
 
 
-def test_tiny_builds_offline_and_round_trips(tmp_path: Path) -> None:
-    model, processor = build_base(tiny_cfg(), TEXTS, seed=0)
+CONV_STEM = {"tiny": {"vision": "conv_stem", "image_size": 32, "vision_layers": 3, "vision_hidden": 32},
+             "vision_feature_select_strategy": "full"}  # fmt: skip
+
+
+@pytest.mark.parametrize("extra", [{}, CONV_STEM], ids=["clip", "conv_stem"])
+def test_tiny_builds_offline_and_round_trips(tmp_path: Path, extra: dict) -> None:
+    model, processor = build_base(tiny_cfg(**extra), TEXTS, seed=0)
     assert processor.tokenizer.convert_tokens_to_ids("circle") != processor.tokenizer.unk_token_id
+    model.train()(pixel_values=torch.rand(4, 3, 32 if extra else 64, 32 if extra else 64) * 4,  # BatchNorm statistics move
+                  input_ids=torch.tensor([[1] + [model.config.image_token_id] * image_token_count(model.config)] * 4))  # fmt: skip
+    model.eval()
     model.save_pretrained(tmp_path / "ckpt")
     processor.save_pretrained(tmp_path / "ckpt")
     loaded, loaded_proc = build_base(ModelConfig(source="pretrained", name_or_path=str(tmp_path / "ckpt")), [], 0)

@@ -40,7 +40,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from competition.modeling import train_word_tokenizer
+from competition.tokenizer import train_word_tokenizer
 
 TINY_FAMILIES = ("llava", "idefics3", "paligemma", "gemma3", "qwen2_vl")
 NEED_TORCHVISION = ("qwen2_vl",)  # processors with a video half
