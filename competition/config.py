@@ -387,7 +387,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: expected a mapping at the top level")
     check_keys(raw, Config, "", source)
     if overrides:
-        raw = apply_overrides(raw, overrides)
+        raw = apply_overrides(raw, overrides, Config)
         check_keys(raw, Config, "", "--set")
         source = f"{source} with --set"
     try:

@@ -27,15 +27,20 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each dotted key of `overrides` in the nested dict `raw` (a copy is returned)."""
+def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseModel] | None = None) -> dict[str, Any]:
+    """Set each dotted key of `overrides` in the nested dict `raw` (a copy is returned). A key inside a dict-valued
+    field of `model` that the file leaves out changes one entry of the field's default, not the whole dict."""
     out = json.loads(json.dumps(raw, default=str))
     for item in overrides:
         path, value = parse_override(item)
-        node = out
+        node, section = out, model
         for part in path[:-1]:
+            field = section.model_fields.get(part) if section else None
             if not isinstance(node.get(part), dict):
-                node[part] = {}
+                default = field.get_default(call_default_factory=True) if field else None
+                node[part] = json.loads(json.dumps(default)) if isinstance(default, dict) else {}
+            ann = field.annotation if field else None
+            section = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
             node = node[part]
         node[path[-1]] = value
     return out

@@ -122,3 +122,12 @@ def test_the_readme_key_table_is_the_one_the_fields_describe() -> None:
     table = readme.split("<!-- config-keys:start -->\n")[1].split("<!-- config-keys:end -->")[0]
     assert table.splitlines()[2:] == key_table(), "README key table is stale: run `make docs`"
     assert all(row.split(" | ")[2].strip(" |") for row in key_table()), "a config key without a description"
+
+
+def test_set_inside_a_dict_field_changes_one_entry_of_its_default() -> None:
+    cfg = load_config("configs/demo_classifier.yaml", ["model.classifier.text_config.num_hidden_layers=3"])
+    default = load_config("configs/demo_classifier.yaml").model.classifier.text_config
+    assert cfg.model.classifier.text_config == {**default, "num_hidden_layers": 3}
+    assert load_config("configs/demo.yaml", ["model.processor_kwargs.max_pixels=1024"]).model.processor_kwargs == {
+        "max_pixels": 1024
+    }
