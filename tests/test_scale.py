@@ -113,9 +113,10 @@ def trained_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["lora", "full"])
-def test_deepspeed_zero3_saves_the_weights_a_plain_run_saves(demo_root: Path, tmp_path: Path, mode: str) -> None:
+def test_deepspeed_zero3_saves_the_weights_a_plain_run_saves(demo_root: Path, tmp_path: Path) -> None:
+    """LoRA, where an ungathered save is silent (PEFT only warns); full and projector saves gather the same way."""
     pytest.importorskip("deepspeed")
+    mode = "lora"
     saved = {}
     for ds in (None, "configs/deepspeed/zero3.json"):
         sets = [f"data.root={demo_root}", f"workdir={tmp_path / str(bool(ds))}", f"train.mode={mode}",
