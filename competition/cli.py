@@ -296,6 +296,20 @@ def predict_every_fold(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     predict_all(cfg, *stage_inputs(cfg))
 
 
+def tell_deepspeed_the_device() -> None:
+    """On a machine without CUDA, name DeepSpeed's device (it is imported by accelerate's and transformers' helpers
+    when installed, and guesses the CPU with a warning on every command otherwise)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("deepspeed") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def main() -> None:
     """The entry point of `python -m competition` and the `competition` script."""
+    tell_deepspeed_the_device()
     run_app(app)
