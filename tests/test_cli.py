@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,13 @@ def test_a_binary_config_or_a_file_as_workdir_is_one_line(tmp_path: Path) -> Non
     for workdir in ("afile", "afile/below"):
         with pytest.raises(ConfigError, match=r"'workdir': .*afile is a file, not a folder"):
             load_config("configs/demo.yaml", [f"workdir={tmp_path / workdir}"])
+
+
+def test_a_cpu_training_run_prints_no_deepspeed_device_warning(demo_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("deepspeed")
+    sets = [f"data.root={demo_root}", f"workdir={tmp_path}", "train.max_steps=1", "train.eval_steps=0"]
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    res = subprocess.run([sys.executable, "-m", "competition", "train", "-c", "configs/demo.yaml", "--fold", "0",
+                          *[x for s in sets for x in ("--set", s)]], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Setting accelerator" not in res.stdout + res.stderr
