@@ -39,7 +39,7 @@ class ConvStemConfig(PretrainedConfig):
     @property
     def reduction(self) -> int:
         """How many pixels of the input one cell of the last map spans (the product of the strides)."""
-        return int(torch.tensor(self.strides).prod())
+        return math.prod(self.strides)
 
 
 class ConvStemModel(PreTrainedModel):

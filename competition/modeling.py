@@ -99,12 +99,16 @@ def patch_tokens(image_size: int, patch_size: int, strategy: str) -> int:
     return (image_size // patch_size) ** 2 + (1 if strategy == "full" else 0)
 
 
+def vision_tokens(vision: Any, strategy: str) -> int:
+    """Image tokens a vision config yields: a CLIP tower's patches (+ CLS), or a conv stem's map cells."""
+    if vision.model_type == ConvStemConfig.model_type:
+        return (vision.image_size // vision.reduction) ** 2
+    return patch_tokens(vision.image_size, vision.patch_size, strategy)
+
+
 def image_token_count(config: LlavaConfig) -> int:
-    """Image tokens per image of a LLaVA config: a CLIP tower's patches (+ CLS), or a conv stem's map cells."""
-    v = config.vision_config
-    if v.model_type == ConvStemConfig.model_type:
-        return (v.image_size // v.reduction) ** 2
-    return patch_tokens(v.image_size, v.patch_size, config.vision_feature_select_strategy)
+    """Image tokens per image of a LLaVA config."""
+    return vision_tokens(config.vision_config, config.vision_feature_select_strategy)
 
 
 def make_processor(tokenizer: Any, image_size: int, patch_size: int, strategy: str, cls_token: bool = True) -> LlavaProcessor:
@@ -154,15 +158,8 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
     t = cfg.tiny
     vision = tiny_vision(cfg)
     tok = train_word_tokenizer(texts)
-    config = LlavaConfig(
-        vision_config=vision,
-        text_config=LlamaConfig(),
-        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_layer=cfg.vision_feature_layer,
-        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-    )
-    config.image_seq_length = n_image = image_token_count(config)
-    config.text_config = LlamaConfig(
+    n_image = vision_tokens(vision, cfg.vision_feature_select_strategy)
+    text = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=t.text_hidden,
         intermediate_size=t.text_intermediate,
@@ -174,6 +171,14 @@ def build_tiny(cfg: ModelConfig, texts: Iterable[str], seed: int) -> tuple[Llava
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tok.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        image_seq_length=n_image,
     )
     torch.manual_seed(seed)
     with local_device():  # built where it runs: a real-size random init takes seconds on a GPU, minutes on a CPU
