@@ -107,7 +107,7 @@ def test_tuning_workers_share_one_postgres_study(trained: tuple[list[str], Path]
 
 
 def trained_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The weights a fold's `model/` holds: the adapter (LoRA) or the whole model (full)."""
+    """The weights a fold's `model/` holds in its own files: the adapter of a LoRA run, the whole model of a full one."""
     files = sorted(folder.glob("*.safetensors"))
     return {k: v for f in files for k, v in load_file(str(f)).items()}
 
@@ -116,10 +116,9 @@ def trained_weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_deepspeed_zero3_saves_the_weights_a_plain_run_saves(demo_root: Path, tmp_path: Path) -> None:
     """LoRA, where an ungathered save is silent (PEFT only warns); full and projector saves gather the same way."""
     pytest.importorskip("deepspeed")
-    mode = "lora"
     saved = {}
     for ds in (None, "configs/deepspeed/zero3.json"):
-        sets = [f"data.root={demo_root}", f"workdir={tmp_path / str(bool(ds))}", f"train.mode={mode}",
+        sets = [f"data.root={demo_root}", f"workdir={tmp_path / str(bool(ds))}", "train.mode=lora",
                 "train.max_steps=4", "train.eval_steps=0", "train.per_device_batch_size=8", "train.cache_images=true",
                 *([f"train.deepspeed={ds}"] if ds else [])]  # fmt: skip
         cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=1", "-m", "competition",
