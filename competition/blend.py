@@ -21,6 +21,7 @@ import pandas as pd
 from competition.vote import Candidate, fit_weights, score, vote
 
 VOTE_COLUMNS = ["id", "member", "answer", "logprob"]
+MIN_TYPE_QUESTIONS = 50  # a question type with fewer OOF questions shares the stacker's global coefficients only
 
 
 @dataclass(frozen=True)
@@ -34,17 +35,21 @@ class Blend:
     by_type: dict[str, dict[str, float]] = field(default_factory=dict)
     stacker: Any = None
     members: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
 
     def params(self) -> dict[str, Any]:
         """The submission record's description of the blend."""
-        return {"method": self.method, "threshold": self.threshold, "weights": self.weights,
+        method = f"{self.method} by type" if self.types else self.method
+        return {"method": method, "threshold": self.threshold, "weights": self.weights,
                 "weights_by_type": self.by_type or None}  # fmt: skip
 
 
-def stack_features(preds: pd.DataFrame, members: tuple[str, ...]) -> tuple[pd.DataFrame, np.ndarray]:
+def stack_features(preds: pd.DataFrame, members: tuple[str, ...], qtype: pd.Series,
+                   types: tuple[str, ...] = ()) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
     """(id, answer) candidates and their features: the share of each member's rows for the id that gave the
     answer (on test a member has one row per fold model), their mean log-probability (0 when not given or
-    unknown), and the share of members that gave it."""
+    unknown), and the share of members that gave it; then the same features again for each of `types`, zero
+    outside that type, so each type gets coefficients of its own (whom to trust on counting, whom on colour)."""
     p = preds[VOTE_COLUMNS].assign(logprob=preds["logprob"].astype(float).fillna(0.0).clip(-20, 0))
     rows = p.groupby(["id", "member"]).size()
     given = p.groupby(["id", "answer", "member"]).agg(n=("logprob", "size"), lp=("logprob", "mean")).reset_index()
@@ -52,25 +57,31 @@ def stack_features(preds: pd.DataFrame, members: tuple[str, ...]) -> tuple[pd.Da
     wide = given.pivot_table(index=["id", "answer"], columns="member", values=["share", "lp"], aggfunc="first")
     share = wide["share"].reindex(columns=list(members)).fillna(0.0).to_numpy()
     logprob = wide["lp"].reindex(columns=list(members)).fillna(0.0).to_numpy()
-    return wide.index.to_frame(index=False), np.hstack([share, logprob, share.mean(1, keepdims=True)])
+    keys = wide.index.to_frame(index=False)
+    x = np.hstack([share, logprob, share.mean(1, keepdims=True)])
+    kind = keys["id"].map(qtype).to_numpy(object)
+    return keys, np.hstack([x] + [x * (kind == t)[:, None] for t in types])
 
 
-def fit_stacker(oof: pd.DataFrame, gold: pd.Series) -> Blend | None:
-    """A logistic model of 'this candidate answer is right' over the OOF candidates; None without both outcomes."""
+def fit_stacker(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, by_type: bool = False) -> Blend | None:
+    """A logistic model of 'this candidate answer is right' over the OOF candidates, with coefficients per question
+    type (of at least MIN_TYPE_QUESTIONS questions) when `by_type`; None without both outcomes."""
     from sklearn.linear_model import LogisticRegression
 
     members = tuple(sorted(oof["member"].unique()))
-    keys, x = stack_features(oof, members)
+    counts = oof.drop_duplicates("id")["id"].map(qtype).value_counts()
+    types = tuple(sorted(counts.index[counts >= MIN_TYPE_QUESTIONS])) if by_type else ()
+    keys, x = stack_features(oof, members, qtype, types)
     right = keys["answer"].to_numpy(object) == gold.reindex(keys["id"]).to_numpy(object)
     if right.all() or not right.any():
         return None
     model = LogisticRegression(max_iter=1000).fit(x, right)
-    return Blend("stack", 0.0, None, stacker=model, members=members)
+    return Blend("stack", 0.0, None, stacker=model, members=members, types=types)
 
 
-def apply_stacker(blend: Blend, preds: pd.DataFrame) -> pd.DataFrame:
+def apply_stacker(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataFrame:
     """Each id's candidate answer of the highest stacker score (first-seen id order)."""
-    keys, x = stack_features(preds, blend.members)
+    keys, x = stack_features(preds, blend.members, qtype, blend.types)
     keys["support"] = blend.stacker.decision_function(x)
     best = keys.sort_values(["id", "support", "answer"], ascending=[True, False, True]).drop_duplicates("id")
     order = pd.Index(pd.unique(preds["id"]))
@@ -81,7 +92,7 @@ def apply_stacker(blend: Blend, preds: pd.DataFrame) -> pd.DataFrame:
 def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataFrame:
     """One voted row per id: `id, answer, support, logprob`; `qtype` maps id -> question type."""
     if blend.stacker is not None:
-        return apply_stacker(blend, preds)
+        return apply_stacker(blend, preds, qtype)
     if not blend.by_type:
         return vote(preds[VOTE_COLUMNS], blend.method, blend.weights, blend.threshold)
     types = preds["id"].map(qtype).to_numpy()
@@ -118,7 +129,8 @@ def choose_blend(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, candidate
     member (which wins ties)."""
     best = best_member(oof, gold)
     best_score = score(apply_blend(best, oof, qtype), gold)
-    fitted = [fit_candidate(c, oof, gold, qtype) for c in candidates] + ([fit_stacker(oof, gold)] if stack else [])
+    stackers = [fit_stacker(oof, gold, qtype, by_type) for by_type in (False, True)] if stack else []
+    fitted = [fit_candidate(c, oof, gold, qtype) for c in candidates] + stackers
     for blend in fitted:
         if blend is None:
             continue

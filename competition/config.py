@@ -287,7 +287,8 @@ class EnsembleConfig(Section):
     )
     thresholds: list[float] = Field([90.0, 80.0], description="fuzzy similarity thresholds (rapidfuzz ratio) tried")
     per_type: bool = Field(True, description="also try weights fitted per question type (scored by nested CV)")
-    stack: bool = Field(True, description="also try a logistic stacker over the members' answers and log-probabilities")
+    stack: bool = Field(True, description="also try logistic stackers over the members' answers and log-probabilities: "
+                        "one for all questions, one with coefficients per question type")
     experiments: list[str] = Field([], description="other experiments (same folds.csv) whose members join the blend")
     external: list[ExternalMember] = Field([], description="prediction sets from outside that join the test vote")
     snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap only the submission's voted answers to "

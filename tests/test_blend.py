@@ -146,3 +146,24 @@ def test_a_stacker_learns_whom_to_trust_from_confidence() -> None:
     blend, _ = choose_blend(oof, gold, qtype, CANDIDATES, stack=True)
     twice = pd.concat([oof, oof], ignore_index=True)  # test rows: one copy per fold model gives the same features
     assert blend.method == "stack" and apply_blend(blend, twice, qtype)["answer"].equals(apply_blend(blend, oof, qtype)["answer"])
+
+
+def test_a_stacker_by_question_type_trusts_each_member_where_it_is_strong() -> None:
+    rng = np.random.default_rng(1)
+    n = 900
+    ids = [f"q{i}" for i in range(n)]
+    gold = pd.Series(rng.choice(list("abcd"), n), index=ids)
+    qtype = pd.Series(rng.choice(["count", "colour"], n), index=ids)
+    shift = dict(zip("abcd", "bcda", strict=True))
+    strong = {"a": "count", "b": "colour"}  # each member is right 90% of the time on its type, 30% on the other
+    members = []
+    for m, t in strong.items():
+        right = rng.random(n) < np.where(qtype == t, 0.9, 0.3)
+        wrong = gold.map(shift) if m == "a" else gold.map(shift).map(shift)
+        members.append(pd.DataFrame({"id": ids, "member": m, "answer": np.where(right, gold, wrong), "logprob": -0.5}))
+    oof, fold_of = pd.concat(members, ignore_index=True), pd.Series(np.arange(n) % 3, index=ids)
+    single = nested_cv(oof, gold, qtype, fold_of, [])
+    stacked = nested_cv(oof, gold, qtype, fold_of, [], stack=True)
+    assert single < 0.65 < 0.85 < stacked  # the global stacker cannot tell them apart; by type, 0.9 + agreement
+    blend, _ = choose_blend(oof, gold, qtype, [], stack=True)
+    assert blend.types == ("colour", "count") and blend.params()["method"] == "stack by type"
