@@ -18,14 +18,16 @@ from transformers.modeling_outputs import BaseModelOutput
 
 
 class ConvStemConfig(PretrainedConfig):
-    """A plain convolutional stack: one 3x3 conv + BatchNorm + ReLU per entry of `hidden_sizes`, with its stride."""
+    """A plain convolutional stack: one conv + BatchNorm + ReLU per entry of `hidden_sizes`, with its stride; 3x3
+    convs by default (padded: cells overlap and see the image's edge), 2x2 for a patch stem (each cell exactly its
+    own patch, as a ViT's)."""
 
     model_type = "conv_stem"
 
     def __init__(self, num_channels: int = 3, hidden_sizes: list[int] | None = None, strides: list[int] | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 kernel_size: int = 3, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
-        self.num_channels = num_channels
+        self.num_channels, self.kernel_size = num_channels, kernel_size
         self.hidden_sizes = list(hidden_sizes or [32, 64, 128, 128])
         self.strides = list(strides or [2, 2, 2, 2])  # 16x smaller: a 3 x 3 map of a 48 px image
         if len(self.strides) != len(self.hidden_sizes):
@@ -60,7 +62,8 @@ class ConvStemModel(PreTrainedModel):
         layers: list[nn.Module] = []
         channels = config.num_channels
         for size, stride in zip(config.hidden_sizes, config.strides, strict=True):
-            layers += [nn.Conv2d(channels, size, 3, stride, 1, bias=False), nn.BatchNorm2d(size), nn.ReLU()]
+            k = config.kernel_size
+            layers += [nn.Conv2d(channels, size, k, stride, (k - 1) // 2, bias=False), nn.BatchNorm2d(size), nn.ReLU()]
             channels = size
         self.layers = nn.Sequential(*layers)
         self.post_init()

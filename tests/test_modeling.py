@@ -47,6 +47,19 @@ def test_a_conv_stem_gives_one_token_per_cell_and_refuses_to_drop_a_cls_it_lacks
         build_base(tiny_cfg(**{**CONV_STEM, "vision_feature_select_strategy": "default"}), TEXTS, seed=0)
 
 
+@pytest.mark.parametrize("kernel,sees_beyond", [(2, False), (3, True)])
+def test_a_patch_stem_cell_sees_its_own_patch_only(kernel: int, sees_beyond: bool) -> None:
+    from competition.backbones import ConvStemConfig, ConvStemModel
+
+    stem = ConvStemModel(ConvStemConfig(hidden_sizes=[4, 4], strides=[2, 2], kernel_size=kernel)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    y = x.clone()
+    y[..., :4, :] = torch.randn(1, 3, 4, 8)  # another picture in the first row of 4 px cells
+    second_row = stem(pixel_values=x).last_hidden_state[..., 1, :], stem(pixel_values=y).last_hidden_state[..., 1, :]
+    assert stem(pixel_values=x).last_hidden_state.shape[-2:] == (2, 2)
+    assert torch.allclose(*second_row) is not sees_beyond
+
+
 def test_pad_keeps_shapes_and_uses_mean_colour() -> None:
     im = Image.new("RGB", (40, 20), (255, 0, 0))
     sq = expand_to_square(im, (10, 20, 30))
