@@ -69,7 +69,8 @@ def warn(text: str) -> None:
 
 def leaderboard_table(df: Any) -> Table:
     """The leaderboard's key columns as a rich table."""
-    cols = [c for c in ("rank", "name", "cv", "public", "gap", "method") if c in df.columns]
+    shown = ("rank", "name", "cv", "public", "gap", "held_out", "method")
+    cols = [c for c in shown if c in df.columns and (c != "held_out" or df[c].notna().any())]
     return table("leaderboard (ranked by local CV)", df[cols].to_dict("records"))
 
 

@@ -5,9 +5,9 @@
 Members are (prompt, decoding) prediction sets of this experiment and of those named in
 ensemble.experiments (same folds); on OOF each question is answered by its own fold's model, on test
 by every fold's model, so a member's fitted weight applies to all its folds. The blend is chosen on
-OOF and scored by nested CV (competition.blend). Writes the ensemble and the best single member as
-submissions, ranked on the leaderboard; with a solution.csv (held-out answers: the demo generator
-writes one) in the data folder, scores both on it.
+OOF and scored by nested CV (competition.blend). Writes the ensemble and each experiment's best single
+member as submissions, ranked on the leaderboard; with a solution.csv (held-out answers: the demo
+generator writes one) in the data folder, each carries its held-out accuracy too.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any
 import pandas as pd
 
 from competition.blend import VOTE_COLUMNS, Blend, apply_blend, choose_blend, nested_cv
-from competition.config import Config, DataConfig
+from competition.config import Config
 from competition.data import ANSWER, ID, QUESTION, Competition, read_answers
 from competition.errors import DataError
 from competition.metrics import majority_baseline, question_types
 from competition.normalize import AnswerNormalizer, snap_to_vocab
 from competition.predict import member_rows, oof_frame
-from competition.submit import read_submission, write_submission
+from competition.submit import read_sidecar, write_submission
 from competition.tuned import load_tuned
 from competition.vote import Candidate, load_external, score, vote
 
@@ -124,19 +124,37 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
     c = cfg.data
     meta = {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": sorted(singles.index) + sorted(ext_weights),
-            "config_hash": cfg.hash(), "experiment": cfg.experiment}  # fmt: skip
+            "config_hash": cfg.hash(), "experiment": cfg.experiment, "held_out": held_out(voted, truth)}  # fmt: skip
     path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta, c.id_col,
                             c.answer_col)  # fmt: skip
-    best = singles.index[0]
-    single = vote(test[test["base"] == best][VOTE_COLUMNS], "majority").set_index("id")["answer"]
-    single_meta = {"method": "majority over folds", "cv": float(singles.iloc[0]), "members": [best],
-                   "config_hash": cfg.hash(), "experiment": cfg.experiment}  # fmt: skip
-    single_path = write_submission(fill_empty(single, comp, normalizer), comp.sample, cfg.submissions_dir,
-                                   f"{cfg.experiment}-{best.replace('/', '-').replace(':', '-')}", single_meta,
-                                   c.id_col, c.answer_col)  # fmt: skip
-    holdout = {} if truth is None else {p.name: holdout_score(p, truth, c) for p in (path, single_path)}
+    best = [write_member(cfg, comp, normalizer, test, m, float(singles[m]), truth) for m in best_per_experiment(singles)]
+    holdout = {} if truth is None else {p.name: read_sidecar(p.with_suffix(".json"))["held_out"] for p in (path, *best)}
     return {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": singles.to_dict(), "submission": path,
-            "single": single_path, "holdout": holdout}  # fmt: skip
+            "single": best[0], "holdout": holdout}  # fmt: skip
+
+
+def best_per_experiment(singles: pd.Series) -> list[str]:
+    """The best member of each experiment (another's members read '<experiment>:<prompt>/<decoding>'), best first;
+    `singles` is OOF accuracy by member, best first."""
+    experiment = [m.split(":")[0] if ":" in m else "" for m in singles.index]
+    return singles.groupby(experiment, sort=False).head(1).index.tolist()
+
+
+def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, test: pd.DataFrame, member: str,
+                 cv: float, truth: pd.Series | None) -> Path:  # fmt: skip
+    """One member's test answers (majority over its fold models) as a submission ranked by its OOF accuracy."""
+    single = vote(test[test["base"] == member][VOTE_COLUMNS], "majority").set_index("id")["answer"]
+    single = fill_empty(single, comp, normalizer)
+    meta = {"method": "majority over folds", "cv": cv, "members": [member], "config_hash": cfg.hash(),
+            "experiment": cfg.experiment, "held_out": held_out(single, truth)}  # fmt: skip
+    name = f"{cfg.experiment}-{member.replace('/', '-').replace(':', '-')}"
+    c = cfg.data
+    return write_submission(single, comp.sample, cfg.submissions_dir, name, meta, c.id_col, c.answer_col)
+
+
+def held_out(answers: pd.Series, truth: pd.Series | None) -> float | None:
+    """Accuracy of answers (by ID) against the held-out answers; None without a solution.csv."""
+    return None if truth is None else score(pd.DataFrame({"id": answers.index, "answer": answers.to_numpy()}), truth)
 
 
 def read_solution(comp: Competition, normalizer: AnswerNormalizer) -> pd.Series | None:
@@ -150,9 +168,3 @@ def read_solution(comp: Competition, normalizer: AnswerNormalizer) -> pd.Series 
     if missing.any():
         raise DataError(f"{path}: column '{c.id_col}': test ID '{comp.test[ID][missing].iloc[0]}' has no row")
     return pd.Series(normalizer(sol[ANSWER]).to_numpy(), index=sol[ID].to_numpy())
-
-
-def holdout_score(submission: Path, truth: pd.Series, c: DataConfig) -> float:
-    """Accuracy of a written submission against the held-out answers (`read_solution`)."""
-    sub = read_submission(submission)
-    return score(pd.DataFrame({"id": sub[c.id_col], "answer": sub[c.answer_col]}), truth)

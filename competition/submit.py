@@ -23,7 +23,7 @@ from competition.errors import CompetitionError
 from competition.io import atomic_write_csv, atomic_write_json, atomic_write_text, markdown_table
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-LEADERBOARD_COLUMNS = ["rank", "file", "name", "cv", "public", "gap", "method", "members", "created"]
+LEADERBOARD_COLUMNS = ["rank", "file", "name", "cv", "public", "gap", "held_out", "method", "members", "created"]
 
 
 class SubmissionError(CompetitionError):
@@ -206,13 +206,14 @@ def leaderboard_row(sidecar: Path) -> dict[str, Any]:
     """One leaderboard row from a sidecar; scores as floats (NaN when absent)."""
     info = read_sidecar(sidecar)
     members = info.get("members") or []
-    cv, public = (float("nan") if info.get(k) is None else float(info[k]) for k in ("cv", "public"))
+    cv, public, held_out = (float("nan") if info.get(k) is None else float(info[k]) for k in ("cv", "public", "held_out"))
     return {
         "file": sidecar.with_suffix(".csv").name,
         "name": info.get("name", sidecar.stem),
         "cv": cv,
         "public": public,
         "gap": public - cv,
+        "held_out": held_out,
         "method": info.get("method", ""),
         "members": members if isinstance(members, str) else ", ".join(map(str, members)),
         "n_members": len(members) if isinstance(members, list) else 1,

@@ -440,12 +440,15 @@ def test_ensemble_stage_with_renamed_columns_scores_on_the_solution(data_copy: P
         assert res["holdout"][path.name] == pytest.approx(held_out_accuracy(path, data_copy, "qid", "label"))
     assert res["holdout"][res["single"].name] != res["holdout"][res["submission"].name]
     assert 0.5 < min(res["holdout"].values())
+    board = pd.read_csv(cfg.submissions_dir / "leaderboard.csv").set_index("file")["held_out"]
+    assert board.to_dict() == pytest.approx(res["holdout"])  # the leaderboard shows them beside the CV
 
 
 def test_ensemble_stage_without_a_solution_scores_nothing(data_copy: Path, tmp_path: Path) -> None:
     cfg, comp, folds = predicted(data_copy, tmp_path / "w")
     (data_copy / "solution.csv").unlink()
     assert run_ensemble(cfg, comp, folds)["holdout"] == {}
+    assert pd.read_csv(cfg.submissions_dir / "leaderboard.csv")["held_out"].isna().all()
 
 
 def test_ensemble_stage_refuses_a_bad_solution_before_writing(data_copy: Path, tmp_path: Path) -> None:

@@ -166,7 +166,7 @@ def test_leaderboard_ranked_by_cv_with_public_and_gap(tmp_path: Path, sample: pd
     tie_late = write("tie-late", 0.70, "20250104T00")
     write("tie-early", 0.70, "20250103T00")
     board = leaderboard(tmp_path)
-    assert list(board.columns) == ["rank", "file", "name", "cv", "public", "gap", "method", "members", "created"]
+    assert list(board.columns) == ["rank", "file", "name", "cv", "public", "gap", "held_out", "method", "members", "created"]
     assert board["name"].tolist() == ["high", "tie-early", "tie-late", "low"]
     assert board["rank"].tolist() == [1, 2, 3, 4] and board["public"].isna().all()
     assert pd.read_csv(tmp_path / "leaderboard.csv")["name"].tolist() == board["name"].tolist()
