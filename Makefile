@@ -63,9 +63,11 @@ validate: install
 folds: install
 	$(RUN) folds -c $(config) $(SETS)
 
-# make demo: the whole flow on the demo data, resumable (rerun after an interruption).
+# make demo: the whole flow on the demo data, resumable (rerun after an interruption). The demo's LLaVA
+# blends with two answer classifiers trained on the same folds (with='' runs the LLaVA alone).
+with ?= $(if $(filter configs/demo.yaml,$(config)),configs/demo_classifier.yaml configs/demo_classifier_patch.yaml)
 demo: install data
-	$(RUN) demo -c $(config) $(SETS)
+	$(RUN) demo -c $(config) $(foreach c,$(with),--with $(c)) $(SETS)
 
 # The demo config's data set is made when missing, so `make fold=0 train` works on a fresh clone
 # (the stage itself writes a missing folds.csv).

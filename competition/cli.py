@@ -268,12 +268,23 @@ def tune(
 
 @app.command()
 @fails_cleanly
-def demo(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Every stage in order, skipping what is done: data, folds, train and predict each fold, cv, tune, ensemble."""
+def demo(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    with_: Annotated[list[Path] | None, typer.Option("--with", help="another experiment's config: it runs first and "
+                                                     "its members join the blend (repeatable)")] = None,  # fmt: skip
+) -> None:
+    """Every stage in order, skipping what is done: data, folds, train and predict each fold, cv, tune, ensemble;
+    --set applies to every config."""
     from competition.pipeline import run_demo
 
-    run_demo(config_from(config, set_))
-    ensemble(config, set_)
+    cfg = config_from(config, set_)
+    others = [config_from(path, set_) for path in with_ or []]
+    names = [cfg.experiment, *(o.experiment for o in others)]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"experiment: the demo's configs share an experiment name ({', '.join(names)}); give each its own")
+    run_demo(cfg, others)
+    ensemble(config, set_, with_=[o.experiment for o in others])
 
 
 @app.command("train-all")

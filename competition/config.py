@@ -39,9 +39,8 @@ class DataConfig(Section):
     image_col: str = Field("image_id", description="image id column: the file stem under the image folders")
     question_col: str = Field("question", description="question text column")
     answer_col: str = Field("answer", description="answer column (train, sample submission, submissions)")
-    image_extensions: list[str] = Field(
-        [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"], description="extensions tried when resolving an image id"
-    )
+    image_extensions: list[str] = Field([".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"],
+                                        description="extensions tried when resolving an image id")
 
 
 class FoldsConfig(Section):

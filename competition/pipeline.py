@@ -1,6 +1,6 @@
 """Stages in order: the inputs every stage shares, every fold's training and prediction, the demo flow.
 
-    python -m competition demo -c configs/demo.yaml          # data, folds, train, predict, cv, tune, ensemble
+    python -m competition demo -c configs/demo.yaml --with configs/demo_classifier.yaml   # ..., tune, ensemble
     python -m competition train-all -c configs/demo.yaml     # every fold not trained yet
     python -m competition predict-all -c configs/demo.yaml   # every fold's OOF and test answers
 
@@ -9,7 +9,7 @@ Each step skips what is already done, so a rerun after an interruption continues
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -53,12 +53,10 @@ def predict_all(cfg: Config, comp: Competition, folds: pd.DataFrame) -> None:
             predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar), warn=warn)
 
 
-def run_demo(cfg: Config) -> None:
-    """Demo data when missing, then folds, training, prediction, CV, the decoding and vote studies."""
+def run_member(cfg: Config) -> tuple[Competition, pd.DataFrame]:
+    """Demo data when missing, then folds, every fold's training and prediction, and CV."""
     from competition.cv import run_cv
     from competition.synthetic import generate
-    from competition.tune import run_study
-    from competition.tuned import load_tuned
 
     if not (cfg.data.root / cfg.data.train_csv).is_file():
         say(f"[data] writing the demo data set to {cfg.data.root}")
@@ -69,6 +67,21 @@ def run_demo(cfg: Config) -> None:
     say("[predict] every fold, every prompt x decoding")
     predict_all(cfg, comp, folds)
     run_cv(cfg, comp, folds)
+    return comp, folds
+
+
+def run_demo(cfg: Config, others: Sequence[Config] = ()) -> None:
+    """The experiments of `others` (each: data, folds, training, prediction, CV), then this one with its decoding
+    and vote studies; its ensemble blends them all."""
+    from competition.cv import run_cv
+    from competition.tune import run_study
+    from competition.tuned import load_tuned
+
+    for other in others:
+        say(f"[demo] experiment {other.experiment}")
+        run_member(other)
+    say(f"[demo] experiment {cfg.experiment}")
+    comp, folds = run_member(cfg)
     if "decoding" not in load_tuned(cfg):
         say(f"[tune] decoding study on fold {cfg.tune.fold}'s validation questions")
         run_study(cfg, comp, folds, "decoding", cfg.tune.trials)
@@ -76,5 +89,6 @@ def run_demo(cfg: Config) -> None:
         predict_all(cfg, comp, folds)
         run_cv(cfg, comp, folds)
     if "vote" not in load_tuned(cfg):
-        say("[tune] vote study on out-of-fold predictions")
-        run_study(cfg, comp, folds, "vote", cfg.tune.vote_trials)
+        say("[tune] vote study on out-of-fold predictions of every experiment")
+        joined = cfg.ensemble.model_copy(update={"experiments": [*cfg.ensemble.experiments, *(o.experiment for o in others)]})
+        run_study(cfg.model_copy(update={"ensemble": joined}), comp, folds, "vote", cfg.tune.vote_trials)

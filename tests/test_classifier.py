@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from competition.cli import app
 from competition.config import DecodingConfig, load_config
-from competition.cv import run_cv
-from competition.ensemble import run_ensemble
 from competition.families import family_for, fold_engine
-from competition.pipeline import predict_all, stage_inputs, train_all
+from competition.pipeline import stage_inputs
 from competition.predict import read_split
 from competition.train import train_fold
-from competition.tune import run_study
 
 SMALL = ["folds.k=3", "train.per_device_batch_size=16", "train.max_steps=60", "train.eval_steps=20",
          "train.eval_split=val", "train.eval_questions=40", "train.logging_steps=10", "model.classifier.hidden=64"]  # fmt: skip
@@ -54,17 +53,20 @@ def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, 
     assert torch.allclose(*same, atol=1e-5)
 
 
-def test_predict_cv_tune_and_ensemble_run_on_a_classifier_experiment(demo_root: Path, tmp_path: Path) -> None:
-    cfg, comp, folds = classifier_run(demo_root, tmp_path, "train.max_steps=20", "train.eval_steps=0")
-    train_all(cfg, comp, folds, log=lambda s: None)
-    predict_all(cfg, comp, folds)
+def test_a_demo_of_two_experiments_trains_both_on_the_same_folds_and_blends_them(demo_root: Path, tmp_path: Path) -> None:
+    sets = [f"data.root={demo_root}", f"workdir={tmp_path}", *SMALL, "train.max_steps=20", "train.eval_steps=0", "tune.trials=2"]
+    args = ["demo", "-c", "configs/demo_classifier_patch.yaml", "--with", "configs/demo_classifier.yaml"]
+    res = CliRunner().invoke(app, [*args, *[x for s in sets for x in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    cfg, comp, folds = classifier_run(demo_root, tmp_path, "experiment=demo_classifier")
     oof = read_split(cfg, "oof")
     assert len(oof) == len(comp.train) and set(oof["decoding"]) == {"greedy"} and set(oof["prompt"]) == {"short_answer"}
-    tables = run_cv(cfg, comp, folds)
-    assert [m["member"] for m in tables["members"]] == ["short_answer/greedy"]
-    assert len(run_study(cfg, comp, folds, "vote", 3)[0].trials) == 3
-    res = run_ensemble(cfg, comp, folds, "vote")
-    assert res["submission"].is_file() and res["single"].is_file()
+    exp = tmp_path / "experiments"
+    assert (exp / "demo_classifier" / "folds.csv").read_bytes() == (exp / "demo_classifier_patch" / "folds.csv").read_bytes()
+    assert (exp / "demo_classifier" / "cv.json").is_file() and not (exp / "demo_classifier" / "tuned.yaml").exists()
+    blend = json.loads(next((tmp_path / "submissions").glob("*-demo_classifier_patch-ensemble.json")).read_text())
+    assert {"demo_classifier:short_answer/greedy", "short_answer/greedy"} <= set(blend["members"])
+    assert "demo_classifier_patch-ensemble" in (tmp_path / "submissions" / "leaderboard.csv").read_text()
 
 
 @pytest.mark.parametrize("vision_config", [{"model_type": "convnext", "hidden_sizes": [8, 16], "depths": [1, 1, 1, 1]},

@@ -34,6 +34,12 @@ def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
+def test_a_demo_of_experiments_sharing_a_name_is_refused_before_it_starts(tmp_path: Path) -> None:
+    res = cli("demo", "-c", "configs/demo.yaml", "--with", "configs/demo.yaml", "--set", f"workdir={tmp_path}")
+    assert res.returncode != 0 and "share an experiment name (demo, demo)" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "experiments").exists()
+
+
 def test_a_fold_that_folds_csv_lacks_is_refused(demo_root: Path, tmp_path: Path) -> None:
     cfg = load_config("configs/demo.yaml", [f"data.root={demo_root}", f"workdir={tmp_path}", "folds.k=3"])
     comp, folds = stage_inputs(cfg)
