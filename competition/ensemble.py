@@ -23,7 +23,7 @@ from competition.data import ANSWER, ID, QUESTION, Competition, read_answers
 from competition.errors import DataError
 from competition.metrics import majority_baseline, question_types
 from competition.normalize import AnswerNormalizer, snap_to_vocab
-from competition.predict import member_rows, oof_frame
+from competition.predict import experiment_of, member_rows, oof_frame
 from competition.submit import read_sidecar, write_submission
 from competition.tuned import load_tuned
 from competition.vote import Candidate, load_external, score, vote
@@ -136,8 +136,7 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
 def best_per_experiment(singles: pd.Series) -> list[str]:
     """The best member of each experiment (another's members read '<experiment>:<prompt>/<decoding>'), best first;
     `singles` is OOF accuracy by member, best first."""
-    experiment = [m.split(":")[0] if ":" in m else "" for m in singles.index]
-    return singles.groupby(experiment, sort=False).head(1).index.tolist()
+    return singles.groupby([experiment_of(m) for m in singles.index], sort=False).head(1).index.tolist()
 
 
 def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, test: pd.DataFrame, member: str,

@@ -32,6 +32,8 @@ COLUMNS = ["id", "fold", "split", "prompt", "decoding", "raw", "answer", "logpro
 SPLITS = ("oof", "test")
 LOGPROB_DIGITS = 4  # batch composition moves float sums in the 7th digit; shards and resumes must match
 
+EXPERIMENT_MARK = ":"  # another experiment's members read "<experiment>:<prompt>/<decoding>"
+
 
 def file_for(cfg: Config, fold: int, split: str, shard: tuple[int, int] = (0, 1)) -> Path:
     """fold<k>/predictions/<split>.jsonl, or <split>.shard-<i>-of-<n>.jsonl for a shard."""
@@ -160,6 +162,11 @@ def check_joinable(cfg: Config, other: Config, split: str) -> None:
                               f"run `predict` for it")  # fmt: skip
 
 
+def experiment_of(member: str) -> str:
+    """The experiment a member name comes from: '' for the config's own, else its '<experiment>:' prefix."""
+    return member.split(EXPERIMENT_MARK)[0] if EXPERIMENT_MARK in member else ""
+
+
 def member_rows(cfg: Config, normalizer: AnswerNormalizer, split: str) -> pd.DataFrame:
     """A split's rows of this experiment and of every experiment in ensemble.experiments, whose prompts read
     '<experiment>:<prompt>' and whose raw answers are normalized by this config's rules."""
@@ -169,7 +176,7 @@ def member_rows(cfg: Config, normalizer: AnswerNormalizer, split: str) -> pd.Dat
         check_joinable(cfg, other, split)
         rows = read_split(other, split)
         rows["answer"] = normalizer(rows["raw"].astype(str)).to_numpy()
-        rows["prompt"] = name + ":" + rows["prompt"]
+        rows["prompt"] = name + EXPERIMENT_MARK + rows["prompt"]
         frames.append(rows)
     return pd.concat(frames, ignore_index=True)
 
