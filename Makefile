@@ -32,8 +32,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# One pytest worker per core (each with one torch thread): the slow tests start first and run side by side.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

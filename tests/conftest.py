@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from competition.config import load_config
 from competition.data import load_competition
 from competition.folds import read_folds, write_folds
 from competition.synthetic import generate
 from competition.train import train_fold
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs `pytest -n auto`: one thread per worker and core
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def minutes(item: pytest.Item) -> float:
+    """A test's rough cost: `@pytest.mark.slow(minutes=N)`, 1 for a plain slow mark, 0 unmarked."""
+    mark = item.get_closest_marker("slow")
+    return 0 if mark is None else mark.kwargs.get("minutes", 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first, so that parallel workers start on them and finish together on the short ones."""
+    items.sort(key=minutes, reverse=True)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def val_accuracy(sets: list[str]) -> float:
     return sum(got[i] == a for i, a in enumerate(val["answer"])) / len(val)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=3)
 def test_two_process_training_predicts_like_one_process(tmp_path: Path) -> None:
     root = tmp_path / "data"
     generate(root, train_images=400, test_images=5, seed=11)

@@ -67,7 +67,7 @@ def saved_weights(model_dir: Path) -> dict:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(minutes=1.5)
 @pytest.mark.parametrize("case", list(CASES))
 def test_shipped_gpu_config_trains_resumes_and_predicts(
     case: str, folders: dict[str, Path], demo_root: Path, tmp_path: Path
