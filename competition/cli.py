@@ -273,6 +273,8 @@ def demo(
     set_: SetOpt = None,
     with_: Annotated[list[Path] | None, typer.Option("--with", help="another experiment's config: it runs first and "
                                                      "its members join the blend (repeatable)")] = None,  # fmt: skip
+    jobs: Annotated[int, typer.Option(min=1, help="experiments trained side by side, each in its own process with "
+                                      "its share of the CPU threads (CPU machines; 1 on a GPU)")] = 1,  # fmt: skip
 ) -> None:
     """Every stage in order, skipping what is done: data, folds, train and predict each fold, cv, tune, ensemble;
     --set applies to every config."""
@@ -283,7 +285,7 @@ def demo(
     names = [cfg.experiment, *(o.experiment for o in others)]
     if len(set(names)) < len(names):
         raise ConfigError(f"experiment: the demo's configs share an experiment name ({', '.join(names)}); give each its own")
-    run_demo(cfg, others)
+    run_demo(cfg, others, jobs)
     ensemble(config, set_, with_=[o.experiment for o in others])
 
 

@@ -29,12 +29,23 @@ from competition.errors import CompetitionError
 
 console = Console(stderr=True)
 out = Console()
+BESIDE = {"name": ""}  # set by beside_others: this process shares the terminal with others running side by side
+
+
+def beside_others(name: str) -> None:
+    """From now on this process draws no progress bars and starts each line with `[name]`."""
+    BESIDE["name"] = name
 
 
 def progress_bar(rate: bool = False) -> Progress:
     """A transient rich progress bar: count, elapsed time and ETA; with `rate`, questions per second too."""
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *([RateColumn()] if rate else [])]
-    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                    disable=bool(BESIDE["name"]))  # fmt: skip
+
+
+def tagged(text: str) -> str:
+    return f"[{BESIDE['name']}] {text}" if BESIDE["name"] else text
 
 
 def walk_with_bar(description: str) -> Callable[[Iterable, int], Iterator]:
@@ -59,12 +70,12 @@ def table(title: str, rows: list[dict[str, Any]]) -> Table:
 
 def say(text: str) -> None:
     """Print a plain line (no markup, no wrapping) to stdout."""
-    out.print(text, markup=False, highlight=False, soft_wrap=True)
+    out.print(tagged(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def warn(text: str) -> None:
     """Print a warning line to stderr (above any progress bar)."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    console.print(tagged(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def leaderboard_table(df: Any) -> Table:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from competition.config import Config
-from competition.console import progress_bar, say, tracker, warn
+from competition.console import beside_others, progress_bar, say, tracker, warn
 from competition.data import Competition, load_competition
 from competition.folds import read_folds, write_folds
 
@@ -53,35 +53,67 @@ def predict_all(cfg: Config, comp: Competition, folds: pd.DataFrame) -> None:
             predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar), warn=warn)
 
 
-def run_member(cfg: Config) -> tuple[Competition, pd.DataFrame]:
-    """Demo data when missing, then folds, every fold's training and prediction, and CV."""
-    from competition.cv import run_cv
+def write_demo_data(cfg: Config) -> None:
+    """The demo data set at data.root, when its train.csv is missing."""
     from competition.synthetic import generate
 
     if not (cfg.data.root / cfg.data.train_csv).is_file():
         say(f"[data] writing the demo data set to {cfg.data.root}")
         generate(cfg.data.root, seed=cfg.seed)
+
+
+def run_member(cfg: Config) -> None:
+    """Folds, every fold's training and prediction, and CV of one experiment."""
+    from competition.cv import run_cv
+
     comp, folds = stage_inputs(cfg)
     cfg.save()
     train_all(cfg, comp, folds)
     say("[predict] every fold, every prompt x decoding")
     predict_all(cfg, comp, folds)
     run_cv(cfg, comp, folds)
-    return comp, folds
 
 
-def run_demo(cfg: Config, others: Sequence[Config] = ()) -> None:
-    """The experiments of `others` (each: data, folds, training, prediction, CV), then this one with its decoding
-    and vote studies; its ensemble blends them all."""
+def run_member_beside_others(cfg: Config, threads: int) -> None:
+    """run_member in a process of its own: `threads` torch threads, its lines named after its experiment."""
+    import torch
+
+    torch.set_num_threads(threads)
+    beside_others(cfg.experiment)
+    run_member(cfg)
+    say("done")
+
+
+def run_members(cfgs: Sequence[Config], jobs: int = 1) -> None:
+    """run_member of each experiment in turn; with `jobs` > 1, that many side by side in processes of their own,
+    which share the CPU cores (the first experiments start first)."""
+    for cfg in cfgs:
+        write_demo_data(cfg)  # before any process starts, so that no two write one data set
+    if jobs <= 1:
+        for cfg in cfgs:
+            say(f"[demo] experiment {cfg.experiment}")
+            run_member(cfg)
+        return
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    say(f"[demo] experiments {', '.join(c.experiment for c in cfgs)}: {jobs} side by side, {threads} thread(s) each")
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in [pool.submit(run_member_beside_others, cfg, threads) for cfg in cfgs]:
+            done.result()  # the first failure is raised here, as it would be in turn
+
+
+def run_demo(cfg: Config, others: Sequence[Config] = (), jobs: int = 1) -> None:
+    """Every experiment's folds, training, prediction and CV (this one first; `jobs` side by side), then this one's
+    decoding and vote studies; its ensemble blends them all."""
     from competition.cv import run_cv
     from competition.tune import run_study
     from competition.tuned import load_tuned
 
-    for other in others:
-        say(f"[demo] experiment {other.experiment}")
-        run_member(other)
-    say(f"[demo] experiment {cfg.experiment}")
-    comp, folds = run_member(cfg)
+    run_members([cfg, *others], jobs)
+    comp, folds = stage_inputs(cfg)
     if "decoding" not in load_tuned(cfg):
         say(f"[tune] decoding study on fold {cfg.tune.fold}'s validation questions")
         run_study(cfg, comp, folds, "decoding", cfg.tune.trials)

@@ -53,9 +53,9 @@ def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, 
     assert torch.allclose(*same, atol=1e-5)
 
 
-def test_a_demo_of_two_experiments_trains_both_on_the_same_folds_and_blends_them(demo_root: Path, tmp_path: Path) -> None:
+def test_a_demo_of_two_experiments_side_by_side_trains_both_on_the_same_folds_and_blends_them(demo_root: Path, tmp_path: Path) -> None:
     sets = [f"data.root={demo_root}", f"workdir={tmp_path}", *SMALL, "train.max_steps=20", "train.eval_steps=0", "tune.trials=2"]
-    args = ["demo", "-c", "configs/demo_classifier_patch.yaml", "--with", "configs/demo_classifier.yaml"]
+    args = ["demo", "-c", "configs/demo_classifier_patch.yaml", "--with", "configs/demo_classifier.yaml", "--jobs", "2"]
     res = CliRunner().invoke(app, [*args, *[x for s in sets for x in ("--set", s)]])
     assert res.exit_code == 0, res.output
     cfg, comp, folds = classifier_run(demo_root, tmp_path, "experiment=demo_classifier")
