@@ -67,8 +67,8 @@ folds: install
 # make demo: the whole flow on the demo data, resumable (rerun after an interruption). The demo's LLaVA
 # blends with two answer classifiers trained on the same folds (with='' runs the LLaVA alone).
 with ?= $(if $(filter configs/demo.yaml,$(config)),configs/demo_classifier.yaml configs/demo_classifier_patch.yaml)
-# jobs: experiments trained side by side, one process each sharing the cores (the demo has three)
-jobs ?= 3
+# jobs: folds trained side by side, a process each sharing the cores (the folds of all three experiments)
+jobs ?= 2
 demo: install data
 	$(RUN) demo -c $(config) $(foreach c,$(with),--with $(c)) --jobs $(jobs) $(SETS)
 

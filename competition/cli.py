@@ -273,8 +273,8 @@ def demo(
     set_: SetOpt = None,
     with_: Annotated[list[Path] | None, typer.Option("--with", help="another experiment's config: it runs first and "
                                                      "its members join the blend (repeatable)")] = None,  # fmt: skip
-    jobs: Annotated[int, typer.Option(min=1, help="experiments trained side by side, each in its own process with "
-                                      "its share of the CPU threads (CPU machines; 1 on a GPU)")] = 1,  # fmt: skip
+    jobs: Annotated[int, typer.Option(min=1, help="folds (of every experiment) trained and predicted side by side, "
+                                      "each in its own process with its share of the CPU threads (CPU; 1 on a GPU)")] = 1,  # fmt: skip
 ) -> None:
     """Every stage in order, skipping what is done: data, folds, train and predict each fold, cv, tune, ensemble;
     --set applies to every config."""

@@ -30,11 +30,12 @@ def stage_inputs(cfg: Config, make_folds: bool = True) -> tuple[Competition, pd.
     return comp, read_folds(cfg)
 
 
-def train_all(cfg: Config, comp: Competition, folds: pd.DataFrame, log: Callable[[str], None] = say) -> None:
-    """Train every fold that has no finished model yet."""
+def train_all(cfg: Config, comp: Competition, folds: pd.DataFrame, log: Callable[[str], None] = say,
+              only: Sequence[int] | None = None) -> None:  # fmt: skip
+    """Train every fold (or those in `only`) that has no finished model yet."""
     from competition.train import train_fold, trained_summary
 
-    for k in range(cfg.folds.k):
+    for k in range(cfg.folds.k) if only is None else only:
         if (cfg.fold_dir(k) / "train_metrics.json").is_file():
             log(f"[train] fold {k}: done")
             continue
@@ -44,12 +45,13 @@ def train_all(cfg: Config, comp: Competition, folds: pd.DataFrame, log: Callable
         log(f"[train] fold {k}: {trained_summary(m)}")
 
 
-def predict_all(cfg: Config, comp: Competition, folds: pd.DataFrame) -> None:
-    """Every fold's OOF and test answers, every prompt x decoding (finished files are skipped row by row)."""
+def predict_all(cfg: Config, comp: Competition, folds: pd.DataFrame, only: Sequence[int] | None = None) -> None:
+    """Every fold's (or those in `only`) OOF and test answers, every prompt x decoding (finished files are skipped
+    row by row)."""
     from competition.predict import predict_fold
 
     with progress_bar(rate=True) as bar:
-        for k in range(cfg.folds.k):
+        for k in range(cfg.folds.k) if only is None else only:
             predict_fold(cfg, comp, folds, k, ("oof", "test"), progress=tracker(bar), warn=warn)
 
 
@@ -74,21 +76,25 @@ def run_member(cfg: Config) -> None:
     run_cv(cfg, comp, folds)
 
 
-def run_member_beside_others(cfg: Config, threads: int) -> None:
-    """run_member in a process of its own: `threads` torch threads, its lines named after its experiment."""
+def run_fold_beside_others(cfg: Config, fold: int, threads: int) -> None:
+    """One fold's training and prediction in a process of its own: `threads` torch threads, lines named after the
+    experiment, no progress bars."""
     import torch
 
     torch.set_num_threads(threads)
     beside_others(cfg.experiment)
-    run_member(cfg)
-    say("done")
+    comp, folds = stage_inputs(cfg, make_folds=False)
+    train_all(cfg, comp, folds, only=[fold])
+    predict_all(cfg, comp, folds, only=[fold])
 
 
 def run_members(cfgs: Sequence[Config], jobs: int = 1) -> None:
-    """run_member of each experiment in turn; with `jobs` > 1, that many side by side in processes of their own,
-    which share the CPU cores (the first experiments start first)."""
+    """run_member of each experiment in turn; with `jobs` > 1, the folds of all of them (training, then prediction)
+    `jobs` at a time in processes of their own that share the CPU cores, the first experiment's first, then CV."""
+    from competition.cv import run_cv
+
     for cfg in cfgs:
-        write_demo_data(cfg)  # before any process starts, so that no two write one data set
+        write_demo_data(cfg)
     if jobs <= 1:
         for cfg in cfgs:
             say(f"[demo] experiment {cfg.experiment}")
@@ -98,16 +104,22 @@ def run_members(cfgs: Sequence[Config], jobs: int = 1) -> None:
     import os
     from concurrent.futures import ProcessPoolExecutor
 
+    for cfg in cfgs:  # folds before any process starts
+        stage_inputs(cfg)
+        cfg.save()
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    say(f"[demo] experiments {', '.join(c.experiment for c in cfgs)}: {jobs} side by side, {threads} thread(s) each")
+    say(f"[demo] the folds of {', '.join(c.experiment for c in cfgs)}: {jobs} side by side, {threads} thread(s) each")
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for done in [pool.submit(run_member_beside_others, cfg, threads) for cfg in cfgs]:
-            done.result()  # the first failure is raised here, as it would be in turn
+        units = [pool.submit(run_fold_beside_others, cfg, k, threads) for cfg in cfgs for k in range(cfg.folds.k)]
+        for unit in units:
+            unit.result()  # the first failure is raised here, as it would be in turn
+    for cfg in cfgs:
+        run_cv(cfg, *stage_inputs(cfg, make_folds=False))
 
 
 def run_demo(cfg: Config, others: Sequence[Config] = (), jobs: int = 1) -> None:
-    """Every experiment's folds, training, prediction and CV (this one first; `jobs` side by side), then this one's
-    decoding and vote studies; its ensemble blends them all."""
+    """Every experiment's folds, training, prediction and CV (this one's folds first; `jobs` side by side), then
+    this one's decoding and vote studies; its ensemble blends them all."""
     from competition.cv import run_cv
     from competition.tune import run_study
     from competition.tuned import load_tuned
