@@ -69,7 +69,7 @@ class AnswerClassifier(nn.Module):
         h = c.hidden
         self.image_proj = nn.Linear(feature_size(vision.config), h)
         self.text_proj = nn.Linear(text.config.hidden_size, h)
-        self.positions = nn.Parameter(torch.randn(1, 1 + MAX_IMAGE_TOKENS, h) * 0.02)  # the first token's and the image's
+        self.positions = nn.Parameter(torch.randn(1, 1 + MAX_IMAGE_TOKENS, h) * c.position_std)  # the first token's, the image's
         self.text_type = nn.Parameter(torch.zeros(1, 1, h))
         layer = nn.TransformerEncoderLayer(h, c.fusion_heads, 2 * h, dropout=0.0, batch_first=True, norm_first=True)
         self.fusion = nn.TransformerEncoder(layer, c.fusion_layers, enable_nested_tensor=False)
