@@ -14,6 +14,9 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
+from competition.config import load_config
+from competition.data import load_competition
+from competition.folds import write_folds
 from tests.user_formats import build_user_formats
 
 SIZES = ["train.per_device_batch_size=4", "train.effective_batch_size=4", "train.max_steps=24", "train.eval_steps=4", "train.eval_questions=32",
@@ -76,11 +79,11 @@ def test_shipped_gpu_config_trains_resumes_and_predicts(
     paths = [p.format(**{k: str(v) for k, v in folders.items()}) for p in paths]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     common = [f"data.root={demo_root}", *paths, *SIZES]
-    run(command(config, [*common, f"workdir={straight}"], "folds"))
-    run(command(config, [*common, f"workdir={straight}"], "train", "--fold", "0"))
+    run(command(config, [*common, f"workdir={straight}"], "train", "--fold", "0"))  # writes its missing folds.csv
     sets = [*common, f"workdir={killed}"]
-    run(command(config, sets, "folds"))
-    exp = next((killed / "experiments").iterdir())
+    cfg = load_config(config, sets)  # the folds in-process: the killed run's folder must exist before it starts
+    write_folds(cfg, load_competition(cfg.data).train)
+    exp = cfg.exp_dir
     kill_after_first_checkpoint(command(config, sets, "train", "--fold", "0"), exp / "fold0" / "trainer")
     assert not (exp / "fold0" / "model").exists(), "the run finished before it was killed"
     resumed = run(command(config, sets, "train", "--fold", "0"))
