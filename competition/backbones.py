@@ -20,14 +20,15 @@ from transformers.modeling_outputs import BaseModelOutput
 class ConvStemConfig(PretrainedConfig):
     """A plain convolutional stack: one conv + BatchNorm + ReLU per entry of `hidden_sizes`, with its stride; 3x3
     convs by default (padded: cells overlap and see the image's edge), 2x2 for a patch stem (each cell exactly its
-    own patch, as a ViT's)."""
+    own patch, as a ViT's). `coord_channels` appends each pixel's x and y (-1 to 1) to its colours (CoordConv), so
+    every cell sees where it lies."""
 
     model_type = "conv_stem"
 
     def __init__(self, num_channels: int = 3, hidden_sizes: list[int] | None = None, strides: list[int] | None = None,
-                 kernel_size: int = 3, **kwargs: Any) -> None:  # fmt: skip
+                 kernel_size: int = 3, coord_channels: bool = False, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
-        self.num_channels, self.kernel_size = num_channels, kernel_size
+        self.num_channels, self.kernel_size, self.coord_channels = num_channels, kernel_size, coord_channels
         self.hidden_sizes = list(hidden_sizes or [32, 64, 128, 128])
         self.strides = list(strides or [2, 2, 2, 2])  # 16x smaller: a 3 x 3 map of a 48 px image
         if len(self.strides) != len(self.hidden_sizes):
@@ -60,7 +61,7 @@ class ConvStemModel(PreTrainedModel):
     def __init__(self, config: ConvStemConfig) -> None:
         super().__init__(config)
         layers: list[nn.Module] = []
-        channels = config.num_channels
+        channels = config.num_channels + 2 * config.coord_channels
         for size, stride in zip(config.hidden_sizes, config.strides, strict=True):
             k = config.kernel_size
             layers += [nn.Conv2d(channels, size, k, stride, (k - 1) // 2, bias=False), nn.BatchNorm2d(size), nn.ReLU()]
@@ -90,12 +91,21 @@ class ConvStemModel(PreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs: Any) -> BaseModelOutput:
         x, maps = pixel_values.to(self.layers[0].weight.dtype), []  # as CLIP's patch embedding: bf16 weights, bf16 input
+        if self.config.coord_channels:
+            x = torch.cat([x, coordinates(x)], 1)
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i % 3 == 2:  # conv, norm, ReLU: a block's map
                 maps.append(x)
         tokens = tuple(m.flatten(2).transpose(1, 2) for m in maps) if output_hidden_states else None
         return BaseModelOutput(last_hidden_state=x, hidden_states=tokens)
+
+
+def coordinates(images: torch.Tensor) -> torch.Tensor:
+    """Each pixel's x and y, from -1 at the left and top edges to 1 at the right and bottom: (B, 2, H, W)."""
+    b, _, h, w = images.shape
+    y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    return torch.stack([x, y]).to(images).expand(b, 2, h, w)
 
 
 AutoConfig.register(ConvStemConfig.model_type, ConvStemConfig, exist_ok=True)

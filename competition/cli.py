@@ -271,8 +271,9 @@ def tune(
 def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    with_: Annotated[list[Path] | None, typer.Option("--with", help="another experiment's config: it runs first and "
-                                                     "its members join the blend (repeatable)")] = None,  # fmt: skip
+    with_: Annotated[list[str] | None, typer.Option("--with", help="another experiment's config: it runs beside this "
+                     "one and its members join the blend (repeatable); PATH@SEED trains it with run seed SEED as "
+                     "experiment <name>_seed<SEED>, on the same folds")] = None,  # fmt: skip
     jobs: Annotated[int, typer.Option(min=1, help="folds (of every experiment) trained and predicted side by side, "
                                       "each in its own process with its share of the CPU threads (CPU; 1 on a GPU)")] = 1,  # fmt: skip
 ) -> None:
@@ -281,12 +282,23 @@ def demo(
     from competition.pipeline import run_demo
 
     cfg = config_from(config, set_)
-    others = [config_from(path, set_) for path in with_ or []]
+    others = [config_at_seed(spec, set_ or []) for spec in with_ or []]
     names = [cfg.experiment, *(o.experiment for o in others)]
     if len(set(names)) < len(names):
         raise ConfigError(f"experiment: the demo's configs share an experiment name ({', '.join(names)}); give each its own")
     run_demo(cfg, others, jobs)
     ensemble(config, set_, with_=[o.experiment for o in others])
+
+
+def config_at_seed(spec: str, overrides: list[str]) -> Config:
+    """A --with entry: PATH, or PATH@SEED for the config at another run seed, as experiment <name>_seed<SEED>."""
+    path, at, seed = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    if not at:
+        return config_from(Path(path), overrides)
+    if not seed.isdigit():
+        raise ConfigError(f"--with {spec}: expected PATH or PATH@SEED with a whole-number seed")
+    name = config_from(Path(path), overrides).experiment
+    return config_from(Path(path), [*overrides, f"seed={seed}", f"experiment={name}_seed{seed}"])
 
 
 @app.command("train-all")

@@ -53,19 +53,20 @@ def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, 
     assert torch.allclose(*same, atol=1e-5)
 
 
-def test_a_demo_of_two_experiments_side_by_side_trains_both_on_the_same_folds_and_blends_them(demo_root: Path, tmp_path: Path) -> None:
+def test_a_demo_of_two_experiments_side_by_side_one_at_another_seed_trains_both_on_the_same_folds_and_blends_them(demo_root: Path, tmp_path: Path) -> None:
     sets = [f"data.root={demo_root}", f"workdir={tmp_path}", *SMALL, "train.max_steps=20", "train.eval_steps=0", "tune.trials=2"]
-    args = ["demo", "-c", "configs/demo_classifier_patch.yaml", "--with", "configs/demo_classifier.yaml", "--jobs", "2"]
+    args = ["demo", "-c", "configs/demo_classifier_patch.yaml", "--with", "configs/demo_classifier.yaml@7", "--jobs", "2"]
     res = CliRunner().invoke(app, [*args, *[x for s in sets for x in ("--set", s)]])
     assert res.exit_code == 0, res.output
-    cfg, comp, folds = classifier_run(demo_root, tmp_path, "experiment=demo_classifier")
+    cfg, comp, folds = classifier_run(demo_root, tmp_path, "experiment=demo_classifier_seed7", "seed=7")
     oof = read_split(cfg, "oof")
     assert len(oof) == len(comp.train) and set(oof["decoding"]) == {"greedy"} and set(oof["prompt"]) == {"short_answer"}
     exp = tmp_path / "experiments"
-    assert (exp / "demo_classifier" / "folds.csv").read_bytes() == (exp / "demo_classifier_patch" / "folds.csv").read_bytes()
-    assert (exp / "demo_classifier" / "cv.json").is_file() and not (exp / "demo_classifier" / "tuned.yaml").exists()
+    assert (exp / "demo_classifier_seed7" / "folds.csv").read_bytes() == (exp / "demo_classifier_patch" / "folds.csv").read_bytes()
+    assert (exp / "demo_classifier_seed7" / "cv.json").is_file() and not (exp / "demo_classifier_seed7" / "tuned.yaml").exists()
+    assert "seed: 7" in (exp / "demo_classifier_seed7" / "config.yaml").read_text()
     blend = json.loads(next((tmp_path / "submissions").glob("*-demo_classifier_patch-ensemble.json")).read_text())
-    assert {"demo_classifier:short_answer/greedy", "short_answer/greedy"} <= set(blend["members"])
+    assert {"demo_classifier_seed7:short_answer/greedy", "short_answer/greedy"} <= set(blend["members"])
     assert "demo_classifier_patch-ensemble" in (tmp_path / "submissions" / "leaderboard.csv").read_text()
 
 

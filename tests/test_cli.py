@@ -40,6 +40,16 @@ def test_a_demo_of_experiments_sharing_a_name_is_refused_before_it_starts(tmp_pa
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "experiments").exists()
 
 
+def test_a_config_at_another_seed_is_its_own_experiment_on_the_same_folds() -> None:
+    from competition.cli import config_at_seed
+
+    base, other = config_at_seed("configs/demo_classifier_patch.yaml", []), config_at_seed("configs/demo_classifier_patch.yaml@7", [])
+    assert (other.experiment, other.seed) == ("demo_classifier_patch_seed7", 7) and base.seed == 42
+    assert other.folds == base.folds and other.model == base.model
+    with pytest.raises(ConfigError, match=r"--with configs/demo.yaml@x: expected PATH or PATH@SEED"):
+        config_at_seed("configs/demo.yaml@x", [])
+
+
 def test_a_fold_that_folds_csv_lacks_is_refused(demo_root: Path, tmp_path: Path) -> None:
     cfg = load_config("configs/demo.yaml", [f"data.root={demo_root}", f"workdir={tmp_path}", "folds.k=3"])
     comp, folds = stage_inputs(cfg)

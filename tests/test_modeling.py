@@ -60,6 +60,19 @@ def test_a_patch_stem_cell_sees_its_own_patch_only(kernel: int, sees_beyond: boo
     assert torch.allclose(*second_row) is not sees_beyond
 
 
+@pytest.mark.parametrize("coords", [False, True])
+def test_coord_channels_tell_a_patch_stems_identical_cells_apart(coords: bool, tmp_path: Path) -> None:
+    from competition.backbones import ConvStemConfig, ConvStemModel
+
+    stem = ConvStemModel(ConvStemConfig(hidden_sizes=[4, 4], strides=[2, 2], kernel_size=2, coord_channels=coords)).eval()
+    x = torch.randn(1, 3, 4, 4).repeat(1, 1, 2, 2)  # the same 4 px picture in each of the 2 x 2 cells
+    cells = stem(pixel_values=x).last_hidden_state.flatten(2)[0].T
+    assert torch.allclose(cells[0], cells[3]) is not coords
+    stem.save_pretrained(tmp_path)
+    again = ConvStemModel.from_pretrained(tmp_path).eval()
+    assert again.config.coord_channels is coords
+    torch.testing.assert_close(again(pixel_values=x).last_hidden_state, stem(pixel_values=x).last_hidden_state)
+
 def test_pad_keeps_shapes_and_uses_mean_colour() -> None:
     im = Image.new("RGB", (40, 20), (255, 0, 0))
     sq = expand_to_square(im, (10, 20, 30))
