@@ -22,7 +22,7 @@ from competition.modeling import load_trained
 from competition.synthetic import generate
 from tests.postgres import postgres_server
 
-STEPS = ["train.max_steps=250", "train.save_steps=10000", "train.eval_steps=0", "train.logging_steps=50", "train.effective_batch_size=32"]
+STEPS = ["train.max_steps=150", "train.save_steps=10000", "train.eval_steps=0", "train.logging_steps=50", "train.effective_batch_size=32"]
 
 
 def val_accuracy(sets: list[str]) -> float:
