@@ -27,8 +27,12 @@ def minutes(item: pytest.Item) -> float:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests first, so that parallel workers start on them and finish together on the short ones."""
+    """The longest tests first, so that parallel workers start on them and finish together on the short ones.
+    `--dist worksteal` hands each worker a contiguous share of this order (and steals from the shares' ends), so
+    the tests are dealt round-robin into one share per worker: each share starts with its own long tests."""
     items.sort(key=minutes, reverse=True)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    items[:] = [test for share in range(workers) for test in items[share::workers]]
 
 
 @pytest.fixture(scope="session")
