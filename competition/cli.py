@@ -292,9 +292,9 @@ def demo(
 
 def config_at_seed(spec: str, overrides: list[str]) -> Config:
     """A --with entry: PATH, or PATH@SEED for the config at another run seed, as experiment <name>_seed<SEED>."""
-    path, at, seed = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    path, at, seed = spec.rpartition("@")
     if not at:
-        return config_from(Path(path), overrides)
+        return config_from(Path(spec), overrides)
     if not seed.isdigit():
         raise ConfigError(f"--with {spec}: expected PATH or PATH@SEED with a whole-number seed")
     name = config_from(Path(path), overrides).experiment
