@@ -122,16 +122,19 @@ def run_demo(cfg: Config, others: Sequence[Config] = (), jobs: int = 1) -> None:
     this one's decoding and vote studies; its ensemble blends them all."""
     from competition.cv import run_cv
     from competition.tune import run_study
-    from competition.tuned import load_tuned
+    from competition.tuned import load_tuned, tuned_job
 
     run_members([cfg, *others], jobs)
     comp, folds = stage_inputs(cfg)
     if "decoding" not in load_tuned(cfg):
         say(f"[tune] decoding study on fold {cfg.tune.fold}'s validation questions")
         run_study(cfg, comp, folds, "decoding", cfg.tune.trials)
-        say("[predict] the tuned decoding")
-        predict_all(cfg, comp, folds)
-        run_cv(cfg, comp, folds)
+        if tuned_job(cfg):
+            say("[predict] the tuned decoding")
+            predict_all(cfg, comp, folds)
+            run_cv(cfg, comp, folds)
+        else:
+            say("[predict] the tuned decoding decodes as a configured one: nothing new to predict")
     if "vote" not in load_tuned(cfg):
         say("[tune] vote study on out-of-fold predictions of every experiment")
         joined = cfg.ensemble.model_copy(update={"experiments": [*cfg.ensemble.experiments, *(o.experiment for o in others)]})

@@ -48,9 +48,12 @@ def tuned_train(cfg: Config) -> tuple[Config, dict[str, Any]]:
 
 
 def tuned_job(cfg: Config) -> tuple[str, DecodingConfig] | None:
-    """The tuned (prompt, decoding) pair that `predict` runs beside the configured ones, if any."""
+    """The tuned (prompt, decoding) pair that `predict` runs beside the configured ones; None without one, or when
+    it decodes as a configured pair does (the study chose greedy, say): its answers would only repeat that member's."""
     d = load_tuned(cfg).get("decoding")
     if not d:
         return None
     d = dict(d)
-    return d.pop("prompt"), DecodingConfig(**d)
+    prompt, decoding = d.pop("prompt"), DecodingConfig(**d)
+    same = [c for c in cfg.predict.decodings if c.model_dump(exclude={"name"}) == decoding.model_dump(exclude={"name"})]
+    return None if same and prompt in cfg.predict.prompts else (prompt, decoding)

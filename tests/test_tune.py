@@ -157,3 +157,19 @@ def test_the_training_study_prunes_and_train_takes_its_best_parameters(
     metrics, _ = train_fold(cfg, comp, folds, 0, log=lines.append)
     assert metrics["tuned"] == tuned and metrics["best_accuracy"] == pytest.approx(study.best_value)
     assert any(line.startswith(f"tuned (tuned.yaml): learning_rate={2 * lr:.4g}") for line in lines), lines
+
+
+def test_a_tuned_decoding_that_decodes_as_a_configured_one_adds_no_member(tmp_path: Path) -> None:
+    from competition.config import DecodingConfig
+    from competition.tuned import save_tuned, tuned_job
+
+    cfg = load_config("configs/demo.yaml", [f"workdir={tmp_path}"])
+    cfg.exp_dir.mkdir(parents=True)
+    greedy = {"prompt": "short_answer", **DecodingConfig(name="tuned").model_dump()}
+    save_tuned(cfg, {"decoding": greedy})
+    assert tuned_job(cfg) is None
+    save_tuned(cfg, {"decoding": {**greedy, "num_beams": 3}})
+    prompt, decoding = tuned_job(cfg)
+    assert (prompt, decoding.name, decoding.num_beams) == ("short_answer", "tuned", 3)
+    save_tuned(cfg, {"decoding": {**greedy, "prompt": "plain"}})  # greedy, on a prompt the config does not predict
+    assert tuned_job(cfg)[0] == "plain"
