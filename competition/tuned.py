@@ -55,5 +55,6 @@ def tuned_job(cfg: Config) -> tuple[str, DecodingConfig] | None:
         return None
     d = dict(d)
     prompt, decoding = d.pop("prompt"), DecodingConfig(**d)
-    same = [c for c in cfg.predict.decodings if c.model_dump(exclude={"name"}) == decoding.model_dump(exclude={"name"})]
-    return None if same and prompt in cfg.predict.prompts else (prompt, decoding)
+    params = decoding.model_dump(exclude={"name"})
+    repeats = prompt in cfg.predict.prompts and any(c.model_dump(exclude={"name"}) == params for c in cfg.predict.decodings)
+    return None if repeats else (prompt, decoding)
