@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from competition.vote import Candidate, fit_weights, score, vote
+from competition.vote import VOTE_COLUMNS, Candidate, fit_weights, score, vote, vote_rows
 
-VOTE_COLUMNS = ["id", "member", "answer", "logprob"]
 MIN_TYPE_QUESTIONS = 50  # a question type with fewer OOF questions shares the stacker's global coefficients only
 
 
@@ -94,9 +93,9 @@ def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataF
     if blend.stacker is not None:
         return apply_stacker(blend, preds, qtype)
     if not blend.by_type:
-        return vote(preds[VOTE_COLUMNS], blend.method, blend.weights, blend.threshold)
+        return vote(vote_rows(preds), blend.method, blend.weights, blend.threshold)
     types = preds["id"].map(qtype).to_numpy()
-    parts = [vote(preds[types == t][VOTE_COLUMNS], blend.method, blend.by_type.get(t, blend.weights), blend.threshold)
+    parts = [vote(vote_rows(preds[types == t]), blend.method, blend.by_type.get(t, blend.weights), blend.threshold)
              for t in pd.unique(types)]  # fmt: skip
     order = pd.Index(pd.unique(preds["id"]))
     out = pd.concat(parts, ignore_index=True)
@@ -107,11 +106,11 @@ def fit_candidate(c: Candidate, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Se
     """The candidate's blend, weights fitted on `oof` alone (per question type when c.by_type)."""
     if not c.fit:
         return Blend(c.method, c.threshold, None)
-    weights = fit_weights(oof[VOTE_COLUMNS], gold, c.method, c.threshold)
+    weights = fit_weights(vote_rows(oof), gold, c.method, c.threshold)
     if not c.by_type:
         return Blend(c.method, c.threshold, weights)
     types = oof["id"].map(qtype)
-    by_type = {t: fit_weights(oof[types == t][VOTE_COLUMNS], gold, c.method, c.threshold) for t in pd.unique(types)}
+    by_type = {t: fit_weights(vote_rows(oof[types == t]), gold, c.method, c.threshold) for t in pd.unique(types)}
     return Blend(c.method, c.threshold, weights, by_type)
 
 

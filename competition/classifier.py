@@ -25,7 +25,7 @@ from competition.backbones import ConvStemConfig  # noqa: F401  (registers conv_
 from competition.config import ClassifierConfig, DecodingConfig
 from competition.data import ANSWER, IMAGE, QUESTION
 from competition.dataset import IGNORE, Examples, image_groups, pad
-from competition.engine import Answer, batches
+from competition.engine import Answer, batches, ranked_answers
 from competition.errors import ConfigError
 from competition.images import Images
 from competition.io import atomic_dir
@@ -199,16 +199,17 @@ def load_classifier(folder: Path) -> tuple[AnswerClassifier, ClassifierProcessor
 
 
 class ClassifierEngine:
-    """The engine's surface for a classifier: the most likely answer and its log-probability for each row.
+    """The engine's surface for a classifier: the most likely answer and its log-probability for each row, and the
+    next `alternatives` most likely.
 
     The prompt is not used (the classifier reads the bare question) and every decoding is the argmax."""
 
     cut_answers = 0  # a classifier never cuts an answer
 
     def __init__(self, model: AnswerClassifier, processor: ClassifierProcessor, images: Images, *,
-                 batch_size: int = 32, max_length: int = 128) -> None:  # fmt: skip
+                 batch_size: int = 32, max_length: int = 128, alternatives: int = 0) -> None:  # fmt: skip
         self.model, self.tok, self.images = model, processor.tokenizer, images
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.max_length, self.alternatives = batch_size, max_length, alternatives
 
     def max_new_tokens(self, d: DecodingConfig) -> int:
         return 0
@@ -219,9 +220,7 @@ class ClassifierEngine:
         dev = next(self.model.parameters()).device
         inputs = question_batch(self.tok, self.images, [image_ids[r] for r in rows], ids)
         logits = self.model(**{k: v.to(dev) for k, v in inputs.items()}).logits
-        best = self.model.log_probs(logits).max(-1)
-        return [Answer(r, self.model.answers[i], float(lp))
-                for r, i, lp in zip(rows, best.indices.tolist(), best.values.tolist(), strict=True)]  # fmt: skip
+        return ranked_answers(rows, self.model.log_probs(logits), self.model.answers, self.alternatives)
 
     def answer(self, prompt: str, decoding: DecodingConfig, questions: list[str], image_ids: list[str],
                rows: list[int] | None = None, progress: Callable[[int], None] | None = None) -> Iterator[list[Answer]]:  # fmt: skip

@@ -17,7 +17,7 @@ from competition.errors import ConfigError
 from competition.io import atomic_write_yaml
 from competition.overrides import apply_overrides, check_keys, read_yaml
 
-VoteMethod = Literal["majority", "weighted", "fuzzy"]  # the ensemble's vote methods (competition.vote)
+VoteMethod = Literal["majority", "weighted", "fuzzy", "soft"]  # the ensemble's vote methods (competition.vote)
 
 
 class Section(BaseModel):
@@ -268,6 +268,8 @@ class PredictConfig(Section):
     max_length: int = Field(
         128, ge=8, description="text tokens of one inference prompt (a single question, no answer); image tokens on top"
     )
+    alternatives: int = Field(4, ge=0, description="next most likely answers kept with their log-probabilities where the "
+                              "model scores every answer (a classifier, rank decoding): the soft vote adds them up")
 
 
 class ExternalMember(Section):
@@ -281,9 +283,8 @@ class ExternalMember(Section):
 class EnsembleConfig(Section):
     """Voting: candidate methods scored on OOF; the best votes the test predictions."""
 
-    methods: list[VoteMethod] = Field(
-        list(get_args(VoteMethod)), description="vote methods scored on OOF; the best votes the test set"
-    )
+    methods: list[VoteMethod] = Field(list(get_args(VoteMethod)), description="vote methods scored on OOF; the best "
+                                      "votes the test set (soft: each answer's probabilities summed, alternatives too)")
     thresholds: list[float] = Field([90.0, 80.0], description="fuzzy similarity thresholds (rapidfuzz ratio) tried")
     per_type: bool = Field(True, description="also try weights fitted per question type (scored by nested CV)")
     stack: bool = Field(True, description="also try logistic stackers over the members' answers and log-probabilities: "

@@ -36,11 +36,22 @@ FALLBACK_MAX_NEW_TOKENS = 16
 
 
 class Answer(NamedTuple):
-    """One answered question: its row, the raw generated text and the model's log-probability of it."""
+    """One answered question: its row, the raw generated text and the model's log-probability of it; with a model
+    that scores every answer (a classifier, rank decoding), the next most likely answers and theirs, best first."""
 
     row: int
     text: str
     logprob: float
+    alternatives: tuple[tuple[str, float], ...] = ()
+
+
+def ranked_answers(rows: list[int], logprobs: torch.Tensor, answers: list[str], alternatives: int) -> list[Answer]:
+    """Each row's best answer of the (rows, answers) log-probabilities, with its next `alternatives` best."""
+    top = logprobs.float().topk(min(1 + alternatives, logprobs.shape[1]), -1)
+    out = []
+    for r, idx, lps in zip(rows, top.indices.tolist(), top.values.tolist(), strict=True):
+        out.append(Answer(r, answers[idx[0]], lps[0], tuple((answers[i], lp) for i, lp in zip(idx[1:], lps[1:], strict=True))))
+    return out
 
 
 class AnswerTrie:
@@ -133,8 +144,10 @@ class Engine:
         prefix_cache: bool | str = "auto",
         max_length: int = 128,
         vocabulary: list[str] | None = None,
+        alternatives: int = 0,
     ) -> None:
         self.model, self.processor, self.images = model, processor, images
+        self.alternatives = alternatives  # next most likely answers kept per row where every answer is scored
         self.tok = processor.tokenizer
         self.batch_size, self.prefix_cache, self.max_length = batch_size, prefix_cache, max_length
         self.vocabulary = vocabulary or []
@@ -305,7 +318,4 @@ class Engine:
             target = cand[:, 1:].repeat(n, 1)
             tok_lp = step.gather(-1, target.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(n, 1)
             total += tok_lp.sum(-1).view(n, c)
-        best = total.argmax(-1).tolist()
-        return [
-            Answer(r, self.vocabulary[b], float(total[i, b])) for i, (r, b) in enumerate(zip(enc.rows, best, strict=True))
-        ]
+        return ranked_answers(enc.rows, total, self.vocabulary, self.alternatives)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from competition.blend import VOTE_COLUMNS, Blend, apply_blend, choose_blend, nested_cv
+from competition.blend import Blend, apply_blend, choose_blend, nested_cv
 from competition.config import Config
 from competition.data import ANSWER, ID, QUESTION, Competition, read_answers
 from competition.errors import DataError
@@ -26,7 +26,7 @@ from competition.normalize import AnswerNormalizer, snap_to_vocab
 from competition.predict import experiment_of, member_rows, oof_frame
 from competition.submit import read_sidecar, write_submission
 from competition.tuned import load_tuned
-from competition.vote import Candidate, load_external, score, vote
+from competition.vote import VOTE_COLUMNS, Candidate, load_external, score, vote, vote_rows
 
 
 def candidates(cfg: Config) -> list[Candidate]:
@@ -36,8 +36,9 @@ def candidates(cfg: Config) -> list[Candidate]:
     for m in e.methods:
         if m == "majority":
             out.append(Candidate("majority"))
-        elif m == "weighted":
-            out += [Candidate("weighted", fit=True)] + ([Candidate("weighted", fit=True, by_type=True)] if e.per_type else [])
+        elif m in ("weighted", "soft"):
+            out += [Candidate(m)] if m == "soft" else []  # unit weights: the plain average of the members' probabilities
+            out += [Candidate(m, fit=True)] + ([Candidate(m, fit=True, by_type=True)] if e.per_type else [])
         else:
             out += [Candidate("fuzzy", t, fit=f) for t in e.thresholds for f in (False, True)]
     return out
@@ -118,7 +119,7 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     ext_rows, ext_weights = externals(cfg)
     ext_rows["answer"] = normalizer(ext_rows["answer"].astype(str)).to_numpy()
     final = with_externals(blend, ext_weights, sorted(test["base"].unique()))
-    votes = pd.concat([test.assign(member=test["base"])[VOTE_COLUMNS], ext_rows[VOTE_COLUMNS]], ignore_index=True)
+    votes = pd.concat([vote_rows(test.assign(member=test["base"])), ext_rows[VOTE_COLUMNS]], ignore_index=True)
     voted = fill_empty(apply_blend(final, votes, qtype).set_index("id")["answer"], comp, normalizer)
     if cfg.ensemble.snap_cutoff is not None:
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)

@@ -75,7 +75,7 @@ class Llava:
     def engine(self, model: Any, processor: Any, images: Images, vocabulary: list[str]) -> Engine:
         p = self.cfg.predict
         return Engine(model, processor, images, batch_size=p.batch_size, prefix_cache=p.prefix_cache,
-                      max_length=p.max_length, vocabulary=vocabulary)  # fmt: skip
+                      max_length=p.max_length, vocabulary=vocabulary, alternatives=p.alternatives)  # fmt: skip
 
 
 class Classifier(Llava):
@@ -106,7 +106,8 @@ class Classifier(Llava):
 
     def engine(self, model: Any, processor: Any, images: Images, vocabulary: list[str]) -> ClassifierEngine:
         p = self.cfg.predict
-        return ClassifierEngine(model, processor, images, batch_size=p.batch_size, max_length=p.max_length)
+        return ClassifierEngine(model, processor, images, batch_size=p.batch_size, max_length=p.max_length,
+                                alternatives=p.alternatives)  # fmt: skip
 
 
 class Vlm(Llava):

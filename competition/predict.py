@@ -5,7 +5,8 @@
 Prediction files are append-only JSONL that resume, shard files merge, and readers join them to the
 ground truth (`oof_frame`) for CV, tuning and ensembling.
 
-One row per question x prompt x decoding: id, fold, split, prompt, decoding, raw, answer, logprob.
+One row per question x prompt x decoding: id, fold, split, prompt, decoding, raw, answer, logprob, and
+alternatives: [raw, logprob] of the next most likely answers where the model scores every answer.
 A killed run resumes after its last complete line and never writes a row twice; a finished file
 is rewritten in canonical order (prompt, decoding, id), so shards merge to the one-process file.
 """
@@ -28,7 +29,7 @@ from competition.io import atomic_write_json, atomic_write_text
 from competition.metrics import exact_matches, question_types
 from competition.normalize import AnswerNormalizer
 
-COLUMNS = ["id", "fold", "split", "prompt", "decoding", "raw", "answer", "logprob"]
+COLUMNS = ["id", "fold", "split", "prompt", "decoding", "raw", "answer", "logprob", "alternatives"]
 SPLITS = ("oof", "test")
 LOGPROB_DIGITS = 4  # batch composition moves float sums in the 7th digit; shards and resumes must match
 
@@ -117,7 +118,9 @@ def read_predictions(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     with path.open() as f:
         rows = [json.loads(line) for line in f if line.endswith("\n")]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["alternatives"] = [a if isinstance(a, list) else [] for a in df["alternatives"]]  # files from before them
+    return df
 
 
 def read_split(cfg: Config, split: str) -> pd.DataFrame:
@@ -169,7 +172,7 @@ def experiment_of(member: str) -> str:
 
 def member_rows(cfg: Config, normalizer: AnswerNormalizer, split: str) -> pd.DataFrame:
     """A split's rows of this experiment and of every experiment in ensemble.experiments, whose prompts read
-    '<experiment>:<prompt>' and whose raw answers are normalized by this config's rules."""
+    '<experiment>:<prompt>' and whose raw answers are normalized by this config's rules (everyone's alternatives too)."""
     frames = [read_split(cfg, split)]
     for name in cfg.ensemble.experiments:
         other = cfg.model_copy(update={"experiment": name})
@@ -178,7 +181,18 @@ def member_rows(cfg: Config, normalizer: AnswerNormalizer, split: str) -> pd.Dat
         rows["answer"] = normalizer(rows["raw"].astype(str)).to_numpy()
         rows["prompt"] = name + EXPERIMENT_MARK + rows["prompt"]
         frames.append(rows)
-    return pd.concat(frames, ignore_index=True)
+    rows = pd.concat(frames, ignore_index=True)
+    rows["alternatives"] = normalized_alternatives(rows["alternatives"], normalizer)
+    return rows
+
+
+def normalized_alternatives(alternatives: pd.Series, normalizer: AnswerNormalizer) -> list[list[tuple[str, float]]]:
+    """Each row's [raw, logprob] alternatives as (normalized answer, logprob), all rows normalized in one call."""
+    sizes = [len(a) for a in alternatives]
+    flat = [pair for a in alternatives for pair in a]
+    answers = iter(normalizer(pd.Series([raw for raw, _ in flat], dtype=str)).tolist()) if flat else iter(())
+    logprobs = iter(float(lp) for _, lp in flat)
+    return [[(next(answers), next(logprobs)) for _ in range(n)] for n in sizes]
 
 
 def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
@@ -216,7 +230,8 @@ def split_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) ->
 def prediction_row(qid: str, fold: int, split: str, prompt: str, decoding: str, a: Any, answer: str) -> dict:
     """One line of a prediction file (COLUMNS) for an engine Answer and its normalized answer."""
     return {"id": qid, "fold": fold, "split": split, "prompt": prompt, "decoding": decoding, "raw": a.text,
-            "answer": answer, "logprob": round(a.logprob, LOGPROB_DIGITS)}  # fmt: skip
+            "answer": answer, "logprob": round(a.logprob, LOGPROB_DIGITS),
+            "alternatives": [[text, round(lp, LOGPROB_DIGITS)] for text, lp in a.alternatives]}  # fmt: skip
 
 
 def predict_fold(

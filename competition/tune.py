@@ -29,7 +29,7 @@ from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_yaml
 from competition.normalize import AnswerNormalizer
 from competition.tuned import save_tuned, with_train
-from competition.vote import FUZZY_THRESHOLD, METHODS, score, vote
+from competition.vote import FUZZY_THRESHOLD, METHODS, score, vote, vote_rows
 
 STUDIES = ("train", "decoding", "vote")
 HEARTBEAT_S = 10  # a running trial records it is alive this often
@@ -261,7 +261,7 @@ def objective_for(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str
 
     oof = oof_frame(cfg, comp, folds)
     gold = oof.drop_duplicates("id").set_index("id")["gold"]
-    return vote_objective(oof[["id", "member", "answer", "logprob"]], gold)
+    return vote_objective(vote_rows(oof), gold)
 
 
 def run_study(

@@ -1,8 +1,11 @@
-"""Voting over ensemble members: majority, weighted and fuzzy-clustered (rapidfuzz); weights fitted on OOF.
+"""Voting over ensemble members: majority, weighted, fuzzy-clustered (rapidfuzz) and soft; weights fitted on OOF.
 
     python bench/vote_speed.py      # (used by `python -m competition ensemble` and `tune --study vote`)
 
-Predictions are one long frame, `id, member, answer, logprob` (answers already normalized):
+Predictions are one long frame, `id, member, answer, logprob` (answers already normalized), and optionally
+`alternatives`, each row's (answer, logprob) pairs of its member's next most likely answers, which only the
+soft vote reads: there every answer counts with its probability, so two members unsure of one answer can
+outvote a third sure of another.
 
     candidates = [Candidate("majority"), Candidate("weighted", fit=True), Candidate("fuzzy", 80.0, fit=True)]
     method, params, cv = select_method(oof, gold, candidates)  # chosen on out-of-fold predictions only
@@ -34,6 +37,8 @@ from competition.errors import ConfigError, DataError
 Method = VoteMethod
 METHODS: tuple[str, ...] = get_args(Method)
 FUZZY_THRESHOLD = 90.0  # default: two spellings of one answer when rapidfuzz's ratio is at least this
+VOTE_COLUMNS = ["id", "member", "answer", "logprob"]
+ALTERNATIVES = "alternatives"  # the optional column of (answer, logprob) pairs the soft vote adds
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Ballots:
     answers: np.ndarray  # distinct answers, sorted: answer code order is string order
     members: np.ndarray  # distinct members, sorted
     row_member: np.ndarray  # per row: member code
+    row_scale: np.ndarray  # per row: its share of the member's weight (soft: the answer's probability, else 1)
     group_start: np.ndarray  # per group: its first row
     group_id: np.ndarray  # per group: id code
     group_answer: np.ndarray  # per group: answer code
@@ -88,16 +94,35 @@ def vote(
     """One row per id (first-seen order): `id, answer, support, logprob` of the winning answer.
 
     majority: unit weights; weighted: `weights` by member (default 1.0); fuzzy: weighted, with the answers
-    of one question clustered when fuzz.ratio >= threshold; the cluster wins, its best-supported spelling answers.
+    of one question clustered when fuzz.ratio >= threshold; the cluster wins, its best-supported spelling answers;
+    soft: weighted, each answer and alternative times its probability (1 for a member without log-probabilities).
     """
     check_method(method)
-    b = _ballots(preds, threshold if method == "fuzzy" else None)
+    b = _ballots(preds, threshold if method == "fuzzy" else None, soft=method == "soft")
     w = _member_weights(b, None if method == "majority" else weights)
     return _result(b, *_decide(b, w))
 
 
-def _ballots(preds: pd.DataFrame, threshold: float | None = None) -> Ballots:
-    """Factorize ids, answers and members; cluster similar answers per id when a threshold is given."""
+def vote_rows(preds: pd.DataFrame) -> pd.DataFrame:
+    """The columns a vote reads (alternatives where present)."""
+    return preds[VOTE_COLUMNS + ([ALTERNATIVES] if ALTERNATIVES in preds else [])]
+
+
+def with_alternatives(preds: pd.DataFrame) -> pd.DataFrame:
+    """The rows and, after them, one row per alternative answer of each (id, member, answer, logprob)."""
+    if ALTERNATIVES not in preds:
+        return preds[VOTE_COLUMNS]
+    alt = preds[["id", "member", ALTERNATIVES]].explode(ALTERNATIVES).dropna(subset=[ALTERNATIVES])
+    pairs = alt[ALTERNATIVES].tolist()
+    extra = pd.DataFrame({"id": alt["id"].to_numpy(), "member": alt["member"].to_numpy(),
+                          "answer": [a for a, _ in pairs], "logprob": np.array([lp for _, lp in pairs], float)})  # fmt: skip
+    return pd.concat([preds[VOTE_COLUMNS], extra], ignore_index=True)
+
+
+def _ballots(preds: pd.DataFrame, threshold: float | None = None, soft: bool = False) -> Ballots:
+    """Factorize ids, answers and members; cluster similar answers per id when a threshold is given; with `soft`,
+    the alternatives join as rows weighted by their probabilities."""
+    preds = with_alternatives(preds) if soft else preds
     id_code, ids = _factorize(preds, "id", sort=False)
     answer_code, answers = _factorize(preds, "answer", sort=True)
     member_code, members = _factorize(preds, "member", sort=True)
@@ -106,7 +131,8 @@ def _ballots(preds: pd.DataFrame, threshold: float | None = None) -> Ballots:
     key = key[order]
     group_start = _starts(key)
     group_id, group_answer = np.divmod(key[group_start], max(len(answers), 1))
-    group_logprob = _nansum_at(preds["logprob"].to_numpy(float)[order], group_start)
+    logprob = preds["logprob"].to_numpy(float)[order]
+    group_logprob = _nansum_at(logprob, group_start)
     cluster = (
         np.arange(len(group_start)) if threshold is None else _clusters(group_id, group_answer, answers, threshold)
     )
@@ -118,6 +144,7 @@ def _ballots(preds: pd.DataFrame, threshold: float | None = None) -> Ballots:
         answers=answers,
         members=members,
         row_member=member_code[order],
+        row_scale=np.where(np.isnan(logprob), 1.0, np.exp(logprob)) if soft else np.ones(len(order)),
         group_start=group_start,
         group_id=group_id,
         group_answer=group_answer,
@@ -198,7 +225,7 @@ def _member_weights(b: Ballots, weights: dict[str, float] | None) -> np.ndarray:
 
 def _decide(b: Ballots, member_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per id: the winning cluster, its best spelling (a group) and its summed weight."""
-    row_weight = member_weight[b.row_member]
+    row_weight = member_weight[b.row_member] * b.row_scale
     group_weight = np.add.reduceat(row_weight, b.group_start)
     group_top = np.maximum.reduceat(row_weight, b.group_start)
     n_clusters = len(b.cluster_id)
@@ -265,7 +292,7 @@ def _gold_for(ids: np.ndarray, gold: pd.Series) -> np.ndarray:
 def fit_weights(
     oof: pd.DataFrame,
     gold: pd.Series,
-    method: Literal["weighted", "fuzzy"] = "weighted",
+    method: Literal["weighted", "fuzzy", "soft"] = "weighted",
     threshold: float = FUZZY_THRESHOLD,
     grid: Iterable[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
     rounds: int = 3,
@@ -275,7 +302,7 @@ def fit_weights(
     Start from each member's OOF accuracy; then, member by member (sorted), try that start times each
     `grid` factor, keeping a change only if it raises the voted accuracy; stop after `rounds` or a quiet round.
     """
-    b = _ballots(oof, threshold if method == "fuzzy" else None)
+    b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft")
     correct = b.group_answer == _answer_codes(b, _gold_for(b.ids, gold))[b.group_id]
     start = _member_accuracy(b, correct)
     factors = np.asarray(tuple(grid), float)
@@ -298,10 +325,11 @@ def _answer_codes(b: Ballots, answers: np.ndarray) -> np.ndarray:
 
 
 def _member_accuracy(b: Ballots, correct: np.ndarray) -> np.ndarray:
-    """Fraction of each member's predictions that are exactly right."""
-    row_correct = np.repeat(correct, np.diff(np.r_[b.group_start, len(b.row_member)]))
+    """Fraction of each member's predictions that are exactly right (soft: of its probability mass)."""
+    row_correct = np.repeat(correct, np.diff(np.r_[b.group_start, len(b.row_member)])) * b.row_scale
     n = len(b.members)
-    return np.bincount(b.row_member, row_correct, minlength=n) / np.maximum(np.bincount(b.row_member, minlength=n), 1)
+    mass = np.bincount(b.row_member, b.row_scale, minlength=n)
+    return np.bincount(b.row_member, row_correct, minlength=n) / np.maximum(mass, 1e-12)
 
 
 def _accuracy(b: Ballots, member_weight: np.ndarray, correct: np.ndarray) -> float:

@@ -45,6 +45,10 @@ def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, 
     assert [a.text for a in batched] == [a.text for a in single]
     assert [a.logprob for a in batched] == pytest.approx([a.logprob for a in single], abs=1e-5)
     assert all(a.text in loaded.answers and a.logprob <= 0 for a in batched)
+    for a in batched:  # the next most likely answers, best first, for the soft vote
+        logprobs = [lp for _, lp in a.alternatives]
+        assert len(a.alternatives) == cfg.predict.alternatives and a.text not in dict(a.alternatives)
+        assert logprobs == sorted(logprobs, reverse=True) and logprobs[0] <= a.logprob
     px = engine.images(images[:4])
     ids = processor.tokenizer(questions[:4], padding=True, return_tensors="pt")
     with torch.no_grad():

@@ -170,7 +170,7 @@ def test_vectorised_vote_matches_a_plain_per_question_vote(seed: int) -> None:
 
 def test_vote_refuses_bad_method_and_weight() -> None:
     preds = one_question(["red", "blue"])
-    refused(ConfigError, "ensemble: unknown method 'median' (valid: majority, weighted, fuzzy)", vote, preds, "median")
+    refused(ConfigError, "ensemble: unknown method 'median' (valid: majority, weighted, fuzzy, soft)", vote, preds, "median")
     for bad in (-1.0, float("nan"), float("inf")):
         message = f"ensemble: weight of member 'm1' must be >= 0, got {bad}"
         refused(ConfigError, message, vote, preds, "weighted", weights={"m0": 1.0, "m1": bad})
@@ -289,6 +289,44 @@ def test_fit_weights_keeps_improvements_for_at_most_three_rounds(monkeypatch: py
     assert len(calls) == 1 + 5 + 5 + 5
 
 
+def soft(rows: list[tuple[str, str, str, float, list[tuple[str, float]]]]) -> pd.DataFrame:
+    """A predictions frame with alternatives from (id, member, answer, logprob, alternatives) tuples."""
+    return pd.DataFrame(rows, columns=["id", "member", "answer", "logprob", "alternatives"])
+
+
+def test_soft_vote_adds_up_probabilities_alternatives_included() -> None:
+    ln = np.log
+    preds = soft([("q1", "m0", "red", ln(0.5), [("blue", ln(0.45))]), ("q1", "m1", "green", ln(0.5), [("blue", ln(0.45))]),
+                  ("q1", "m2", "red", ln(0.4), [("blue", ln(0.35))])])  # fmt: skip
+    assert winner(preds, "majority") == "red"  # two first choices
+    voted = vote(preds, "soft")
+    assert voted["answer"].iloc[0] == "blue"  # 1.25 of probability against red's 0.9
+    assert voted["support"].iloc[0] == pytest.approx(1.25 / 2.65)
+    assert winner(preds, "soft", weights={"m1": 0.0}) == "red"  # without m1: 0.9 against 0.8
+    without = preds.assign(logprob=[np.nan, ln(0.5), ln(0.4)], alternatives=[[], [("blue", ln(0.45))], []])
+    assert winner(without, "soft") == "red"  # a member without log-probabilities gives its answer a whole vote
+    assert winner(preds.drop(columns="alternatives"), "soft") == "red"
+
+
+def test_fitted_soft_vote_finds_the_answer_every_member_has_in_mind() -> None:
+    """Three members, each right first 45% of the time and otherwise holding the gold answer second: the soft vote
+    finds it where a hard vote only sees three different first choices."""
+    rng = np.random.default_rng(0)
+    n, decoys = 400, [f"d{k}" for k in range(12)]
+    ids = [f"q{i}" for i in range(n)]
+    gold = pd.Series(rng.choice(["a", "b", "c"], n), index=ids)
+    rows = []
+    for m in ("m0", "m1", "m2"):
+        first = rng.random(n) < 0.45
+        wrong = rng.choice(decoys, n)
+        rows += [(i, m, g if f else w, np.log(0.5), [(w if f else g, np.log(0.4))])
+                 for i, g, f, w in zip(ids, gold, first, wrong, strict=True)]  # fmt: skip
+    oof = soft(rows)
+    weights = fit_weights(oof, gold, "soft")
+    hard = score(vote(oof, "weighted", fit_weights(oof, gold)), gold)
+    assert score(vote(oof, "soft", weights), gold) > 0.95 > 0.8 > hard
+
+
 def test_score_is_exact_match_accuracy_and_needs_gold_for_every_id() -> None:
     voted = pd.DataFrame({"id": ["q1", "q2"], "answer": ["red", "Blue"]})
     assert score(voted, pd.Series({"q1": "red", "q2": "blue"})) == 0.5
@@ -327,7 +365,7 @@ def test_select_method_keeps_the_first_candidate_on_ties_and_needs_one() -> None
 def test_candidate_refuses_fitting_majority_and_an_unknown_method() -> None:
     message = "ensemble: majority uses unit weights; fit weights with 'weighted' or 'fuzzy'"
     refused(ConfigError, message, Candidate, "majority", fit=True)
-    refused(ConfigError, "ensemble: unknown method 'mean' (valid: majority, weighted, fuzzy)", Candidate, "mean")
+    refused(ConfigError, "ensemble: unknown method 'mean' (valid: majority, weighted, fuzzy, soft)", Candidate, "mean")
 
 
 def test_load_external_submission_csv(tmp_path: Path) -> None:
@@ -403,6 +441,7 @@ def predicted(data: Path, work: Path, sets: list[str] | None = None) -> tuple[Co
                         "raw": gold,
                         "answer": np.where(rng.random(len(ids)) < p_right, gold, "wrong"),
                         "logprob": -1.0,
+                        "alternatives": [[]] * len(ids),
                     }
                 )
                 for prompt, p_right in MEMBERS.items()

@@ -180,11 +180,12 @@ def test_cv_exact_strips_both_sides_and_tables(tmp_path: Path) -> None:
     for decoding, raws in {"greedy": ["Yes.", "2", "YES"], "beam": ["yes", "two", "no"]}.items():
         rows += [
             {"id": i, "fold": 0, "split": "oof", "prompt": "short_answer", "decoding": decoding, "raw": r,
-             "answer": norm(pd.Series([r]))[0], "logprob": -1.0}
+             "answer": norm(pd.Series([r]))[0], "logprob": -1.0, "alternatives": [["No.", -2.5], ["Two", -3.0]]}
             for i, r in zip(["T0", "T1", "T2"], raws, strict=True)
         ]  # fmt: skip
     write_canonical(pd.DataFrame(rows), file_for(cfg, 0, "oof"))
     df = oof_frame(cfg, comp, CV_FOLDS).set_index(["member", "id"])
+    assert df["alternatives"].map(list).tolist() == [[("no", -2.5), ("2", -3.0)]] * 6  # normalized like the answers
     assert df.loc["short_answer/greedy", "exact"].tolist() == [True, True, True]
     assert df.loc["short_answer/beam", "exact"].tolist() == [False, False, False]
     assert df.loc["short_answer/beam", "correct"].tolist() == [True, True, False]

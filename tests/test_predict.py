@@ -22,6 +22,7 @@ from competition.engine import FALLBACK_MAX_NEW_TOKENS, Answer, Engine, RowSampl
 from competition.folds import fold_rows, read_folds
 from competition.images import Images, ImageTransform
 from competition.modeling import load_trained
+from competition.predict import read_predictions
 
 
 def engine_for(sets: list[str], **kw: object) -> tuple[Engine, list[str], list[str], list[str]]:
@@ -41,7 +42,7 @@ def engine_for(sets: list[str], **kw: object) -> tuple[Engine, list[str], list[s
 
 
 def run(engine: Engine, d: DecodingConfig, questions: list[str], images: list[str]) -> dict[int, tuple[str, float]]:
-    return {r: (t, lp) for batch in engine.answer("short_answer", d, questions, images) for r, t, lp in batch}
+    return {a.row: (a.text, a.logprob) for batch in engine.answer("short_answer", d, questions, images) for a in batch}
 
 
 def test_batched_prefix_cached_answers_equal_one_at_a_time(trained: tuple[list[str], Path]) -> None:
@@ -65,6 +66,20 @@ def test_constrained_and_ranked_answers_come_from_the_vocabulary(trained: tuple[
     assert {t for t, _ in constrained.values()} <= set(vocab)
     assert {t for t, _ in ranked.values()} <= set(vocab)
     assert all(lp <= 0 for _, lp in ranked.values())
+
+
+def test_ranked_answers_carry_their_next_best_alternatives(trained: tuple[list[str], Path]) -> None:
+    sets, _ = trained
+    engine, questions, images, vocab = engine_for(sets, batch_size=16, alternatives=3)
+    rank = DecodingConfig(name="r", rank=len(vocab))
+    answers = [a for batch in engine.answer("short_answer", rank, questions[:40], images[:40]) for a in batch]
+    engine.alternatives = 0
+    plain = [a for batch in engine.answer("short_answer", rank, questions[:40], images[:40]) for a in batch]
+    assert [a.text for a in answers] == [a.text for a in plain] and all(a.alternatives == () for a in plain)
+    for a in answers:
+        texts, logprobs = [t for t, _ in a.alternatives], [lp for _, lp in a.alternatives]
+        assert len(texts) == 3 and a.text not in texts and set(texts) <= set(vocab)
+        assert logprobs == sorted(logprobs, reverse=True) and logprobs[0] <= a.logprob
 
 
 def test_constrained_answers_are_never_cut_to_a_prefix(trained: tuple[list[str], Path]) -> None:
@@ -183,6 +198,15 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.slow
+def test_a_prediction_file_from_before_alternatives_reads_as_having_none(tmp_path: Path) -> None:
+    path = tmp_path / "oof.jsonl"
+    row = {"id": "T0", "fold": 0, "split": "oof", "prompt": "p", "decoding": "greedy", "raw": "Yes", "answer": "yes",
+           "logprob": -0.1}  # fmt: skip
+    path.write_text(json.dumps(row) + "\n")
+    rows = read_predictions(path)
+    assert rows["alternatives"].tolist() == [[]] and rows["answer"].tolist() == ["yes"]
+
+
 def test_killed_predict_resumes_without_duplicates(trained: tuple[list[str], Path], tmp_path: Path) -> None:
     sets, work = trained
     ref_sets = copy_workdir(sets, work, tmp_path / "ref")
