@@ -21,12 +21,13 @@ from competition.blend import Blend, apply_blend, choose_blend, nested_cv
 from competition.config import Config
 from competition.data import ANSWER, ID, QUESTION, Competition, read_answers
 from competition.errors import DataError
+from competition.external import load_external
 from competition.metrics import majority_baseline, question_types
 from competition.normalize import AnswerNormalizer, snap_to_vocab
 from competition.predict import experiment_of, member_rows, oof_frame
 from competition.submit import read_sidecar, write_submission
 from competition.tuned import load_tuned
-from competition.vote import VOTE_COLUMNS, Candidate, load_external, score, vote, vote_rows
+from competition.vote import VOTE_COLUMNS, Candidate, score, vote, vote_rows
 
 
 def candidates(cfg: Config) -> list[Candidate]:

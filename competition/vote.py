@@ -9,7 +9,7 @@ outvote a third sure of another.
 
     candidates = [Candidate("majority"), Candidate("weighted", fit=True), Candidate("fuzzy", 80.0, fit=True)]
     method, params, cv = select_method(oof, gold, candidates)  # chosen on out-of-fold predictions only
-    test = pd.concat([test, load_external(Path("result.jsonl"), "ext/llava_seed")])
+    test = pd.concat([test, load_external(Path("result.jsonl"), "ext/llava_seed")])  # competition.external
     voted = vote(test, method, **params)                       # id, answer, support, logprob
 
 Ties between answers go to the higher summed log-probability, then the higher single member weight,
@@ -18,10 +18,8 @@ then the smaller answer string. A NaN log-probability (external members) adds no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -31,7 +29,6 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from competition.config import VoteMethod
-from competition.data import ANSWER, ID, read_answers
 from competition.errors import ConfigError, DataError
 
 Method = VoteMethod
@@ -363,49 +360,3 @@ def select_method(
     if best is None:
         raise ConfigError("ensemble: no candidate voting method to select from")
     return best
-
-
-def load_external(path: str | Path, member: str, id_col: str = "ID", answer_col: str = "answer") -> pd.DataFrame:
-    """An external member's rows (`id, member, answer, logprob=NaN`) from a submission CSV or LLaVA result.jsonl."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        ids, answers = _read_llava_jsonl(path)
-    else:
-        df = read_answers(path, id_col, answer_col)
-        ids, answers = df[ID].tolist(), df[ANSWER].tolist()
-    return pd.DataFrame({"id": ids, "member": member, "answer": answers, "logprob": np.nan})
-
-
-def _read_llava_jsonl(path: Path) -> tuple[list[str], list[str]]:
-    """(ids, answers) of a LLaVA result.jsonl: one {"question_id": ..., "text": ...} per line; blank lines skipped."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    first_line: dict[str, int] = {}
-    answers: list[str] = []
-    with path.open("rb") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                qid, text = _llava_record(line, path, n)
-                if qid in first_line:
-                    raise DataError(
-                        f"{path}: line {n}: duplicate question_id '{qid}' (first on line {first_line[qid]})"
-                    )
-                first_line[qid] = n
-                answers.append(text)
-    return list(first_line), answers
-
-
-def _llava_record(line: bytes, path: Path, n: int) -> tuple[str, str]:
-    """(question_id, text) of one result.jsonl line; a DataError names the file and line."""
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        raise DataError(f"{path}: line {n}: invalid JSON: {line[:60].decode('utf-8', 'replace')!r}") from None
-    if not isinstance(rec, dict) or "question_id" not in rec or "text" not in rec:
-        raise DataError(f"{path}: line {n}: expected an object with 'question_id' and 'text'")
-    qid, text = rec["question_id"], rec["text"]
-    if isinstance(qid, bool) or not isinstance(qid, str | int) or not str(qid).strip():
-        raise DataError(f"{path}: line {n}, 'question_id': empty or not a string/integer")
-    if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{path}: line {n}, 'text': empty or not a string")
-    return str(qid), text

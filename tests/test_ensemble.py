@@ -18,6 +18,7 @@ from competition.config import Config, load_config
 from competition.data import ANSWER, ID, Competition, load_competition, read_answers
 from competition.ensemble import run_ensemble
 from competition.errors import CompetitionError, ConfigError, DataError
+from competition.external import load_external
 from competition.folds import fold_rows, read_folds, write_folds
 from competition.predict import file_for, write_canonical
 from competition.submit import read_submission, validate_file
@@ -25,7 +26,6 @@ from competition.vote import (
     FUZZY_THRESHOLD,
     Candidate,
     fit_weights,
-    load_external,
     score,
     select_method,
     vote,
