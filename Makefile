@@ -65,9 +65,9 @@ folds: install
 	$(RUN) folds -c $(config) $(SETS)
 
 # make demo: the whole flow on the demo data, resumable (rerun after an interruption). The demo's LLaVA
-# blends with the answer classifier trained on the same folds (with='' runs the LLaVA alone; with='a.yaml b.yaml@7'
-# adds experiments, b at run seed 7).
-with ?= $(if $(filter configs/demo.yaml,$(config)),configs/demo_classifier_patch.yaml)
+# blends with the answer classifier at three run seeds, all on the same folds (with='' runs the LLaVA alone;
+# with='a.yaml b.yaml@7' names the other experiments, b at run seed 7).
+with ?= $(if $(filter configs/demo.yaml,$(config)),configs/demo_classifier_patch.yaml configs/demo_classifier_patch.yaml@7 configs/demo_classifier_patch.yaml@13)
 # jobs: folds trained side by side, a process each sharing the cores (the folds of every experiment)
 jobs ?= 2
 demo: install data
