@@ -301,7 +301,6 @@ class TuneConfig(Section):
     storage: str | None = Field(None, description="RDB URL; default sqlite:///<exp>/optuna.db")
     trials: int = Field(20, ge=1, description="trials per `tune` run (added to the stored study)")
     fold: int = Field(0, ge=0, description="fold whose validation questions the decoding study scores")
-    vote_trials: int = Field(48, ge=1, description="trials of the vote study in `demo` (each scores stored OOF answers)")
     max_questions: int = Field(400, ge=10, description="validation questions per decoding trial")
     prune_chunks: int = Field(4, ge=1, description="partial evaluations per trial reported to the pruner")
     min_gain: float = Field(

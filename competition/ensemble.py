@@ -92,20 +92,21 @@ def fill_empty(answers: pd.Series, comp: Competition, normalizer: AnswerNormaliz
 
 def choose(cfg: Config, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, folds: pd.DataFrame
            ) -> tuple[Blend, float, float]:  # fmt: skip
-    """(blend, CV, in-sample OOF accuracy): the candidates' best blend on all OOF, scored by nested CV (in-sample
-    while only one fold has OOF predictions); the vote study's tuned blend (fitted on all OOF, so only its in-sample
-    score exists) when it beats that in-sample."""
+    """(blend, CV, in-sample OOF accuracy): the candidates' best blend on all OOF, scored by nested CV. While only one
+    fold has OOF predictions nothing can be nested: everything is in-sample, and the vote study's tuned blend (fitted
+    on all OOF, so it has no nested score) ships when it beats the chosen one there."""
     cands, stack = candidates(cfg), cfg.ensemble.stack and not cfg.ensemble.external  # externals only join votes
     blend, in_sample = choose_blend(oof, gold, qtype, cands, stack)
     nested = nested_cv(oof, gold, qtype, folds.set_index("id")["fold"], cands, stack)
-    cv = in_sample if nested is None else nested
+    if nested is not None:
+        return blend, nested, in_sample
     tuned = load_tuned(cfg).get("vote")
     if tuned:
         study = Blend(tuned["method"], tuned["threshold"], tuned["weights"])
         study_score = score(apply_blend(study, oof, qtype), gold)
         if study_score > in_sample:
             return study, study_score, study_score
-    return blend, cv, in_sample
+    return blend, in_sample, in_sample
 
 
 def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str = "ensemble") -> dict[str, Any]:

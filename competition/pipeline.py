@@ -119,7 +119,8 @@ def run_members(cfgs: Sequence[Config], jobs: int = 1) -> None:
 
 def run_demo(cfg: Config, others: Sequence[Config] = (), jobs: int = 1) -> None:
     """Every experiment's folds, training, prediction and CV (this one's folds first; `jobs` side by side), then
-    this one's decoding and vote studies; its ensemble blends them all."""
+    this one's decoding study; its ensemble (the caller's) blends them all. No vote study: its blend, tuned on all
+    the OOF, has no nested CV to be ranked by, so the ensemble does not ship it."""
     from competition.cv import run_cv
     from competition.tune import run_study
     from competition.tuned import load_tuned, tuned_job
@@ -135,7 +136,3 @@ def run_demo(cfg: Config, others: Sequence[Config] = (), jobs: int = 1) -> None:
             run_cv(cfg, comp, folds)
         else:
             say("[predict] the tuned decoding decodes as a configured one: nothing new to predict")
-    if "vote" not in load_tuned(cfg):
-        say("[tune] vote study on out-of-fold predictions of every experiment")
-        joined = cfg.ensemble.model_copy(update={"experiments": [*cfg.ensemble.experiments, *(o.experiment for o in others)]})
-        run_study(cfg.model_copy(update={"ensemble": joined}), comp, folds, "vote", cfg.tune.vote_trials)

@@ -178,6 +178,9 @@ def write_submission(
     if not SAFE_NAME.fullmatch(name) or not SAFE_NAME.fullmatch(stem):
         raise SubmissionError(f"submission name '{stem}' is not a safe file name (letters, digits, '.', '_', '-')")
     path, sidecar = Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.json"
+    if stamp is None and (path.exists() or sidecar.exists()):  # two runs in one second: the microseconds tell them apart
+        stem = f"{now.strftime('%Y%m%d-%H%M%S-%f')}-{name}"
+        path, sidecar = Path(out_dir) / f"{stem}.csv", Path(out_dir) / f"{stem}.json"
     if path.exists() or sidecar.exists():
         raise SubmissionError(f"{path}: already exists; choose another name")
     if meta.get("cv") is not None:

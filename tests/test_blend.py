@@ -73,7 +73,7 @@ def add_noise_members(cfg: object, comp: object, n: int, seed: int = 0) -> None:
 
 
 def test_the_leaderboard_ranks_by_nested_cv_and_test_rows_never_fit(data_copy: Path, tmp_path: Path) -> None:
-    cfg, comp, folds = predicted(data_copy, tmp_path / "w", ["ensemble.methods=[weighted]"])
+    cfg, comp, folds = predicted(data_copy, tmp_path / "w", ["ensemble.methods=[weighted]", "ensemble.per_type=true"])
     add_noise_members(cfg, comp, 8)
     res = run_ensemble(cfg, comp, folds)
     assert res["cv"] < res["cv_in_sample"]
