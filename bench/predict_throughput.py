@@ -48,7 +48,7 @@ def one_at_a_time(engine: Engine, questions: list[str], images: list[str]) -> li
 def batched(engine: Engine, questions: list[str], images: list[str]) -> list[str]:
     """The engine's greedy answers in row order."""
     got = {
-        r: t for b in engine.answer("short_answer", DecodingConfig(name="greedy"), questions, images) for r, t, _ in b
+        r: t for b in engine.answer("short_answer", DecodingConfig(name="greedy"), questions, images) for r, t, *_ in b
     }
     return [got[i] for i in range(len(questions))]
 

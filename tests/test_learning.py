@@ -38,7 +38,7 @@ def test_tiny_llava_beats_the_per_type_majority_answer(tmp_path: Path) -> None:
     got = {
         r: t
         for b in engine.answer("short_answer", DecodingConfig(), val["question"].tolist(), val["image_id"].tolist())
-        for r, t, _ in b
+        for r, t, *_ in b
     }
     df = pd.DataFrame(
         {

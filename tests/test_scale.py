@@ -35,7 +35,7 @@ def val_accuracy(sets: list[str]) -> float:
     got = {
         r: t
         for b in engine.answer("short_answer", DecodingConfig(), val["question"].tolist(), val["image_id"].tolist())
-        for r, t, _ in b
+        for r, t, *_ in b
     }
     return sum(got[i] == a for i, a in enumerate(val["answer"])) / len(val)
 
