@@ -48,10 +48,8 @@ class Answer(NamedTuple):
 def ranked_answers(rows: list[int], logprobs: torch.Tensor, answers: list[str], alternatives: int) -> list[Answer]:
     """Each row's best answer of the (rows, answers) log-probabilities, with its next `alternatives` best."""
     top = logprobs.float().topk(min(1 + alternatives, logprobs.shape[1]), -1)
-    out = []
-    for r, idx, lps in zip(rows, top.indices.tolist(), top.values.tolist(), strict=True):
-        out.append(Answer(r, answers[idx[0]], lps[0], tuple((answers[i], lp) for i, lp in zip(idx[1:], lps[1:], strict=True))))
-    return out
+    return [Answer(r, answers[idx[0]], lps[0], tuple(zip((answers[i] for i in idx[1:]), lps[1:], strict=True)))
+            for r, idx, lps in zip(rows, top.indices.tolist(), top.values.tolist(), strict=True)]  # fmt: skip
 
 
 class AnswerTrie:

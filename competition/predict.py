@@ -187,12 +187,10 @@ def member_rows(cfg: Config, normalizer: AnswerNormalizer, split: str) -> pd.Dat
 
 
 def normalized_alternatives(alternatives: pd.Series, normalizer: AnswerNormalizer) -> list[list[tuple[str, float]]]:
-    """Each row's [raw, logprob] alternatives as (normalized answer, logprob), all rows normalized in one call."""
-    sizes = [len(a) for a in alternatives]
-    flat = [pair for a in alternatives for pair in a]
-    answers = iter(normalizer(pd.Series([raw for raw, _ in flat], dtype=str)).tolist()) if flat else iter(())
-    logprobs = iter(float(lp) for _, lp in flat)
-    return [[(next(answers), next(logprobs)) for _ in range(n)] for n in sizes]
+    """Each row's [raw, logprob] alternatives as (normalized answer, logprob); each distinct text normalized once."""
+    texts = sorted({raw for a in alternatives for raw, _ in a})
+    normal = dict(zip(texts, normalizer(pd.Series(texts, dtype=str)).tolist(), strict=True))
+    return [[(normal[raw], float(lp)) for raw, lp in a] for a in alternatives]
 
 
 def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
