@@ -108,8 +108,11 @@ def train(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="print the resolved plan; build nothing, download nothing")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="retrain from scratch: remove the fold's checkpoints, model and predictions")
+    ] = False,
 ) -> None:
-    """Fine-tune LLaVA on one fold (resumes from experiments/<exp>/fold<k>/trainer/)."""
+    """Train one fold's model (resumes from experiments/<exp>/fold<k>/trainer/; a finished fold is left as it is)."""
     cfg = config_from(config, set_)
     if dry_run:
         from competition.plan import dry_run_plan
@@ -123,8 +126,9 @@ def train(
     comp, folds = stage_inputs(cfg)
     cfg.save()
     with progress_bar() as bar:
-        metrics, _ = train_fold(cfg, comp, folds, fold, log=say, progress=tracker(bar))
-    say(f"fold {fold}: {trained_summary(metrics)}; model in {cfg.fold_dir(fold) / 'model'}")
+        metrics, model = train_fold(cfg, comp, folds, fold, log=say, progress=tracker(bar), force=force)
+    if model is not None:
+        say(f"fold {fold}: {trained_summary(metrics)}; model in {cfg.fold_dir(fold) / 'model'}")
 
 
 @app.command()

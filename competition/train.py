@@ -21,17 +21,16 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from competition.config import Config
 from competition.data import ANSWER, Competition
-from competition.errors import ConfigError
 from competition.families import Llava, family_for
 from competition.folds import fold_rows
 from competition.io import atomic_write_json
 from competition.modeling import (
     TRAINABLE_FILE,
+    load_trainable,
     part_of,
     resolve_precision,
     save_trainable,
@@ -59,7 +58,7 @@ class PartsTrainer(Trainer):
         return metrics
 
     def _load_best_model(self) -> None:
-        """The best checkpoint's trainable parameters back into the model, when it is in our checkpoint format."""
+        """The best checkpoint's trained tensors (parameters and buffers) back into the model, in our checkpoint format."""
         best = Path(self.state.best_model_checkpoint)
         if not (best / TRAINABLE_FILE).is_file():
             return super()._load_best_model()
@@ -86,33 +85,17 @@ class PartsTrainer(Trainer):
 
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """A checkpoint's weights are the trainable parameters under their own names (resume loads them strictly)."""
+        """A checkpoint's weights are its trained tensors under their own names (resume loads them strictly)."""
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return super()._save(output_dir, state_dict)  # their own sharded checkpoint formats
         if self.args.should_save:
             save_trainable(self.accelerator.unwrap_model(self.model), Path(output_dir or self.args.output_dir))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        """Restore the trainable parameters a checkpoint holds; every one of them, or an error."""
+        """Restore the trained tensors a checkpoint holds; every one of them, or an error."""
         if not (Path(resume_from_checkpoint) / TRAINABLE_FILE).is_file():
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_trainable(self.accelerator.unwrap_model(model or self.model), Path(resume_from_checkpoint))
-
-
-def load_trainable(model: torch.nn.Module, folder: Path) -> None:
-    """Load folder/TRAINABLE_FILE into the model's trainable parameters; names and shapes must match exactly."""
-    saved = load_file(str(folder / TRAINABLE_FILE))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing, unexpected = sorted(params.keys() - saved.keys()), sorted(saved.keys() - params.keys())
-    wrong = sorted(n for n in params.keys() & saved.keys() if params[n].shape != saved[n].shape)
-    if missing or unexpected or wrong:
-        raise ConfigError(
-            f"{folder}: checkpoint does not fit this run's trainable parameters (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, other shape {wrong[:3]}); was it written under another config?"
-        )
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(saved[n])
 
 
 class JsonlLog(TrainerCallback):
@@ -155,6 +138,7 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
         restore_callback_states_from_checkpoint=True,  # early stopping's patience count survives a resume
         bf16=precision == "bf16",
         fp16=precision == "fp16",
+        use_cpu=precision == "bf16" and not torch.cuda.is_available(),  # bf16 autocast on the CPU (Trainer asks for it)
         tf32=tf32_available() or None,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         remove_unused_columns=False,
@@ -221,12 +205,45 @@ def make_trainer(cfg: Config, comp: Competition, family: Llava, model: Any, proc
     return trainer
 
 
+FOLD_OUTPUTS = ("trainer", "model", "predictions", "train_log.jsonl", "train_metrics.json", "train_curve.png")
+
+
+def finished_metrics(cfg: Config, fold: int) -> dict[str, Any] | None:
+    """The metrics of a fold whose model/ is complete (train_metrics.json is written after it), else None."""
+    fdir = cfg.fold_dir(fold)
+    if not (fdir / "model").is_dir() or not (fdir / "train_metrics.json").is_file():
+        return None
+    return json.loads((fdir / "train_metrics.json").read_text())
+
+
+def clear_fold(cfg: Config, fold: int) -> list[str]:
+    """Remove what a fold's training and prediction wrote (a retrain from scratch); the names removed."""
+    removed = []
+    for name in FOLD_OUTPUTS:
+        path = cfg.fold_dir(fold) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
 def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print,
                progress: Callable[[str, int], Callable[..., None]] | None = None,
-               callbacks: list[TrainerCallback] | None = None) -> tuple[dict[str, Any], Any]:  # fmt: skip
+               callbacks: list[TrainerCallback] | None = None, force: bool = False) -> tuple[dict[str, Any], Any]:  # fmt: skip
     """Train one fold (resuming if checkpoints exist) with the training study's parameters when tuned.yaml has them,
     and save its model (the best evaluated step when the run evaluates); returns (metrics, trained model).
+    A fold whose model is complete is left as it is (model None) unless `force`, which retrains it from scratch.
     `progress(name, total)` gives a tick(n, status) to feed a bar."""
+    done = None if force else finished_metrics(cfg, fold)
+    if done:
+        log(f"fold {fold}: already trained ({cfg.fold_dir(fold) / 'model'}); nothing to do (--force retrains it)")
+        return done, None
+    if force and (removed := clear_fold(cfg, fold)):
+        log(f"fold {fold}: --force removed its {', '.join(removed)}")
     cfg, tuned = tuned_train(cfg)
     if tuned:
         log(f"tuned (tuned.yaml): {', '.join(f'{k}={v:.4g}' for k, v in tuned.items())}")
@@ -255,7 +272,7 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     state = trainer.state
     metrics = {
         "fold": fold,
-        "loss": result.training_loss,
+        "loss": run_loss(read_log(fdir / "train_log.jsonl"), result.training_loss),
         "steps": state.global_step,
         "max_steps": state.max_steps,
         f"best_{METRIC}": state.best_metric,
@@ -276,6 +293,18 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         atomic_write_json(metrics, fdir / "train_metrics.json")
         plot_curve(read_log(fdir / "train_log.jsonl"), fdir / "train_curve.png")
     return metrics, trainer.model
+
+
+def run_loss(log: pd.DataFrame, fallback: float) -> float:
+    """The training loss averaged over the whole run, resumes included: each logged interval's mean weighted by its
+    steps (a step logged twice, before a kill and after the resume, counts once); `fallback` without a logged loss."""
+    if log.empty or "loss" not in log:
+        return fallback
+    loss = log.dropna(subset=["loss"]).drop_duplicates("step", keep="last").sort_values("step")
+    if loss.empty:
+        return fallback
+    steps = loss["step"].diff().fillna(loss["step"].iloc[0]).clip(lower=1)
+    return float((loss["loss"] * steps).sum() / steps.sum())
 
 
 @contextmanager

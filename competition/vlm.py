@@ -31,8 +31,10 @@ from competition.modeling import (
     TRAINABLE_FILE,
     VISION_PARTS,
     attn_implementation,
+    load_buffers,
     local_device,
     part_of,
+    save_buffers,
     save_trainable,
     torch_dtype,
     trainable_in_float32,
@@ -176,6 +178,8 @@ def save_vlm(model: Any, processor: Any, out: Path, mode: str, base: str) -> Non
             save_trainable(model, tmp)
         else:
             model.save_pretrained(tmp)
+        if mode == "lora":
+            save_buffers(model, tmp)
         processor.save_pretrained(tmp)
         (tmp / META).write_text(json.dumps({"mode": mode, "base": base, "family": "vlm"}, indent=2) + "\n")
 
@@ -193,6 +197,7 @@ def load_vlm_trained(folder: Path, cfg: ModelConfig) -> tuple[Any, Any]:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+        load_buffers(model, folder)
     elif meta["mode"] == "projector":
         model.load_state_dict(load_file(str(folder / TRAINABLE_FILE)), strict=False)
     if model.generation_config.pad_token_id is None:

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from competition.config import Config, load_config
 from competition.data import load_competition
-from competition.families import tokenizer_texts
+from competition.families import family_for, tokenizer_texts
 from competition.folds import read_folds, write_folds
 from competition.modeling import build_base, load_trained
 from competition.train import train_fold
@@ -28,8 +28,8 @@ FAST = ["train.per_device_batch_size=8", "train.logging_steps=1", "train.save_st
         "train.warmup_ratio=0", "model.tiny.vision_layers=1", "model.tiny.text_layers=1"]  # fmt: skip
 
 
-def setup(root: Path, workdir: Path, *sets: str) -> tuple[Config, object, object]:
-    cfg = load_config("configs/demo.yaml", [f"data.root={root}", f"workdir={workdir}", "folds.k=3", *FAST, *sets])
+def setup(root: Path, workdir: Path, *sets: str, config: str = "configs/demo.yaml") -> tuple[Config, object, object]:
+    cfg = load_config(config, [f"data.root={root}", f"workdir={workdir}", "folds.k=3", *FAST, *sets])
     comp = load_competition(cfg.data)
     write_folds(cfg, comp.train)
     return cfg, comp, read_folds(cfg)
@@ -76,21 +76,73 @@ def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("mode", ["full", "projector", "lora"])
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(demo_root: Path, tmp_path: Path, mode: str) -> None:
-    sets = [f"train.mode={mode}", "train.max_steps=6", "train.eval_steps=3", "train.eval_questions=16", "train.lora.r=4"]
-    cfg, comp, folds = setup(demo_root, tmp_path / "straight", *sets)
-    _, straight = train_fold(cfg, comp, folds, 0, log=lambda s: None)
-    cfg, comp, folds = setup(demo_root, tmp_path / "killed", *sets)
+def every_tensor(cfg: Config, fold: int = 0) -> dict[str, torch.Tensor]:
+    """Every tensor of the fold's model/ as the family loads it: parameters and buffers."""
+    model, _ = family_for(cfg).load(cfg.fold_dir(fold) / "model")
+    return {n: t.detach().clone() for n, t in model.state_dict().items()}
+
+
+def running_statistics(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: t for n, t in tensors.items() if "running_mean" in n}
+
+
+RESUMED = {  # (config, overrides, whether a BatchNorm trains: a frozen stem keeps its statistics)
+    "llava full": ("configs/demo.yaml", ["train.mode=full"], True),
+    "llava projector": ("configs/demo.yaml", ["train.mode=projector"], False),
+    "llava lora": ("configs/demo.yaml", ["train.mode=lora", "train.lora.r=4"], False),
+    "classifier": ("configs/demo_classifier.yaml", ["model.classifier.hidden=32", "train.pack_questions=2"], True),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUMED))
+def test_resumed_run_ends_with_every_tensor_of_an_uninterrupted_one(demo_root: Path, tmp_path: Path, case: str) -> None:
+    config, sets, norm_trains = RESUMED[case]
+    sets = [*sets, "train.max_steps=6", "train.eval_steps=3", "train.eval_questions=16"]
+    cfg, comp, folds = setup(demo_root, tmp_path / "straight", *sets, config=config)
+    straight_metrics, _ = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    want = every_tensor(cfg)
+    cfg, comp, folds = setup(demo_root, tmp_path / "killed", *sets, config=config)
     train_fold(cfg, comp, folds, 0, log=lambda s: None)
-    shutil.rmtree(cfg.fold_dir(0) / "model")  # what a kill just after checkpoint-3 leaves behind
-    shutil.rmtree(cfg.fold_dir(0) / "trainer" / "checkpoint-6")
-    metrics, resumed = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    for name in ("model", "trainer/checkpoint-6"):  # what a kill just after checkpoint-3 leaves behind
+        shutil.rmtree(cfg.fold_dir(0) / name)
+    (cfg.fold_dir(0) / "train_metrics.json").unlink()
+    metrics, _ = train_fold(cfg, comp, folds, 0, log=lambda s: None)
     assert metrics["resumed_from"].endswith("checkpoint-3") and metrics["steps"] == 6
-    want, got = trainable(straight), trainable(resumed)
-    assert want.keys() == got.keys() and len(want) > 0
-    far = [n for n in want if not torch.allclose(want[n], got[n], atol=1e-5)]
-    assert not far, f"{len(far)} of {len(want)} trainable tensors differ after resuming, e.g. {far[:3]}"
+    got = every_tensor(cfg)
+    assert want.keys() == got.keys()
+    moved = [t.abs().sum() > 0 for t in running_statistics(want).values()]
+    assert moved and all(moved) == norm_trains, "the case no longer has the BatchNorm statistics it is meant to test"
+    differ = [n for n in want if not torch.equal(want[n], got[n])]
+    assert not differ, f"{len(differ)} of {len(want)} tensors differ after resuming, e.g. {differ[:3]}"
+    assert metrics["loss"] == pytest.approx(straight_metrics["loss"], rel=1e-6)  # the whole run's, not the resumed steps'
+
+
+def test_rerunning_a_finished_fold_changes_nothing_and_force_retrains_it(demo_root: Path, tmp_path: Path) -> None:
+    cfg, _, _ = setup(demo_root, tmp_path, "train.max_steps=4")
+    cmd = [sys.executable, "-m", "competition", "train", "-c", "configs/demo.yaml", "--fold", "0"]
+    for s in [f"data.root={demo_root}", f"workdir={tmp_path}", "folds.k=3", *FAST, "train.max_steps=4"]:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    model_dir = cfg.fold_dir(0) / "model"
+    stamps = {p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None) for p in model_dir.rglob("*")}
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "fold 0: already trained" in again.stdout and "resuming" not in again.stdout
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None) for p in model_dir.rglob("*")} == stamps
+    (cfg.fold_dir(0) / "trainer" / "checkpoint-99").mkdir()  # a newer checkpoint that --force must not resume from
+    forced = subprocess.run([*cmd, "--force"], capture_output=True, text=True, env=env, timeout=600)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert "--force removed its trainer, model" in forced.stdout and "resuming" not in forced.stdout
+    assert not (cfg.fold_dir(0) / "trainer" / "checkpoint-99").exists()
+    assert json.loads((cfg.fold_dir(0) / "train_metrics.json").read_text())["resumed_from"] is None
+
+
+def test_bf16_trains_on_the_cpu(demo_root: Path, tmp_path: Path) -> None:
+    cfg, comp, folds = setup(demo_root, tmp_path, "train.precision=bf16", "train.max_steps=2")
+    metrics, _ = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    assert metrics["steps"] == 2 and metrics["loss"] > 0
 
 
 def read_steps(log: Path) -> list[int]:
@@ -99,7 +151,7 @@ def read_steps(log: Path) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["full", "lora"])
-def test_killed_training_resumes_from_its_last_checkpoint(demo_root: Path, tmp_path: Path, mode: str) -> None:
+def test_killed_training_resumes_from_its_last_checkpoint_to_every_tensor_of_an_uninterrupted_run(demo_root: Path, tmp_path: Path, mode: str) -> None:
     cfg, _, _ = setup(demo_root, tmp_path, f"train.mode={mode}")
     sets = [
         f"data.root={demo_root}",
@@ -131,6 +183,11 @@ def test_killed_training_resumes_from_its_last_checkpoint(demo_root: Path, tmp_p
     steps = read_steps(cfg.fold_dir(0) / "train_log.jsonl")
     resumed = steps[steps.index(killed_at) + 1 :] if killed_at in steps else steps
     assert killed_at + 1 in steps and resumed[-1] == 40
+    straight, comp, folds = setup(demo_root, tmp_path / "straight", f"train.mode={mode}", "train.max_steps=40")
+    train_fold(straight, comp, folds, 0, log=lambda s: None)
+    want, got = every_tensor(straight), every_tensor(cfg)
+    differ = [n for n in want if not torch.equal(want[n], got[n])]
+    assert want.keys() == got.keys() and not differ, f"{len(differ)} of {len(want)} tensors differ, e.g. {differ[:3]}"
 
 
 # Held-out accuracy by optimizer step: peaks at step 4, then falls; steps not listed score 0.1.
@@ -175,9 +232,9 @@ def test_early_stopping_keeps_the_peak_and_a_resumed_run_keeps_its_best_and_pati
     assert (metrics["best_accuracy"], metrics["best_step"]) == (0.6, 4)
     trainer_dir = cfg.fold_dir(0) / "trainer"
     peak, last = (load_file(str(trainer_dir / f"checkpoint-{s}" / "trainable.safetensors")) for s in (4, 10))
-    kept = trainable(load_trained(cfg.fold_dir(0) / "model", cfg.model)[0])
-    assert all(torch.equal(kept[n], peak[n]) for n in peak)
-    assert any(not torch.equal(kept[n], last[n]) for n in last)
+    kept = every_tensor(cfg)
+    assert running_statistics(peak) and all(torch.equal(kept[n], peak[n]) for n in peak)  # the peak's statistics too
+    assert any(not torch.equal(kept[n], last[n]) for n in running_statistics(last))
     assert (cfg.fold_dir(0) / "train_curve.png").stat().st_size > 0
     logged = [json.loads(x) for x in (cfg.fold_dir(0) / "train_log.jsonl").read_text().splitlines()]
     assert [x["eval_accuracy"] for x in logged if "eval_accuracy" in x] == [0.3, 0.6, 0.4, 0.5, 0.2]
@@ -190,7 +247,7 @@ def test_early_stopping_keeps_the_peak_and_a_resumed_run_keeps_its_best_and_pati
     assert metrics["resumed_from"].endswith("checkpoint-8")
     assert asked == [10] and metrics["steps"] == 10, "the patience count restarted"
     assert (metrics["best_accuracy"], metrics["best_step"]) == (0.6, 4)
-    kept = trainable(load_trained(cfg.fold_dir(0) / "model", cfg.model)[0])
+    kept = every_tensor(cfg)
     assert all(torch.equal(kept[n], peak[n]) for n in peak)
 
 
