@@ -9,6 +9,7 @@ common training answers.
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, CLIPImageProcessor
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    PretrainedConfig,
+)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from competition.backbones import ConvStemConfig  # noqa: F401  (registers conv_stem with the Auto classes)
@@ -111,13 +120,73 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(logits)
 
 
+SIZE_WORDS = ("size", "layers", "heads", "dim", "depth", "channels", "stride")  # config fields that cannot be negative
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, cut to `limit` characters."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def backbone_config(key: str, fields: dict[str, Any]) -> PretrainedConfig:
+    """The transformers config of `fields` (model_type + its fields); a one-line ConfigError naming `key` for an
+    unknown model_type (with the closest known ones), a negative size, or fields transformers refuses."""
+    kind = fields.get("model_type")
+    if kind not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(str(kind), list(CONFIG_MAPPING.keys()), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "e.g. conv_stem, vit, convnext, bert"
+        raise ConfigError(f"{key}.model_type={kind!r} is not a transformers model type: {hint}")
+    for name, value in fields.items():
+        values = value if isinstance(value, list) else [value]
+        if any(w in name for w in SIZE_WORDS) and any(isinstance(v, int | float) and v < 0 for v in values):
+            raise ConfigError(f"{key}.{name}={value}: a size cannot be negative")
+    try:
+        return AutoConfig.for_model(**fields)
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ConfigError(f"{key}: transformers cannot build a model of {fields} ({type(e).__name__}: {first_line(e)})") from None
+
+
+def build_backbone(key: str, config: PretrainedConfig) -> nn.Module:
+    """A random-init model of `config` (on the current device); a one-line ConfigError naming `key` if it fails."""
+    try:
+        return AutoModel.from_config(config)
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+        raise ConfigError(f"{key}: transformers cannot build a model of {config.model_type} "
+                          f"({type(e).__name__}: {first_line(e)})") from None  # fmt: skip
+
+
 def from_config(key: str, fields: dict[str, Any]) -> nn.Module:
     """A random-init transformers model of the config `fields` (model_type + its fields); a ConfigError naming
     `key` when transformers cannot build it."""
+    return build_backbone(key, backbone_config(key, fields))
+
+
+def check_backbones(model: AnswerClassifier, keys: tuple[str, str], size: tuple[int, int]) -> int:
+    """Refuse, naming the config key, backbones that build but cannot work: a vision model that does not read
+    pixels, a question encoder that does not read tokens, a tower that cannot read `size` (width, height) images
+    or yields no image tokens or more than MAX_IMAGE_TOKENS. Cheap on the meta device; the image token count."""
+    for part, key, wanted in ((model.vision_tower, keys[0], "pixel_values"), (model.text_encoder, keys[1], "input_ids")):
+        if part.main_input_name != wanted:
+            kind = "vision" if wanted == "pixel_values" else "text"
+            raise ConfigError(f"{key}: {part.config.model_type} is not a {kind} model (it reads {part.main_input_name}, "
+                              f"not {wanted})")  # fmt: skip
+    device = next(model.parameters()).device
     try:
-        return AutoModel.from_config(AutoConfig.for_model(**fields))
-    except (ValueError, TypeError, KeyError, IndexError) as e:
-        raise ConfigError(f"{key}: transformers cannot build a model of {fields} ({type(e).__name__}: {e})") from None
+        n = model.image_tokens(torch.zeros(1, 3, size[1], size[0], device=device)).shape[1]
+    except (ValueError, RuntimeError, TypeError, IndexError) as e:
+        raise ConfigError(f"{keys[0]}: cannot read {size[0]} x {size[1]} images ({first_line(e)})") from None
+    if not 0 < n <= MAX_IMAGE_TOKENS:
+        raise ConfigError(f"{keys[0]}: {n:,} image tokens from {size[0]} x {size[1]} images; the fusion has positions "
+                          f"for 1 to {MAX_IMAGE_TOKENS:,} (classifier.MAX_IMAGE_TOKENS): change the patch, strides or image size")  # fmt: skip
+    return n
+
+
+def refuse_lora(mode: str) -> None:
+    """The classifier trains its backbones whole (full) or not at all (projector): no LoRA."""
+    if mode == "lora":
+        raise ConfigError("train.mode=lora: model.family=classifier has no LoRA; use full (everything trains) or "
+                          "projector (the backbones stay frozen)")  # fmt: skip
 
 
 def backbones(c: ClassifierConfig, texts: list[str]) -> tuple[nn.Module, nn.Module, ClassifierProcessor]:
@@ -191,6 +260,8 @@ def save_classifier(model: AnswerClassifier, processor: ClassifierProcessor, out
 
 def load_classifier(folder: Path) -> tuple[AnswerClassifier, ClassifierProcessor]:
     """What save_classifier wrote, in eval mode; the backbones come from the saved configs, their weights from the file."""
+    if not (folder / CONFIG_FILE).is_file():
+        raise ConfigError(f"{folder}: no trained model here (missing {CONFIG_FILE}); run `train` first")
     meta = json.loads((folder / CONFIG_FILE).read_text())
     vision, text = (AutoModel.from_config(AutoConfig.for_model(**meta[f"{part}_config"])) for part in ("vision", "text"))
     model = AnswerClassifier(vision, text, meta["answers"], ClassifierConfig(**meta["settings"]))

@@ -27,6 +27,7 @@ from competition.engine import Engine
 from competition.folds import fold_rows
 from competition.images import Images, ImageTransform, RawImages
 from competition.modeling import apply_mode, build_base, image_token_count, load_trained, local_device, save_trained
+from competition.plan import check_model
 from competition.vlm import VlmCollator, VlmEngine, VlmSet, apply_vlm_mode, load_vlm, load_vlm_trained, save_vlm
 
 
@@ -83,6 +84,7 @@ class Classifier(Llava):
 
     def build(self, comp: Competition, rows: pd.DataFrame) -> tuple[Any, Any]:
         cfg = self.cfg
+        check_model(cfg)  # one line naming the key for backbones that cannot work, or LoRA, before any weights
         answers = rows[ANSWER].value_counts().index.tolist()
         model, processor = build_classifier(cfg.model.classifier, tokenizer_texts(comp), answers, cfg.seed)
         if cfg.train.mode == "projector":  # the backbones stay as they are; fusion and head train

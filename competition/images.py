@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from competition.data import Competition
+from competition.errors import ConfigError
 
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
@@ -25,21 +26,54 @@ def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Im
     return canvas
 
 
+def _field(size: Any, key: str) -> int | None:
+    """One entry of an image processor's size: a dict, transformers' SizeDict, or None."""
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
+
+
+def output_size(image_processor: Any) -> tuple[int, int]:
+    """(width, height) of the pixels an image processor yields: its crop when it crops (CLIP), else its size's
+    height and width (SigLIP, ViT, BEiT), else a square of its shortest edge (ConvNeXt)."""
+    crop = getattr(image_processor, "crop_size", None)
+    if crop is not None and getattr(image_processor, "do_center_crop", False) and _field(crop, "height"):
+        return _field(crop, "width") or _field(crop, "height"), _field(crop, "height")
+    size = getattr(image_processor, "size", None)
+    if _field(size, "height") and _field(size, "width"):
+        return _field(size, "width"), _field(size, "height")
+    if edge := _field(size, "shortest_edge"):
+        return edge, edge
+    raise ConfigError(f"{type(image_processor).__name__}: no output size in crop_size {crop} or size {size}; "
+                      "expected height/width or shortest_edge")  # fmt: skip
+
+
+def centre_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize keeping the aspect ratio until the image covers `size`, then cut out its centre."""
+    w, h = image.size
+    scale = max(size[0] / w, size[1] / h)
+    image = image.resize((max(size[0], round(w * scale)), max(size[1], round(h * scale))), Image.BICUBIC)
+    left, top = (image.width - size[0]) // 2, (image.height - size[1]) // 2
+    return image.crop((left, top, left + size[0], top + size[1]))
+
+
 class ImageTransform:
     """PIL image -> pixel tensor, the same way in training and inference (model.image_aspect_ratio)."""
 
     def __init__(self, processor: Any, aspect: str) -> None:
         self.image_processor = processor.image_processor
-        crop = self.image_processor.crop_size
-        self.size = (crop["width"], crop["height"])
+        self.size = output_size(self.image_processor)
         self.aspect = aspect
-        self.fill = tuple(int(m * 255) for m in self.image_processor.image_mean)
+        self.fill = tuple(int(m * 255) for m in getattr(self.image_processor, "image_mean", None) or (0.5, 0.5, 0.5))
+        crops = getattr(self.image_processor, "do_center_crop", False) and getattr(self.image_processor, "crop_size", None)
+        self.own_crop = aspect == "crop" and not crops  # a processor that only resizes would stretch
 
     def __call__(self, images: list[Image.Image]) -> torch.Tensor:
         """A (N, 3, H, W) float tensor."""
         if self.aspect == "pad":
             images = [expand_to_square(im, self.fill) for im in images]
-        if self.aspect != "crop":
+        if self.own_crop:
+            images = [centre_crop(im, self.size) for im in images]
+        elif self.aspect != "crop":
             images = [im.resize(self.size, Image.BICUBIC) for im in images]
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
 

@@ -6,14 +6,16 @@ evaluation and checkpoints, tokenizer; printed by --dry-run and at the start of 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import (
     AutoConfig,
-    AutoModel,
+    AutoImageProcessor,
     AutoTokenizer,
     CLIPVisionConfig,
     LlamaConfig,
@@ -21,10 +23,11 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
-from competition.classifier import AnswerClassifier
+from competition.classifier import AnswerClassifier, backbone_config, build_backbone, check_backbones, refuse_lora
 from competition.config import ClassifierConfig, Config, ModelConfig
 from competition.data import load_competition
 from competition.errors import ConfigError, DataError
+from competition.images import output_size
 from competition.modeling import (
     apply_mode,
     build_tiny,
@@ -35,7 +38,7 @@ from competition.modeling import (
     torch_dtype,
 )
 from competition.projector import restore_projector
-from competition.vlm import apply_vlm_mode
+from competition.vlm import apply_vlm_mode, torchvision_missing
 
 DACON_TRAIN_QUESTIONS = 359_521  # the planned data size when the competition folder is not there
 KNOWN_VISION: dict[str, dict[str, int]] = {
@@ -84,7 +87,10 @@ def _local_config(name: str) -> Any | None:
 def plan_model(cfg: ModelConfig) -> LlavaForConditionalGeneration:
     """The model's architecture on the meta device (no weights, no download), for counting and planning."""
     if cfg.source == "tiny":
-        model, _ = build_tiny(cfg, [], 0)
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():  # parameters on the meta device, though build_tiny builds on local_device()
+            model, _ = build_tiny(cfg, [], 0)
         return model
     if cfg.source == "pretrained":
         config = _local_config(cfg.name_or_path or "")
@@ -115,14 +121,20 @@ def plan_model(cfg: ModelConfig) -> LlavaForConditionalGeneration:
         return restore_projector(LlavaForConditionalGeneration(config))
 
 
-def plan_vlm(cfg: ModelConfig) -> Any:
-    """An image-text-to-text model's architecture on the meta device, from its config on disk or a known one."""
-    from transformers import AutoModelForImageTextToText
-
+def vlm_config(cfg: ModelConfig) -> Any | None:
+    """An image-text-to-text checkpoint's config from disk or a known one; None if neither (never downloaded)."""
     config = _local_config(cfg.name_or_path or "")
     if config is None and cfg.name_or_path in KNOWN_VLM:
         known = dict(KNOWN_VLM[cfg.name_or_path])
         config = AutoConfig.for_model(known.pop("model_type"), **known)
+    return config
+
+
+def plan_vlm(cfg: ModelConfig) -> Any:
+    """An image-text-to-text model's architecture on the meta device, from its config on disk or a known one."""
+    from transformers import AutoModelForImageTextToText
+
+    config = vlm_config(cfg)
     if config is None:
         raise ConfigError(f"model.name_or_path={cfg.name_or_path}: no config on disk; put the checkpoint there to plan")
     with torch.device("meta"):
@@ -217,17 +229,69 @@ class Plan:
         return f"checkpoints: every {self.save_steps:,} steps of {self.total_steps:,} (a killed run resumes from the last)"
 
 
-def plan_classifier(c: ClassifierConfig) -> Any:
-    """The classifier on the meta device from its backbone configs (a named backbone's read from disk), with
-    max_answers answers; the random-init question encoder keeps its config's vocabulary size."""
+class NotOnDisk(ConfigError):
+    """A named checkpoint whose config is neither on disk nor known: the plan needs it, a run downloads it."""
+
+
+KNOWN_BACKBONES: dict[str, dict[str, Any]] = {
+    "google/siglip-so400m-patch14-384": dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
+                                             num_hidden_layers=27, num_attention_heads=16, image_size=384, patch_size=14),
+    "google-bert/bert-base-uncased": dict(model_type="bert"),  # BertConfig's defaults are bert-base's
+}  # fmt: skip
+
+
+def classifier_part(part: str, name: str | None, fields: dict[str, Any]) -> tuple[Any, str, bool]:
+    """A classifier backbone's (part: vision or text) config for planning: a named one's from disk (never
+    downloaded) or its published shape, else the random-init fields; its config key; whether the named weights
+    are missing from disk."""
+    key = f"model.classifier.{part}"
+    if not name:
+        return backbone_config(f"{key}_config", fields), f"{key}_config", False
+    config = _local_config(name)
+    if config is not None:
+        return getattr(config, "vision_config", config) if part == "vision" else config, key, False
+    if name in KNOWN_BACKBONES:
+        return AutoConfig.for_model(**KNOWN_BACKBONES[name]), key, True
+    where = "a folder without config.json" if Path(name).is_dir() else "no such folder, nor in the Hugging Face cache"
+    raise NotOnDisk(f"{key}={name}: not on disk ({where}) and of no known shape, so it cannot be planned offline "
+                    "(`train` downloads a hub id)")  # fmt: skip
+
+
+def classifier_image_size(c: ClassifierConfig, vision_config: Any) -> tuple[int, int]:
+    """(width, height) the classifier's images reach the vision tower at: its image processor's output (a named
+    backbone's, when on disk), else the tower's image_size, else model.classifier.image_size."""
+    if not c.vision:
+        return c.image_size, c.image_size
     try:
-        vc = AutoConfig.from_pretrained(c.vision) if c.vision else AutoConfig.for_model(**c.vision_config)
-        tc = AutoConfig.from_pretrained(c.text) if c.text else AutoConfig.for_model(**c.text_config)
-    except OSError as e:
-        raise ConfigError(f"model.classifier: {str(e).splitlines()[0]}") from None
+        return output_size(AutoImageProcessor.from_pretrained(c.vision, local_files_only=True))
+    except (OSError, ValueError):
+        side = getattr(vision_config, "image_size", c.image_size)
+        return side, side
+
+
+def plan_classifier(c: ClassifierConfig) -> tuple[Any, list[str]]:
+    """The classifier on the meta device from its backbone configs (a named backbone's read from disk or known),
+    with max_answers answers, checked (classifier.check_backbones); and the named backbones not on disk."""
+    vc, vkey, v_absent = classifier_part("vision", c.vision, c.vision_config)
+    tc, tkey, t_absent = classifier_part("text", c.text, c.text_config)
     with torch.device("meta"):
-        vision, text = AutoModel.from_config(vc), AutoModel.from_config(tc)
-        return AnswerClassifier(getattr(vision, "vision_model", vision), text, ["?"] * c.max_answers, c)
+        vision, text = build_backbone(vkey, vc), build_backbone(tkey, tc)
+        model = AnswerClassifier(getattr(vision, "vision_model", vision), text, ["?"] * c.max_answers, c)
+    check_backbones(model, (vkey, tkey), classifier_image_size(c, vc))
+    return model, [name for name, absent in ((c.vision, v_absent), (c.text, t_absent)) if absent]
+
+
+def check_model(cfg: Config) -> None:
+    """Refuse, before a run writes anything, what cannot be built or run here (one line naming the key): a
+    classifier's backbones built on the meta device, LoRA on a classifier, a vlm processor that needs torchvision.
+    Nothing is downloaded: a checkpoint that is not on disk is left to the run."""
+    if cfg.model.family == "classifier":
+        refuse_lora(cfg.train.mode)
+        with contextlib.suppress(NotOnDisk):
+            plan_classifier(cfg.model.classifier)
+    elif cfg.model.family == "vlm" and (config := vlm_config(cfg.model)) is not None:
+        if why := torchvision_missing(config.model_type):
+            raise ConfigError(f"model.name_or_path={cfg.model.name_or_path}: {why}")
 
 
 def describe_parts(cfg: Config) -> str:
@@ -292,15 +356,34 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
     )
 
 
+def planned_model(cfg: Config) -> tuple[Any, str, list[str]]:
+    """The run's model on the meta device (train.mode applied), its tokenizer line and notes for the plan."""
+    from accelerate import init_empty_weights
+
+    m, notes = cfg.model, []
+    if m.family == "classifier":
+        refuse_lora(cfg.train.mode)
+        model, absent = plan_classifier(m.classifier)
+        c = m.classifier
+        tokenizer = f"tokenizer: {c.text}'s" if c.text else "tokenizer: word-level, trained on the data's text"
+        if absent:
+            notes.append(f"weights: {' and '.join(absent)} not on disk: planned from the published shapes; "
+                         "`train` downloads them")  # fmt: skip
+        return model, tokenizer, notes
+    with init_empty_weights():  # LoRA's new layers on the meta device too
+        if m.family == "vlm":
+            model = plan_vlm(m)
+            if why := torchvision_missing(model.config.model_type):
+                notes.append(f"processor: {why}; `train` refuses until then")
+            model = apply_vlm_mode(model, cfg.train)
+        else:
+            model = apply_mode(plan_model(m), cfg.train)
+    return model, check_tokenizer(m), notes
+
+
 def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     """The plan of a run without building weights or downloading: meta-device model, data size."""
-    if cfg.model.family == "classifier":
-        model, c = plan_classifier(cfg.model.classifier), cfg.model.classifier
-        tokenizer = f"tokenizer: {c.text}'s" if c.text else "tokenizer: word-level, trained on the data's text"
-    elif cfg.model.family == "vlm":
-        model, tokenizer = apply_vlm_mode(plan_vlm(cfg.model), cfg.train), check_tokenizer(cfg.model)
-    else:
-        model, tokenizer = apply_mode(plan_model(cfg.model), cfg.train), check_tokenizer(cfg.model)
+    model, tokenizer, notes = planned_model(cfg)
     try:
         n_train = len(load_competition(cfg.data).train)
         source = f"{cfg.data.root}"
@@ -312,4 +395,4 @@ def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     if cfg.model.family == "llava":
         examples = -(-examples // cfg.train.pack_questions)  # about: an image's questions share a conversation
     plan = make_plan(cfg, model, examples)
-    return [f"fold {fold} of {cfg.folds.k}; training questions from {source}", *plan.lines(), tokenizer]
+    return [f"fold {fold} of {cfg.folds.k}; training questions from {source}", *plan.lines(), tokenizer, *notes]

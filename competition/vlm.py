@@ -10,6 +10,8 @@ puts its image tokens. A model without a chat template (PaliGemma) reads the bar
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -70,10 +72,41 @@ def answered_text(processor: Any, prompt: str, question: str, answer: str) -> st
     return full
 
 
+def processor_class(model_type: str) -> Any:
+    """The processor class AutoProcessor picks for a model type, or None."""
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    return getattr(transformers, PROCESSOR_MAPPING_NAMES.get(model_type) or "", None)
+
+
+def torchvision_missing(model_type: str) -> str | None:
+    """Why the processor of `model_type` cannot load here (its video half needs torchvision, not installed), in
+    one line; None when it can."""
+    cls = processor_class(model_type)
+    if importlib.util.find_spec("torchvision") is not None or cls is None:
+        return None
+    if "video_processor" not in inspect.signature(cls.__init__).parameters:
+        return None
+    return (f"{cls.__name__} needs torchvision (its video processor), which is not installed: pip install "
+            f"torchvision (the build matching torch {torch.__version__}), or pip install -e '.[gpu]'")  # fmt: skip
+
+
+def require_torchvision(name_or_path: str) -> None:
+    """A one-line ConfigError, before the processor's traceback, when the checkpoint's processor needs torchvision."""
+    if importlib.util.find_spec("torchvision") is not None:
+        return
+    from transformers import AutoConfig
+
+    if why := torchvision_missing(AutoConfig.from_pretrained(name_or_path).model_type):
+        raise ConfigError(f"model.name_or_path={name_or_path}: {why}")
+
+
 def load_vlm(cfg: ModelConfig) -> tuple[Any, Any]:
     """The checkpoint model.name_or_path (hub id or folder) and its processor (model.processor_kwargs)."""
     if not cfg.name_or_path:
         raise ConfigError("model.family=vlm needs model.name_or_path (hub id or local folder)")
+    require_torchvision(cfg.name_or_path)
     processor = AutoProcessor.from_pretrained(cfg.name_or_path, **cfg.processor_kwargs)
     model = AutoModelForImageTextToText.from_pretrained(
         cfg.name_or_path, dtype=torch_dtype(cfg.dtype), attn_implementation=attn_implementation(cfg.attn_implementation)
@@ -190,8 +223,9 @@ def load_vlm_trained(folder: Path, cfg: ModelConfig) -> tuple[Any, Any]:
         raise ConfigError(f"{folder}: no trained model here (missing {META}); run `train` first")
     meta = json.loads((folder / META).read_text())
     dtype, attn = torch_dtype(cfg.dtype), attn_implementation(cfg.attn_implementation)
-    processor = AutoProcessor.from_pretrained(folder)
     source = folder if meta["mode"] == "full" else meta["base"]
+    require_torchvision(str(source))
+    processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, attn_implementation=attn)
     if meta["mode"] == "lora":
         from peft import PeftModel
