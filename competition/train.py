@@ -29,17 +29,15 @@ from competition.families import Llava, family_for
 from competition.folds import fold_rows
 from competition.io import atomic_write_json
 from competition.modeling import (
-    TRAINABLE_FILE,
-    load_trainable,
     part_of,
     resolve_precision,
-    save_trainable,
     tf32_available,
 )
 from competition.monitor import METRIC, AccuracyProbe, TimeBudget, TrainProgress, held_out_rows, plot_curve, read_log
 from competition.normalize import AnswerNormalizer
 from competition.plan import grad_accum, make_plan, world_size
 from competition.tuned import tuned_train
+from competition.weights import TRAINABLE_FILE, load_trainable, save_trainable
 
 
 class PartsTrainer(Trainer):
@@ -231,6 +229,17 @@ def clear_fold(cfg: Config, fold: int) -> list[str]:
     return removed
 
 
+def already_trained(cfg: Config, fold: int, force: bool, log: Any) -> dict[str, Any] | None:
+    """The metrics of a finished fold, said in one line (None: train it); with `force`, clear the fold instead."""
+    if force:
+        if removed := clear_fold(cfg, fold):
+            log(f"fold {fold}: --force removed its {', '.join(removed)}")
+        return None
+    if done := finished_metrics(cfg, fold):
+        log(f"fold {fold}: already trained ({cfg.fold_dir(fold) / 'model'}); nothing to do (--force retrains it)")
+    return done
+
+
 def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, log: Any = print,
                progress: Callable[[str, int], Callable[..., None]] | None = None,
                callbacks: list[TrainerCallback] | None = None, force: bool = False) -> tuple[dict[str, Any], Any]:  # fmt: skip
@@ -238,12 +247,8 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     and save its model (the best evaluated step when the run evaluates); returns (metrics, trained model).
     A fold whose model is complete is left as it is (model None) unless `force`, which retrains it from scratch.
     `progress(name, total)` gives a tick(n, status) to feed a bar."""
-    done = None if force else finished_metrics(cfg, fold)
-    if done:
-        log(f"fold {fold}: already trained ({cfg.fold_dir(fold) / 'model'}); nothing to do (--force retrains it)")
+    if done := already_trained(cfg, fold, force, log):
         return done, None
-    if force and (removed := clear_fold(cfg, fold)):
-        log(f"fold {fold}: --force removed its {', '.join(removed)}")
     cfg, tuned = tuned_train(cfg)
     if tuned:
         log(f"tuned (tuned.yaml): {', '.join(f'{k}={v:.4g}' for k, v in tuned.items())}")

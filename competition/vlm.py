@@ -30,18 +30,15 @@ from competition.io import atomic_dir
 from competition.modeling import (
     META,
     PROJECTOR_PARTS,
-    TRAINABLE_FILE,
     VISION_PARTS,
     attn_implementation,
-    load_buffers,
     local_device,
     part_of,
-    save_buffers,
-    save_trainable,
     torch_dtype,
     trainable_in_float32,
 )
 from competition.prompts import conversation, render, request
+from competition.weights import TRAINABLE_FILE, load_buffers, save_buffers, save_trainable
 
 
 def has_template(processor: Any) -> bool:
