@@ -1,10 +1,12 @@
-"""Demo data set in the Dacon VQA layout: shapes on a canvas and questions about them.
+"""Synthetic competitions in the Dacon VQA layout: shapes, words and scenes, and questions about them.
 
     python -m competition data --out data/demo --train-images 3000 --test-images 300
+    generate(Path("data/count"), kind="count")    # kinds: grid (the demo), object, wide, exist, count, glyphs, lighting
 
 Writes train.csv, test.csv, sample_submission.csv, image/{train,test}/*.png and
-solution.csv (the held-out test answers, for scoring the demo end to end). Every object has its
-own colour, so colour names an object and questions ask what it is, where, how big.
+solution.csv (the held-out test answers, for scoring end to end). The demo grid draws 1-3 objects
+on a 3x3 grid; every object has its own colour, so colour names an object and questions ask what
+it is, where, how big. The other kinds are described in competition/kinds.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from competition.errors import ConfigError
+from competition.kinds import SAMPLERS, Sample
 
 SHAPES = ("circle", "square", "triangle", "cross")
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
@@ -119,20 +123,39 @@ def questions_for(objs: list[Obj], rng: random.Random, k: int) -> list[tuple[str
     return qa[:k]
 
 
-def _write_split(out: Path, split: str, n_images: int, q_per_image: int, size: int, rng: random.Random) -> pd.DataFrame:
+def grid_sample(rng: random.Random, k: int, size: int) -> Sample:
+    """The demo grid: 1-3 objects on a square `size` px canvas."""
+    objs = sample_scene(rng)
+    img = draw_scene(objs, size, size, rng)
+    return Sample(img, questions_for(objs, rng, k), objs)
+
+
+KINDS = {"grid": grid_sample, **SAMPLERS}
+
+
+def samples(
+    kind: str, split: str, n_images: int, q_per_image: int, size: int, rng: random.Random
+) -> Iterator[tuple[str, Sample]]:
+    """(image id, sample) for each of a split's images, drawn in order from `rng`."""
+    make = KINDS[kind]
+    width_digits = 6 if split == "train" else 5
+    for i in range(n_images):
+        yield f"{split}_{i:0{width_digits}d}", make(rng, q_per_image, size)
+
+
+def _write_split(
+    out: Path, split: str, n_images: int, q_per_image: int, size: int, rng: random.Random, kind: str = "grid"
+) -> pd.DataFrame:
     """Render one split's images and return its question table."""
     folder = out / "image" / split
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    width_digits = 6 if split == "train" else 5
-    for i in range(n_images):
-        image_id = f"{split}_{i:0{width_digits}d}"
-        objs = sample_scene(rng)
-        buf = _png_bytes(draw_scene(objs, size, size, rng))
-        (folder / f"{image_id}.png").write_bytes(buf)
-        for q, a in questions_for(objs, rng, q_per_image):
+    for image_id, sample in samples(kind, split, n_images, q_per_image, size, rng):
+        (folder / f"{image_id}.png").write_bytes(_png_bytes(sample.image))
+        for q, a in sample.qa:
             rows.append({"image_id": image_id, "question": q, "answer": a})
     df = pd.DataFrame(rows)
+    width_digits = 6 if split == "train" else 5
     df.insert(0, "ID", [f"{split.upper()}_{j:0{width_digits}d}" for j in range(len(df))])
     return df
 
@@ -144,8 +167,11 @@ def _png_bytes(img: Image.Image) -> bytes:
     return b.getvalue()
 
 
-def check_args(out: Path, counts: dict[str, int]) -> None:
-    """Refuse a count below 1 (named as the `data` command's option), or an --out that is or lies under a file."""
+def check_args(out: Path, counts: dict[str, int], kind: str = "grid") -> None:
+    """Refuse an unknown kind, a count below 1 (named as the `data` command's option), or an --out that is or lies
+    under a file."""
+    if kind not in KINDS:
+        raise ConfigError(f"--kind '{kind}': expected one of {', '.join(KINDS)}")
     for option, n in counts.items():
         if n < 1:
             raise ConfigError(f"{option} must be at least 1 (got {n})")
@@ -155,12 +181,12 @@ def check_args(out: Path, counts: dict[str, int]) -> None:
 
 
 def _write_all(
-    out: Path, train_images: int, test_images: int, q_per_image: int, seed: int, size: int
+    out: Path, train_images: int, test_images: int, q_per_image: int, seed: int, size: int, kind: str = "grid"
 ) -> dict[str, int]:
     """Write every file of the data set into the folder `out`; returns row counts."""
     rng = random.Random(seed)
-    train = _write_split(out, "train", train_images, q_per_image, size, rng)
-    test = _write_split(out, "test", test_images, q_per_image, size, rng)
+    train = _write_split(out, "train", train_images, q_per_image, size, rng, kind)
+    test = _write_split(out, "test", test_images, q_per_image, size, rng, kind)
     train[["ID", "image_id", "question", "answer"]].to_csv(out / "train.csv", index=False)
     test[["ID", "image_id", "question"]].to_csv(out / "test.csv", index=False)
     test[["ID"]].assign(answer="yes").to_csv(out / "sample_submission.csv", index=False)
@@ -181,18 +207,25 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 def generate(
-    out: Path, train_images: int = 3000, test_images: int = 300, q_per_image: int = 4, seed: int = 0, size: int = 96
+    out: Path,
+    train_images: int = 3000,
+    test_images: int = 300,
+    q_per_image: int = 4,
+    seed: int = 0,
+    size: int = 96,
+    kind: str = "grid",
 ) -> dict[str, int]:
-    """Write the demo competition folder (square `size` px PNGs) via a hidden sibling folder; returns row counts."""
+    """Write a competition folder of one kind via a hidden sibling folder; returns row counts. `size` is the grid's
+    side in px and the other kinds' nominal side, around which their sizes and aspect ratios vary."""
     counts = {"--train-images": train_images, "--test-images": test_images, "--questions-per-image": q_per_image}
-    check_args(out, counts)
+    check_args(out, counts, kind)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as e:
         raise ConfigError(f"{out}: cannot write there ({e.strerror})") from None
     try:  # a failure midway leaves `out` as it was
-        rows = _write_all(tmp, train_images, test_images, q_per_image, seed, size)
+        rows = _write_all(tmp, train_images, test_images, q_per_image, seed, size, kind)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

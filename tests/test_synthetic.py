@@ -1,16 +1,23 @@
-"""Demo data generator: the competition layout, deterministic by seed, answerable questions."""
+"""Synthetic competitions: the layout, deterministic by seed, answers true to the scene drawn, every kind."""
 
 from __future__ import annotations
 
+import hashlib
+import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
-from competition import synthetic
+from competition import kinds, synthetic
 from competition.cli import app
+from competition.config import load_config
+from competition.data import load_competition
 from competition.errors import ConfigError
+from competition.metrics import question_types
 from competition.synthetic import generate
 
 
@@ -120,3 +127,153 @@ def test_out_in_a_read_only_folder_is_refused(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(ConfigError) as e:
         generate(tmp_path / "out", 2, 1)
     assert str(e.value) == f"{tmp_path / 'out'}: cannot write there (Permission denied)"
+
+
+KINDS = list(synthetic.KINDS)
+
+
+def content_hash(root: Path) -> str:
+    """Hash of the tables' bytes and the images' decoded pixels (independent of the PNG encoder's version)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.suffix == ".csv":
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+        elif p.suffix == ".png":
+            h.update(p.name.encode())
+            h.update(np.asarray(Image.open(p).convert("RGB")).tobytes())
+    return h.hexdigest()
+
+
+def test_the_default_kind_is_the_demo_grid_unchanged(tmp_path: Path) -> None:
+    generate(tmp_path / "default", 12, 4, seed=5)
+    generate(tmp_path / "grid", 12, 4, seed=5, kind="grid")
+    digest = "08a0b0f425eea946a09230b9509606381fdd7a76a078617e3181fffcf3956cc8"
+    assert content_hash(tmp_path / "default") == content_hash(tmp_path / "grid") == digest
+
+
+def test_an_unknown_kind_is_refused_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        generate(tmp_path / "out", 2, 1, kind="maze")
+    assert str(e.value) == f"--kind 'maze': expected one of {', '.join(KINDS)}"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_writes_a_loadable_competition(tmp_path: Path, kind: str) -> None:
+    root = tmp_path / kind
+    rows = generate(root, 40, 6, q_per_image=4, seed=2, kind=kind)
+    comp = load_competition(load_config("configs/demo.yaml", [f"data.root={root}"]).data)
+    assert len(comp.train) == rows["train"] and len(comp.test) == rows["test"]
+    assert comp.test["image_id"].nunique() == 6
+    solution = pd.read_csv(root / "solution.csv", dtype=str, keep_default_na=False)
+    assert solution["ID"].tolist() == comp.test["id"].tolist() and (solution["answer"] != "").all()
+    assert question_types(comp.train["question"]).nunique() >= 3
+    sizes = {Image.open(p).size for p in comp.train_image_paths.values()}
+    assert all(40 <= max(s) <= 200 for s in sizes)
+    assert len(sizes) == 1 if kind == "grid" else len(sizes) > 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_is_deterministic_by_seed(tmp_path: Path, kind: str) -> None:
+    for name, seed in [("a", 4), ("b", 4), ("c", 5)]:
+        generate(tmp_path / name, 8, 3, seed=seed, kind=kind)
+    assert content_hash(tmp_path / "a") == content_hash(tmp_path / "b") != content_hash(tmp_path / "c")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_tables_hold_the_samples_drawn(tmp_path: Path, kind: str) -> None:
+    generate(tmp_path / "out", 10, 2, q_per_image=3, seed=8, kind=kind)
+    train = pd.read_csv(tmp_path / "out" / "train.csv", dtype=str, keep_default_na=False)
+    drawn = synthetic.samples(kind, "train", 10, 3, 96, random.Random(8))
+    expected = [(i, q, a) for i, s in drawn for q, a in s.qa]
+    assert list(train[["image_id", "question", "answer"]].itertuples(index=False, name=None)) == expected
+
+
+def drawn(kind: str, n: int = 150, seed: int = 0) -> list[kinds.Sample]:
+    """n samples of a kind, four questions each."""
+    return [s for _, s in synthetic.samples(kind, "train", n, 4, 96, random.Random(seed))]
+
+
+def answers_to(samples: list[kinds.Sample], prefix: str) -> list[tuple[kinds.Sample, str, str]]:
+    """(sample, question, answer) for every question that starts with `prefix`."""
+    return [(s, q, a) for s in samples for q, a in s.qa if q.startswith(prefix)]
+
+
+def centre_color(img: Image.Image, it: kinds.Item) -> tuple[int, int, int]:
+    """The pixel at an item's centre."""
+    return img.getpixel((int(it.x), int(it.y)))
+
+
+def test_grid_counts_are_the_objects_drawn() -> None:
+    for s, _, a in answers_to(drawn("grid"), "How many objects"):
+        assert a == str(len(s.scene))
+
+
+def test_object_answers_describe_the_one_object_drawn() -> None:
+    samples = drawn("object")
+    for s in samples:
+        (it,) = s.scene
+        assert centre_color(s.image, it) == kinds.PALETTE[it.color]
+        assert 0.1 <= s.info["frac"] <= 0.6
+        for q, a in s.qa:
+            if q.startswith("What shape"):
+                assert a == it.shape
+            if q == "Is the object large?":
+                assert a == ("yes" if s.info["frac"] >= 0.4 else "no")
+    wheres = {a for _, _, a in answers_to(samples, "Where")}
+    assert wheres == {"left", "right", "top", "bottom", "center"}
+
+
+def test_wide_items_are_read_from_end_to_end() -> None:
+    samples = drawn("wide")
+    ratios = [s.image.width / s.image.height for s in samples]
+    assert all(r >= 2.4 or r <= 1 / 2.4 for r in ratios) and min(ratios) < 1 < max(ratios)
+    for s, q, a in answers_to(samples, "Which shape"):
+        key = {"left": lambda it: it.x, "right": lambda it: -it.x, "top": lambda it: it.y, "bottom": lambda it: -it.y}
+        side = q.rstrip("?").split()[-1]
+        assert a == min(s.scene, key=key[side]).shape
+    for s, _, a in answers_to(samples, "How many"):
+        assert a == str(len(s.scene)) and 2 <= len(s.scene) <= 4
+
+
+def test_exist_answers_yes_exactly_for_objects_drawn_about_a_quarter_of_the_time() -> None:
+    found = answers_to(drawn("exist", 300), "Is there a")
+    for s, q, a in found:
+        color, shape = q.rstrip("?").split()[-2:]
+        assert a == ("yes" if any((it.color, it.shape) == (color, shape) for it in s.scene) else "no")
+    assert 0.18 <= sum(a == "yes" for _, _, a in found) / len(found) <= 0.32
+
+
+def test_count_answers_are_the_objects_drawn() -> None:
+    samples = drawn("count")
+    for s in samples:
+        for it in s.scene:
+            assert centre_color(s.image, it) == kinds.PALETTE[it.color]
+    found = answers_to(samples, "How many")
+    for s, q, a in found:
+        name = q.split()[2]
+        assert a == str(sum(name in (it.color, kinds.PLURALS[it.shape]) for it in s.scene))
+    assert {str(n) for n in range(7)} <= {a for *_, a in found} <= {str(n) for n in range(10)}
+
+
+def test_glyphs_answers_are_the_text_drawn() -> None:
+    for s in drawn("glyphs", 60):
+        assert s.scene["text"].lower() == s.scene["word"]
+        for q, a in s.qa:
+            if q.startswith("What is the word"):
+                assert a == s.scene["word"]
+            if q.startswith("Which letter"):
+                corner = q.removeprefix("Which letter is in the ").removesuffix(" corner?")
+                assert a == s.scene["letters"][corner].lower()
+
+
+def test_lighting_names_the_colours_drawn_though_the_pixels_change() -> None:
+    changed = 0
+    for s in drawn("lighting", 60):
+        by_shape = {it.shape: it for it in s.scene}
+        for q, a in s.qa:
+            if q.startswith("What color is the"):
+                assert a == by_shape[q.rstrip("?").split()[-1]].color
+        changed += all(centre_color(s.image, it) != kinds.PALETTE[it.color] for it in s.scene)
+    assert changed >= 50

@@ -1,0 +1,179 @@
+"""One recipe on every synthetic competition kind: held-out accuracy per kind and per question type.
+
+    python bench/generalize.py [-c configs/demo_classifier_patch.yaml] [--set key=value ...] [--kinds object,count]
+        [--train-images 3000] [--test-images 300] [--jobs 1] [--work /tmp/generalize]
+
+For each kind, from scratch: writes its data to <work>/<kind>/data, then runs folds, train-all, predict-all, cv and
+ensemble through `python -m competition` with workdir <work>/<kind> (each stage's output in <work>/<kind>/log.txt),
+and scores the ensemble's submission against the data's solution.csv: per question type, beside the majority
+baseline (the type's most common training answer) and the best member's out-of-fold accuracy from cv.json.
+--jobs runs that many kinds side by side, sharing the CPU threads. A kind that fails prints its stage and the end of
+its log; the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from competition.config import load_config
+from competition.metrics import exact_matches, majority_baseline, question_types
+from competition.synthetic import KINDS, generate
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("folds", "train-all", "predict-all", "cv", "ensemble")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-c", "--config", type=Path, default=REPO / "configs" / "demo_classifier_patch.yaml")
+    p.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value (repeatable)")
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
+    p.add_argument("--train-images", type=int, default=3000)
+    p.add_argument("--test-images", type=int, default=300)
+    p.add_argument("--jobs", type=int, default=1, help="kinds run side by side")
+    p.add_argument("--work", type=Path, default=Path("/tmp/generalize"), help="a folder per kind is made here")
+    args = p.parse_args(argv)
+    args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if unknown:
+        p.error(f"--kinds: unknown {', '.join(unknown)} (expected some of {', '.join(KINDS)})")
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    args.config = args.config.resolve()
+    return args
+
+
+def overrides(args: argparse.Namespace, kind: str) -> list[str]:
+    """The user's --set overrides, then this kind's data folder and workdir."""
+    folder = (args.work / kind).resolve()
+    return [*args.sets, f"data.root={folder / 'data'}", f"workdir={folder}"]
+
+
+def run_stages(args: argparse.Namespace, kind: str, threads: int) -> str | None:
+    """Every stage of the flow in its own process, logged; None when all pass, else the failed stage."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    sets = [x for s in overrides(args, kind) for x in ("--set", s)]
+    with (args.work / kind / "log.txt").open("w") as log:
+        for stage in STAGES:
+            cmd = [sys.executable, "-m", "competition", stage, "-c", str(args.config), *sets]
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            if subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+                return stage
+    return None
+
+
+def submission(args: argparse.Namespace, kind: str) -> Path:
+    """The newest ensemble submission of the recipe's experiment in the kind's workdir."""
+    cfg = load_config(args.config, overrides(args, kind))
+    found = sorted(cfg.submissions_dir.glob(f"*-{cfg.experiment}-ensemble.csv"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no *-{cfg.experiment}-ensemble.csv in {cfg.submissions_dir}")
+    return found[-1]
+
+
+def oof_by_type(args: argparse.Namespace, kind: str) -> pd.Series:
+    """The best member's out-of-fold accuracy per question type and overall ('all'), from cv.json (empty when
+    missing)."""
+    cfg = load_config(args.config, overrides(args, kind))
+    path = cfg.exp_dir / "cv.json"
+    if not path.is_file():
+        return pd.Series(dtype=float)
+    tables = json.loads(path.read_text())
+    per_type = pd.DataFrame(tables["per_type"]).set_index("qtype").drop(columns=["n", "baseline"]).max(axis=1)
+    per_type.loc["all"] = max(m["accuracy"] for m in tables["members"])
+    return per_type
+
+
+def read(path: Path) -> pd.DataFrame:
+    """A CSV as text, nothing read as missing."""
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def score(args: argparse.Namespace, kind: str) -> pd.DataFrame:
+    """Per question type (and 'all'): questions, held-out accuracy, majority baseline, best member's OOF."""
+    data = args.work / kind / "data"
+    train, test = read(data / "train.csv"), read(data / "test.csv")
+    gold = read(data / "solution.csv").set_index("ID")["answer"].reindex(test["ID"]).to_numpy()
+    pred = read(submission(args, kind)).set_index("ID")["answer"].reindex(test["ID"]).fillna("").to_numpy()
+    df = pd.DataFrame({
+        "qtype": question_types(test["question"]).to_numpy(),
+        "held_out": exact_matches(pred, gold),
+        "baseline": exact_matches(majority_baseline(train, test).to_numpy(), gold),
+    })  # fmt: skip
+    table = df.groupby("qtype").agg(
+        n=("held_out", "size"), held_out=("held_out", "mean"), baseline=("baseline", "mean")
+    )
+    table.loc["all"] = [len(df), df["held_out"].mean(), df["baseline"].mean()]
+    table["oof"] = oof_by_type(args, kind).reindex(table.index)
+    return table
+
+
+def run_kind(args: argparse.Namespace, kind: str, threads: int) -> dict:
+    """Data, flow and scores of one kind: {'kind', 'minutes', 'table'} or with 'error'."""
+    start, folder = time.time(), args.work / kind
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    generate(folder / "data", args.train_images, args.test_images, kind=kind)
+    failed = run_stages(args, kind, threads)
+    result = {"kind": kind, "minutes": (time.time() - start) / 60}
+    if failed:
+        tail = (folder / "log.txt").read_text().splitlines()[-15:]
+        return {**result, "error": f"stage '{failed}' failed; end of {folder / 'log.txt'}:\n" + "\n".join(tail)}
+    return {**result, "table": score(args, kind)}
+
+
+def report(result: dict) -> str:
+    """One kind's table as text."""
+    head = f"== {result['kind']} ({result['minutes']:.1f} min)"
+    if "error" in result:
+        return f"{head}\n{result['error']}"
+    t = result["table"]
+    lines = [head, f"{'question type':<22}{'n':>6}{'held-out':>10}{'majority':>10}{'oof':>8}"]
+    for qtype, row in t.iterrows():
+        oof = "" if pd.isna(row["oof"]) else f"{row['oof']:.3f}"
+        lines.append(f"{qtype:<22}{int(row['n']):>6}{row['held_out']:>10.3f}{row['baseline']:>10.3f}{oof:>8}")
+    return "\n".join(lines)
+
+
+def summary(results: list[dict]) -> str:
+    """Every kind on one line: held-out accuracy, majority baseline, minutes."""
+    lines = [f"{'kind':<10}{'held-out':>10}{'majority':>10}{'minutes':>9}"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['kind']:<10}{'failed':>10}{'':>10}{r['minutes']:>9.1f}")
+        else:
+            row = r["table"].loc["all"]
+            lines.append(f"{r['kind']:<10}{row['held_out']:>10.3f}{row['baseline']:>10.3f}{r['minutes']:>9.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the recipe on each kind, print a table per kind and a summary; 1 when a kind failed."""
+    args = parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // args.jobs)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_kind, args, kind, threads) for kind in args.kinds]
+        results = []
+        for f in futures:
+            results.append(f.result())
+            print(report(results[-1]) + "\n", flush=True)
+    print(summary(results))
+    return int(any("error" in r for r in results))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
