@@ -36,9 +36,8 @@ from competition.data import ANSWER, IMAGE, QUESTION
 from competition.dataset import IGNORE, Examples, image_groups, pad
 from competition.engine import Answer, batches, ranked_answers
 from competition.errors import ConfigError
-from competition.images import Images
+from competition.images import CLIP_MEAN, CLIP_STD, Images
 from competition.io import atomic_dir
-from competition.modeling import CLIP_MEAN, CLIP_STD
 from competition.tokenizer import train_word_tokenizer
 
 CONFIG_FILE, WEIGHTS_FILE = "classifier.json", "model.safetensors"

@@ -14,6 +14,9 @@ from PIL import Image
 from competition.data import Competition
 from competition.errors import ConfigError
 
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's normalisation, also the random-init towers'
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
     """Pad an image to a square canvas of colour `fill`, centred (LLaVA-1.5's 'pad')."""

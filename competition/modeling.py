@@ -34,6 +34,7 @@ from transformers import (
 from competition.backbones import ConvStemConfig
 from competition.config import LoraSettings, ModelConfig, TrainConfig
 from competition.errors import ConfigError
+from competition.images import CLIP_MEAN, CLIP_STD
 from competition.io import atomic_dir
 from competition.projector import import_llava_projector, new_projector, restore_projector
 from competition.prompts import IMAGE_TOKEN
@@ -42,8 +43,6 @@ from competition.weights import load_buffers, save_buffers
 
 META = "competition_model.json"
 PROJECTOR_FILE = "projector.safetensors"
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

@@ -25,7 +25,7 @@ from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, Traine
 
 from competition.config import Config
 from competition.data import ANSWER, Competition
-from competition.families import Llava, family_for
+from competition.families import Family, family_for
 from competition.folds import fold_rows
 from competition.io import atomic_write_json
 from competition.modeling import (
@@ -178,7 +178,7 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_trainer(cfg: Config, comp: Competition, family: Llava, model: Any, processor: Any, dataset: Any, out: Path,
+def make_trainer(cfg: Config, comp: Competition, family: Family, model: Any, processor: Any, dataset: Any, out: Path,
                  held_out: pd.DataFrame, vocabulary: list[str]) -> PartsTrainer:  # fmt: skip
     """The fold's Trainer: image collator, one learning rate per model part, the held-out accuracy probe,
     early stopping and the time budget, the JSONL log beside `out`."""
@@ -255,9 +255,11 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     fdir = cfg.fold_dir(fold)
     rows = fold_rows(comp, folds, fold, "train")
     vocabulary = rows[ANSWER].value_counts().index.tolist()
-    rows, held_out = held_out_rows(cfg, rows, fold_rows(comp, folds, fold, "val"))
     set_seed(cfg.seed)  # every new layer (projector, LoRA) starts the same in every run of a config
     family = family_for(cfg)
+    if not family.uses_trainer:
+        return fit_fold(cfg, family, comp, rows, fold)
+    rows, held_out = held_out_rows(cfg, rows, fold_rows(comp, folds, fold, "val"))
     model, processor = family.build(comp, rows)
     dataset = family.train_set(model, processor, rows)
     plan = make_plan(cfg, model, len(dataset))
@@ -300,6 +302,18 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     return metrics, trainer.model
 
 
+def fit_fold(cfg: Config, family: Family, comp: Competition, rows: pd.DataFrame, fold: int) -> tuple[dict[str, Any], Any]:
+    """A family that needs no Trainer: built, fitted on every training question of the fold, saved."""
+    start = time.perf_counter()
+    model, processor = family.build(comp, rows)
+    model = family.fit(model, processor, rows)
+    family.save(model, processor, cfg.fold_dir(fold) / "model")
+    metrics = {"fold": fold, "loss": None, "steps": 0, "max_steps": 0, f"best_{METRIC}": None, "best_step": None,
+               "resumed_from": None, "tuned": {}, "examples": len(rows), "train_seconds": time.perf_counter() - start}  # fmt: skip
+    atomic_write_json(metrics, cfg.fold_dir(fold) / "train_metrics.json")
+    return metrics, model
+
+
 def run_loss(log: pd.DataFrame, fallback: float) -> float:
     """The training loss averaged over the whole run, resumes included: each logged interval's mean weighted by its
     steps (a step logged twice, before a kill and after the resume, counts once); `fallback` without a logged loss."""
@@ -332,4 +346,6 @@ def trained_summary(m: dict[str, Any]) -> str:
     best = m.get(f"best_{METRIC}")
     kept = f"; held-out accuracy {best:.4f} at step {m['best_step']} (kept)" if best is not None else ""
     early = " (stopped early)" if 0 < m["steps"] < m.get("max_steps", 0) else ""
+    if m["loss"] is None:  # a family fitted without a Trainer
+        return f"fitted on {m['examples']:,} questions in {m['train_seconds']:.0f} s"
     return f"loss {m['loss']:.4f} after {m['steps']} steps{early}{kept} in {m['train_seconds']:.0f} s"

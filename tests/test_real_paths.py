@@ -294,7 +294,7 @@ def test_predict_of_a_classifier_fold_without_a_model_is_one_line(demo_root: Pat
 
 
 def test_backbone_configs_that_build_are_not_refused() -> None:
-    from competition.plan import plan_classifier
+    from competition.families.classifier import plan_classifier
 
     vit = {"model_type": "vit", **SMALL, "image_size": 48, "patch_size": 8}
     for c in (ClassifierConfig(image_size=48), ClassifierConfig(image_size=48, vision_config=vit)):

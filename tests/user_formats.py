@@ -45,7 +45,7 @@ from transformers import (
     LlavaProcessor,
 )
 
-from competition.modeling import CLIP_MEAN, CLIP_STD
+from competition.images import CLIP_MEAN, CLIP_STD
 
 KINDS = ("llava_hf", "clip_vision", "clip_model", "llama", "llama_sentencepiece")
 IMAGE_TOKEN = "<image>"
