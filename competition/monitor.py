@@ -19,11 +19,11 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 from transformers import TrainerCallback
 
-from competition.config import Config, DecodingConfig
-from competition.data import ANSWER, IMAGE, QUESTION
+from competition.config import Config
+from competition.data import IMAGE
 from competition.io import atomic_open
-from competition.metrics import question_types
 from competition.normalize import AnswerNormalizer
+from competition.scoring import GREEDY, QuestionSet
 
 METRIC = "accuracy"  # what early stopping and the best checkpoint follow; Trainer logs it as eval_accuracy
 
@@ -47,27 +47,22 @@ def held_out_rows(cfg: Config, train_rows: pd.DataFrame, val_rows: pd.DataFrame)
 
 
 class AccuracyProbe:
-    """Greedy answers of the engine (built on the model in training) on the held-out sample, scored with the
-    competition's normalizer."""
+    """Greedy answers of the engine (built on the model in training) on the held-out sample, scored like the
+    competition (scoring.QuestionSet)."""
 
     def __init__(self, cfg: Config, rows: pd.DataFrame, engine: Any, normalizer: AnswerNormalizer) -> None:
-        self.prompt, self.engine, self.normalizer = cfg.train.prompt, engine, normalizer
-        self.questions, self.image_ids = rows[QUESTION].tolist(), rows[IMAGE].tolist()
-        self.gold = normalizer(rows[ANSWER]).to_numpy()
-        self.types = question_types(rows[QUESTION]).to_numpy()
+        self.prompt, self.engine, self.questions = cfg.train.prompt, engine, QuestionSet(rows, normalizer)
 
     def __call__(self, model: Any) -> dict[str, float]:
         """{'accuracy': overall, 'accuracy/<question type>': per type} of the model as it is now."""
         was_training = model.training
         model.eval()
         try:
-            batches = self.engine.answer(self.prompt, DecodingConfig(), self.questions, self.image_ids)
-            answers = sorted((a for batch in batches for a in batch), key=lambda a: a.row)
+            right = self.questions.right(self.engine, self.prompt, GREEDY)
         finally:
             model.train(was_training)
-        right = pd.Series(self.normalizer(pd.Series([a.text for a in answers], dtype=str)).to_numpy() == self.gold)
-        per_type = right.groupby(self.types).mean()
-        return {METRIC: float(right.mean()), **{f"{METRIC}/{t}": float(v) for t, v in per_type.items()}}
+        per_type = self.questions.by_type(right)
+        return {METRIC: float(right.mean()), **{f"{METRIC}/{t}": v for t, v in per_type.items()}}
 
 
 class PruneOnEvaluate(TrainerCallback):

@@ -23,11 +23,12 @@ import optuna
 import pandas as pd
 
 from competition.config import Config, DecodingConfig, TrainConfig
-from competition.data import ANSWER, IMAGE, QUESTION, Competition
+from competition.data import Competition
 from competition.errors import ConfigError, WorkerError
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_yaml
 from competition.normalize import AnswerNormalizer
+from competition.scoring import QuestionSet
 from competition.tuned import save_tuned, with_train
 from competition.vote import FUZZY_THRESHOLD, METHODS, score, vote, vote_rows
 
@@ -146,18 +147,10 @@ class DecodingObjective:
     def __init__(self, cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int) -> None:
         from competition.families import fold_engine
         val = fold_rows(comp, folds, fold, "val")
-        self.val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
-        self.normalizer = AnswerNormalizer.of(cfg, comp)
-        self.gold = self.normalizer(self.val[ANSWER])
+        val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
+        self.questions = QuestionSet(val, AnswerNormalizer.of(cfg, comp))
         self.engine = fold_engine(cfg, comp, folds, fold, "train", cache=True)
-        self.questions, self.images = self.val[QUESTION].tolist(), self.val[IMAGE].tolist()
         self.prompts, self.chunks = cfg.predict.prompts, cfg.tune.prune_chunks
-
-    def accuracy(self, prompt: str, d: DecodingConfig, rows: list[int]) -> float:
-        """Normalized accuracy of one decoding on the given validation rows."""
-        raw = {a.row: a.text for batch in self.engine.answer(prompt, d, self.questions, self.images, rows) for a in batch}
-        pred = self.normalizer(pd.Series([raw[r] for r in rows], dtype=str))
-        return float((pred.to_numpy() == self.gold.iloc[rows].to_numpy()).mean())
 
     def __call__(self, trial: optuna.Trial) -> float:
         prompt, d = decoding_space(trial, self.prompts)
@@ -166,7 +159,7 @@ class DecodingObjective:
         correct, done = 0.0, 0
         for step, end in enumerate(bounds):
             rows = list(range(done, end))
-            correct += self.accuracy(prompt, d, rows) * len(rows)
+            correct += float(self.questions.right(self.engine, prompt, d, rows).sum())
             done = end
             trial.report(correct / done, step)
             if trial.should_prune():
