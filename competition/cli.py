@@ -57,16 +57,17 @@ def config_from(config: Path | None, overrides: list[str] | None) -> Config:
 @app.command()
 @fails_cleanly
 def data(
-    out_dir: Annotated[Path, typer.Option("--out", help="folder to write the demo competition into")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to write the competition into")],
     train_images: Annotated[int, typer.Option(help="training images")] = 3000,
     test_images: Annotated[int, typer.Option(help="test images")] = 300,
     questions_per_image: Annotated[int, typer.Option(help="questions per image")] = 4,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
+    kind: Annotated[str, typer.Option(help="grid (the demo), object, wide, exist, count, glyphs or lighting")] = "grid",
 ) -> None:
-    """Write the synthetic demo data set in the competition's layout."""
+    """Write a synthetic competition in the competition's layout (--kind: which one of the suite)."""
     from competition.synthetic import generate
 
-    n = generate(out_dir, train_images, test_images, questions_per_image, seed)
+    n = generate(out_dir, train_images, test_images, questions_per_image, seed, kind=kind)
     say(f"wrote {out_dir}: {n['train']} / {n['test']} train / test questions on {n['train_images']} / {n['test_images']} images")
 
 
@@ -121,8 +122,10 @@ def train(
             say(line)
         return
     from competition.pipeline import stage_inputs
+    from competition.plan import check_model
     from competition.train import train_fold, trained_summary
 
+    check_model(cfg)  # a model that cannot be built is refused before folds.csv or config.yaml is written
     comp, folds = stage_inputs(cfg)
     cfg.save()
     with progress_bar() as bar:
@@ -297,10 +300,10 @@ def demo(
 def config_at_seed(spec: str, overrides: list[str]) -> Config:
     """A --with entry: PATH, or PATH@SEED for the config at another run seed, as experiment <name>_seed<SEED>."""
     path, at, seed = spec.rpartition("@")
+    if not (path if at else spec) or (at and not seed.isdigit()):
+        raise ConfigError(f"--with {spec}: expected PATH or PATH@SEED with a whole-number seed")
     if not at:
         return config_from(Path(spec), overrides)
-    if not seed.isdigit():
-        raise ConfigError(f"--with {spec}: expected PATH or PATH@SEED with a whole-number seed")
     name = config_from(Path(path), overrides).experiment
     return config_from(Path(path), [*overrides, f"seed={seed}", f"experiment={name}_seed{seed}"])
 
@@ -310,8 +313,10 @@ def config_at_seed(spec: str, overrides: list[str]) -> Config:
 def train_every_fold(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Train every fold that has no finished model yet (one process; see Scaling out for more)."""
     from competition.pipeline import stage_inputs, train_all
+    from competition.plan import check_model
 
     cfg = config_from(config, set_)
+    check_model(cfg)
     train_all(cfg, *stage_inputs(cfg))
 
 

@@ -8,16 +8,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from competition.errors import ConfigError
 from competition.io import atomic_write_yaml
-from competition.overrides import apply_overrides, check_keys, read_yaml
+from competition.overrides import apply_overrides, bad_value, check_keys, read_yaml
 
 VoteMethod = Literal["majority", "weighted", "fuzzy", "soft"]  # the ensemble's vote methods (competition.vote)
+
+
+def _folder_name(name: str) -> str:
+    """An experiment name is one folder under experiments/: never empty, '.', '..' or a path."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not name.strip("."):
+        raise ValueError("not one folder name under experiments/ (letters, digits, '_', '.', '-'; not '.' or '..')")
+    return name
+
+
+ExperimentName = Annotated[str, AfterValidator(_folder_name)]
 
 
 class Section(BaseModel):
@@ -99,14 +110,25 @@ class ClassifierConfig(Section):
     max_answers: int = Field(3129, ge=2, description="answers the head scores: the fold's most common (VQA's 3,129)")
 
 
+FAMILY_NAMES = {"llava", "classifier", "vlm"}  # the built-in families; competition.families.register adds others
+
+
 class ModelConfig(Section):
     """Which model to build or load, and how images are shaped for it."""
 
-    family: Literal["llava", "classifier", "vlm"] = Field(
+    family: str = Field(
         "llava",
         description="llava: a generative LLaVA (source picks which); classifier: an answer-vocabulary classifier; "
-        "vlm: any image-text-to-text model of transformers from name_or_path (Qwen2.5-VL, SmolVLM, PaliGemma, ...)",
+        "vlm: any image-text-to-text model of transformers from name_or_path (Qwen2.5-VL, SmolVLM, PaliGemma, ...); "
+        "or any family registered with competition.families.register",
     )
+
+    @field_validator("family")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in FAMILY_NAMES:
+            raise ValueError(f"not a registered family; one of {', '.join(sorted(FAMILY_NAMES))}")
+        return name
     source: Literal["tiny", "pretrained", "from_parts"] = Field(
         "tiny", description="tiny: random-init offline model; pretrained: llava-hf id/path; from_parts: vision + LM"
     )
@@ -149,7 +171,7 @@ class TrainConfig(Section):
     mode: Literal["projector", "lora", "full"] = Field("full", description="what trains")
     prompt: str = Field("short_answer", description="prompt template the model is trained on")
     epochs: float = Field(1.0, gt=0, description="passes over the fold's training questions")
-    max_steps: int = Field(-1, description="stop after this many optimizer steps (-1: epochs decide)")
+    max_steps: int = Field(-1, ge=-1, description="stop after this many optimizer steps (-1: epochs decide)")
     learning_rate: float = Field(2e-3, gt=0, description="language model (and default) learning rate")
     vision_lr: float | None = Field(None, description="vision tower learning rate (default: learning_rate)")
     projector_lr: float | None = Field(None, description="projector learning rate (default: learning_rate)")
@@ -160,49 +182,43 @@ class TrainConfig(Section):
     per_device_batch_size: int = Field(16, ge=1, description="training conversations per device per step")
     grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (ignored if effective_batch_size set)")
     effective_batch_size: int | None = Field(None, ge=1, description="batch x accumulation x processes; sets accumulation")
-    max_length: int = Field(
-        128,
-        ge=8,
-        description="text tokens of a training conversation (questions + answers, all turns); image tokens on top",
-    )
+    max_length: int = Field(128, ge=8, description="text tokens of a training conversation (questions + answers, all "
+                            "turns); image tokens on top")  # fmt: skip
     pack_questions: int = Field(1, ge=1, description="questions of one image per training conversation (multi-turn)")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        "auto",
-        description="mixed precision of the forward/backward pass (weights that train stay float32); auto: bf16 "
-        "on a CUDA card that has it, fp16 on older CUDA cards, fp32 on CPU. TF32 matmuls are on wherever the card has them",
-    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="mixed precision of the forward/"
+        "backward pass (weights that train stay float32); auto: bf16 on a CUDA card that has it, fp16 on older CUDA "
+        "cards, fp32 on CPU. TF32 matmuls are on wherever the card has them")  # fmt: skip
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     cache_images: bool = Field(False, description="keep preprocessed images in memory (small data sets)")
-    eval_steps: int | None = Field(
-        None,
-        ge=0,
-        description="optimizer steps between in-training evaluations (greedy answers scored like the competition), "
-        "each of which writes a checkpoint; None: every epoch; 0: never (no early stopping, no best checkpoint)",
-    )
-    eval_split: Literal["inner", "val"] = Field(
-        "inner",
-        description="what the in-training evaluation answers: inner, a share of the fold's training images kept out "
-        "of training (OOF stays honest); val, the fold's validation questions (optimistic: they choose the step)",
-    )
+    eval_steps: int | None = Field(None, ge=0, description="optimizer steps between in-training evaluations (greedy "
+        "answers scored like the competition), each of which writes a checkpoint; None: every epoch; 0: never (no early "
+        "stopping, no best checkpoint)")  # fmt: skip
+    eval_split: Literal["inner", "val"] = Field("inner", description="what the in-training evaluation answers: inner, "
+        "a share of the fold's training images kept out of training (OOF stays honest); val, the fold's validation "
+        "questions (optimistic: they choose the step)")  # fmt: skip
     eval_fraction: float = Field(0.05, gt=0, lt=0.5, description="inner split: share of the fold's training images held out")
     eval_questions: int = Field(400, ge=1, description="questions answered per in-training evaluation (a fixed sample)")
-    patience: int | None = Field(
-        5, ge=1, description="evaluations without a gain over min_delta before training stops; None: never early"
-    )
+    patience: int | None = Field(5, ge=1, description="evaluations without a gain over min_delta before training "
+                                 "stops; None: never early")  # fmt: skip
     min_delta: float = Field(0.0, ge=0, description="held-out accuracy gain that resets the patience count")
-    max_minutes: float | None = Field(
-        None, gt=0, description="training minutes of one run at most; it stops cleanly and keeps the best checkpoint"
-    )
-    save_steps: int = Field(
-        500, ge=1, description="optimizer steps between checkpoints (resume points) when eval_steps=0"
-    )
+    max_minutes: float | None = Field(None, gt=0, description="training minutes of one run at most; it stops cleanly "
+                                      "and keeps the best checkpoint")  # fmt: skip
+    save_steps: int = Field(500, ge=1, description="optimizer steps between checkpoints (resume points) when eval_steps=0")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept (the best one always); older ones are deleted")
     logging_steps: int = Field(10, ge=1, description="optimizer steps between train_log.jsonl lines")
     report_to: list[str] = Field([], description="e.g. [wandb] or [tensorboard]")
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json)")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: the main process)")
     lora: LoraSettings = LoraSettings()
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, steps: int) -> int:
+        """0 would train nothing: HF Trainer reads it as -1 and trains every epoch instead."""
+        if steps == 0:
+            raise ValueError("0 steps trains nothing; -1 lets the epochs decide, else a positive step count")
+        return steps
 
 
 class DecodingConfig(Section):
@@ -213,9 +229,8 @@ class DecodingConfig(Section):
     do_sample: bool = Field(False, description="sample each row's answer (seeded by the row and `seed`)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="sampling nucleus: the smallest token set of this probability")
-    max_new_tokens: int | None = Field(
-        None, ge=1, description="generated tokens at most; default: the longest tokenized training answer + EOS"
-    )
+    max_new_tokens: int | None = Field(None, ge=1, description="generated tokens at most; default: the longest "
+                                       "tokenized training answer + EOS")  # fmt: skip
     length_penalty: float = Field(1.0, description="beam search: exponent of the length normalisation")
     constrained: bool = Field(False, description="generate only answers of the fold's training vocabulary")
     rank: int = Field(0, ge=0, description="> 0: score the N most common training answers by likelihood, take the best")
@@ -245,29 +260,21 @@ class NormalizeConfig(Section):
         description="VQA-eval rules, applied in their fixed order",
     )
     protect: bool = Field(True, description="never merge two distinct training answers (e.g. 'none' and '0')")
-    snap_cutoff: float | None = Field(
-        None,
-        ge=0,
-        le=100,
-        description="snap every prediction to the training answers at this rapidfuzz similarity, before scoring",
-    )
+    snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap every prediction to the training answers "
+                                      "at this rapidfuzz similarity, before scoring")  # fmt: skip
 
 
 class PredictConfig(Section):
     """The inference engine: prompts x decodings, batching, prefix reuse."""
 
-    prompts: list[str] | None = Field(
-        None, min_length=1, description="prompt templates to run; default: [train.prompt], the one the model learned"
-    )
+    prompts: list[str] | None = Field(None, min_length=1, description="prompt templates to run; default: [train.prompt], "
+                                      "the one the model learned")  # fmt: skip
     decodings: list[DecodingConfig] = Field([DecodingConfig()], min_length=1, description="decodings, each with every prompt")
     batch_size: int = Field(32, ge=1, description="questions per batch (halved and retried on out-of-memory)")
-    prefix_cache: bool | Literal["auto"] = Field(
-        "auto",
-        description="encode each image's shared prefix once and reuse its KV cache; auto: when the prefix is long",
-    )
-    max_length: int = Field(
-        128, ge=8, description="text tokens of one inference prompt (a single question, no answer); image tokens on top"
-    )
+    prefix_cache: bool | Literal["auto"] = Field("auto", description="encode each image's shared prefix once and reuse "
+                                                 "its KV cache; auto: when the prefix is long")  # fmt: skip
+    max_length: int = Field(128, ge=8, description="text tokens of one inference prompt (a single question, no answer); "
+                            "image tokens on top")  # fmt: skip
     alternatives: int = Field(4, ge=0, description="next most likely answers kept with their log-probabilities where the "
                               "model scores every answer (a classifier, rank decoding): the soft vote adds them up")
 
@@ -289,7 +296,7 @@ class EnsembleConfig(Section):
     per_type: bool = Field(True, description="also try weights fitted per question type (scored by nested CV)")
     stack: bool = Field(True, description="also try logistic stackers over the members' answers and log-probabilities: "
                         "one for all questions, one with coefficients per question type")
-    experiments: list[str] = Field([], description="other experiments (same folds.csv) whose members join the blend")
+    experiments: list[ExperimentName] = Field([], description="other experiments (same folds.csv) whose members join the blend")
     external: list[ExternalMember] = Field([], description="prediction sets from outside that join the test vote")
     snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap only the submission's voted answers to "
                                       "the training answers (members stay as predicted)")
@@ -303,17 +310,14 @@ class TuneConfig(Section):
     fold: int = Field(0, ge=0, description="fold whose validation questions the decoding study scores")
     max_questions: int = Field(400, ge=10, description="validation questions per decoding trial")
     prune_chunks: int = Field(4, ge=1, description="partial evaluations per trial reported to the pruner")
-    min_gain: float = Field(
-        0.01, ge=0, description="tuned training or decoding must beat the config's own by this much, else it stays"
-    )
+    min_gain: float = Field(0.01, ge=0, description="tuned training or decoding must beat the config's own by this "
+                            "much, else it stays")  # fmt: skip
 
 
 class Config(Section):
     """The whole run: one YAML file."""
 
-    experiment: str = Field(
-        "demo", pattern=r"^[A-Za-z0-9_.-]+$", description="experiment name (folder under experiments/)"
-    )
+    experiment: ExperimentName = Field("demo", description="experiment name (folder under experiments/)")
     workdir: Path = Field(Path("."), description="experiments/ and submissions/ are created under it")
 
     @field_validator("workdir")
@@ -393,7 +397,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{source}: bad value for '{key}': {msg} (got {err.get('input')!r})") from None
+        raise bad_value(e, source) from None

@@ -118,6 +118,17 @@ def check_unique(df: pd.DataFrame, path: Path, col: str) -> None:
         )
 
 
+def check_disjoint(df: pd.DataFrame, path: Path, other: pd.DataFrame, other_path: Path, col: str) -> None:
+    """Refuse an ID of `df` that `other` has too (a test question that is also a training one), naming both lines."""
+    shared = df[col].isin(other[col])
+    if shared.any():
+        i = int(shared.to_numpy().argmax())
+        value = df[col].iloc[i]
+        j = int((other[col] == value).to_numpy().argmax())
+        raise DataError(f"{path}: line {_line(path, i)}, column '{col}': ID '{value}' is also a training ID "
+                        f"({other_path}: line {_line(other_path, j)})")  # fmt: skip
+
+
 def read_answers(path: Path, id_col: str, answer_col: str) -> pd.DataFrame:
     """A table in the submission's format (the user's id and answer columns), checked, as columns ID, ANSWER."""
     df = read_table(path, [id_col, answer_col])
@@ -200,6 +211,7 @@ def load_competition(cfg: DataConfig) -> Competition:
     ):
         check_not_empty(df, path, cols)
         check_unique(df, path, c.id_col)
+    check_disjoint(test, test_path, train, train_path, c.id_col)
     check_no_placeholder(train, train_path, [c.question_col, c.answer_col])
     check_no_placeholder(test, test_path, [c.question_col])
     extra = ~sample[c.id_col].isin(test[c.id_col])

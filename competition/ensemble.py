@@ -20,12 +20,12 @@ import pandas as pd
 from competition.blend import Blend, apply_blend, choose_blend, nested_cv
 from competition.config import Config
 from competition.data import ANSWER, ID, QUESTION, Competition, read_answers
-from competition.errors import DataError
+from competition.errors import ConfigError, DataError
 from competition.external import load_external
 from competition.metrics import majority_baseline, question_types
 from competition.normalize import AnswerNormalizer, snap_to_vocab
-from competition.predict import experiment_of, member_rows, oof_frame
-from competition.submit import read_sidecar, write_submission
+from competition.predict import expected_ids, experiment_of, member_rows, oof_frame
+from competition.submit import SAFE_NAME, read_sidecar, write_submission
 from competition.tuned import load_tuned
 from competition.vote import VOTE_COLUMNS, Candidate, score, vote, vote_rows
 
@@ -45,10 +45,10 @@ def candidates(cfg: Config) -> list[Candidate]:
     return out
 
 
-def test_frame(cfg: Config, normalizer: AnswerNormalizer) -> pd.DataFrame:
+def test_frame(cfg: Config, normalizer: AnswerNormalizer, expected: dict[int, set[str]] | None = None) -> pd.DataFrame:
     """All folds' test rows of every member as vote input: id, member (fold/prompt/decoding), base (prompt/decoding),
-    answer, logprob."""
-    rows = member_rows(cfg, normalizer, "test")
+    answer, logprob; `expected` (fold -> ids) checks each file's questions."""
+    rows = member_rows(cfg, normalizer, "test", expected)
     rows["base"] = rows["prompt"] + "/" + rows["decoding"]
     rows["member"] = "fold" + rows["fold"].astype(str) + "/" + rows["base"]
     return rows
@@ -112,12 +112,14 @@ def choose(cfg: Config, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, fo
 def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str = "ensemble") -> dict[str, Any]:
     """Choose the blend on OOF (scored by nested CV), vote the test set, write the ensemble and best-member
     submissions."""
+    if not SAFE_NAME.fullmatch(name):
+        raise ConfigError(f"--name '{name}': expected a file name of letters, digits, '.', '_', '-' (a letter or digit first)")
     oof, qtype, normalizer = oof_frame(cfg, comp, folds), question_type_of(comp), AnswerNormalizer.of(cfg, comp)
     gold = oof.drop_duplicates("id").set_index("id")["gold"]
     singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False, kind="stable")
     truth = read_solution(comp, normalizer)  # a bad solution.csv stops the stage before anything is written
     blend, cv, in_sample = choose(cfg, oof, gold, qtype, folds)
-    test = test_frame(cfg, normalizer)
+    test = test_frame(cfg, normalizer, expected_ids(comp, folds, "test"))
     ext_rows, ext_weights = externals(cfg)
     ext_rows["answer"] = normalizer(ext_rows["answer"].astype(str)).to_numpy()
     final = with_externals(blend, ext_weights, sorted(test["base"].unique()))

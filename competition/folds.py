@@ -78,10 +78,18 @@ def read_folds(cfg: Config) -> pd.DataFrame:
     path = cfg.exp_dir / "folds.csv"
     if not path.is_file():
         raise DataError(f"{path}: not found; run `python -m competition folds` first")
-    folds = pd.read_csv(path, dtype={ID: str, IMAGE: str, "fold": int}, keep_default_na=False)
+    try:
+        folds = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot parse CSV: {str(e).splitlines()[0]}; rerun `folds`") from None
     if list(folds.columns) != [ID, IMAGE, "fold"]:
         raise DataError(f"{path}: columns are '{','.join(folds.columns)}', not '{ID},{IMAGE},fold'; rerun `folds`")
-    return folds
+    for col, bad, what in ((ID, folds[ID].duplicated(), "repeats an ID"),
+                           ("fold", ~folds["fold"].str.fullmatch(r"\d+"), "is not a fold number")):  # fmt: skip
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise DataError(f"{path}: line {i + 2}, column '{col}': '{folds[col].iloc[i]}' {what}; rerun `folds`")
+    return folds.astype({"fold": int})
 
 
 def fold_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> pd.DataFrame:
@@ -94,6 +102,8 @@ def fold_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) -> 
         )
     in_fold = comp.train[ID].map(folds.set_index(ID)["fold"])
     if in_fold.isna().any():
-        raise ConfigError("folds.csv does not cover train.csv; rerun `python -m competition folds`")
+        missing = comp.train[ID][in_fold.isna().to_numpy()].iloc[0]
+        raise ConfigError(f"folds.csv does not cover train.csv (no fold for ID '{missing}'); rerun `python -m competition "
+                          f"folds`")  # fmt: skip
     mask = in_fold == fold if split == "val" else in_fold != fold
     return comp.train[mask.to_numpy()].reset_index(drop=True)

@@ -1,4 +1,5 @@
-"""Atomic file writes: every file the toolkit writes goes to a temporary name, then is renamed."""
+"""Atomic file writes (every file the toolkit writes goes to a temporary name, then is renamed) and line-checked
+JSON Lines reads."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import IO, Any
 
 import pandas as pd
 import yaml
+
+from competition.errors import DataError
 
 
 @contextmanager
@@ -83,3 +86,24 @@ def markdown_table(df: pd.DataFrame) -> str:
     rows = [" | ".join(map(str, df.columns)), " | ".join("---" for _ in df.columns)]
     rows += [" | ".join(cell(v) for v in r) for r in df.itertuples(index=False)]
     return "".join(f"| {r} |\n" for r in rows)
+
+
+def is_number(v: Any) -> bool:
+    """A finite JSON number (not a bool, NaN or infinite)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_jsonl(path: Path, strict: bool = False, fix: str = "") -> list[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSON Lines file; a DataError names the file and line of one
+    that is not JSON. A last line without its line end (a killed writer's) is skipped, or refused when `strict`."""
+    lines = path.read_bytes().split(b"\n")
+    if lines.pop() and strict:
+        raise DataError(f"{path}: line {len(lines) + 1}: cut short (no line end), its writer was killed{'; ' + fix if fix else ''}")
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append((n, json.loads(line)))
+            except ValueError:
+                raise DataError(f"{path}: line {n}: not JSON: {line[:60].decode('utf-8', 'replace')!r}") from None
+    return rows

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from competition.errors import ConfigError
 
@@ -29,7 +29,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseModel] | None = None) -> dict[str, Any]:
     """Set each dotted key of `overrides` in the nested dict `raw` (a copy is returned). A key inside a dict-valued
-    field of `model` that the file leaves out changes one entry of the field's default, not the whole dict."""
+    field of `model` that the file leaves out changes one entry of the field's default, not the whole dict; a mapping
+    set on a section of `model` changes the keys it names, not the whole section."""
     out = json.loads(json.dumps(raw, default=str))
     for item in overrides:
         path, value = parse_override(item)
@@ -39,19 +40,33 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], model: type[BaseM
             if not isinstance(node.get(part), dict):
                 default = field.get_default(call_default_factory=True) if field else None
                 node[part] = json.loads(json.dumps(default)) if isinstance(default, dict) else {}
-            ann = field.annotation if field else None
-            section = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+            section = section_type(section, part)
             node = node[part]
-        node[path[-1]] = value
+        node[path[-1]] = merged(node.get(path[-1]), value, section_type(section, path[-1]))
     return out
 
 
-def read_yaml(path: Path) -> Any:
+def section_type(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+    """The section (model class) that field `name` of `model` holds; None for any other field."""
+    field = model.model_fields.get(name) if model else None
+    ann = field.annotation if field else None
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def merged(current: Any, value: Any, section: type[BaseModel] | None) -> Any:
+    """`value` set on a field holding `current`: a mapping set on a section merges into it key by key (nested
+    sections too); anything else replaces it."""
+    if section is None or not isinstance(value, dict) or not isinstance(current, dict):
+        return value
+    return {**current, **{k: merged(current.get(k), v, section_type(section, k)) for k, v in value.items()}}
+
+
+def read_yaml(path: Path, what: str = "a config") -> Any:
     """A YAML file's content; a ConfigError with line and column when it is not text or not YAML."""
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); a config is YAML text") from None
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); {what} is YAML text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -83,3 +98,11 @@ def check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, source:
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(value, dict):
             check_keys(value, ann, f"{prefix}{key}.", source)
+
+
+def bad_value(e: ValidationError, source: str, section: str = "") -> ConfigError:
+    """A validation's first error as one line naming `source` and the dotted key (under `section`)."""
+    err = e.errors()[0]
+    key = ".".join(str(p) for p in (section, *err["loc"]) if p != "")
+    msg = err["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{source}: bad value for '{key}': {msg} (got {err.get('input')!r})")

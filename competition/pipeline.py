@@ -10,18 +10,24 @@ Each step skips what is already done, so a rerun after an interruption continues
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from competition.config import Config
 from competition.console import beside_others, progress_bar, say, tracker, warn
 from competition.data import Competition, load_competition
+from competition.errors import ConfigError
 from competition.folds import read_folds, write_folds
 
 
 def stage_inputs(cfg: Config, make_folds: bool = True) -> tuple[Competition, pd.DataFrame]:
     """The competition and its folds; with `make_folds`, a missing folds.csv is written first (deterministic,
-    never overwritten); stages that read earlier outputs (cv, tune, ensemble) refuse instead."""
+    never overwritten); stages that read earlier outputs (cv, tune, ensemble) refuse instead. A hand-edited
+    tuned.yaml that does not fit is refused first."""
+    from competition.tuned import load_tuned
+
+    load_tuned(cfg)
     comp = load_competition(cfg.data)
     if make_folds and not (cfg.exp_dir / "folds.csv").is_file():
         path, _ = write_folds(cfg, comp.train)
@@ -67,7 +73,9 @@ def write_demo_data(cfg: Config) -> None:
 def run_member(cfg: Config) -> None:
     """Folds, every fold's training and prediction, and CV of one experiment."""
     from competition.cv import run_cv
+    from competition.plan import check_model
 
+    check_model(cfg)
     comp, folds = stage_inputs(cfg)
     cfg.save()
     train_all(cfg, comp, folds)
@@ -125,6 +133,8 @@ def run_demo(cfg: Config, others: Sequence[Config] = (), jobs: int = 1) -> None:
     from competition.tune import run_study
     from competition.tuned import load_tuned, tuned_job
 
+    for other in others:
+        check_same_folds(cfg, other)
     run_members([cfg, *others], jobs)
     comp, folds = stage_inputs(cfg)
     if "decoding" not in load_tuned(cfg):
@@ -136,3 +146,21 @@ def run_demo(cfg: Config, others: Sequence[Config] = (), jobs: int = 1) -> None:
             run_cv(cfg, comp, folds)
         else:
             say("[predict] the tuned decoding decodes as a configured one: nothing new to predict")
+
+
+FOLD_KEYS = ("folds.k", "folds.seed", "folds.max_strata", "data.root", "data.train_csv", "data.id_col", "data.image_col",
+             "data.answer_col")  # what decides folds.csv  # fmt: skip
+
+
+def check_same_folds(cfg: Config, other: Config) -> None:
+    """A ConfigError, before anything trains, unless `other` makes (or has) the folds.csv of `cfg`: the blend joins
+    experiments of one folds.csv only."""
+    for key in FOLD_KEYS:
+        section, name = key.split(".")
+        mine, theirs = getattr(getattr(cfg, section), name), getattr(getattr(other, section), name)
+        if mine != theirs and not (isinstance(mine, Path) and mine.resolve() == theirs.resolve()):
+            raise ConfigError(f"--with {other.experiment}: {key}={theirs} differs from {cfg.experiment}'s {key}={mine}; "
+                              f"the blend needs one folds.csv: give both the same {key}")  # fmt: skip
+    mine, theirs = cfg.exp_dir / "folds.csv", other.exp_dir / "folds.csv"
+    if mine.is_file() and theirs.is_file() and mine.read_bytes() != theirs.read_bytes():
+        raise ConfigError(f"--with {other.experiment}: {theirs} differs from {mine}; the blend needs one folds.csv")

@@ -6,12 +6,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import Field, ValidationError
 
-from competition.config import Config, DecodingConfig
-from competition.io import atomic_write_yaml
+from competition.config import Config, DecodingConfig, Section, TrainConfig, VoteMethod
+from competition.errors import ConfigError
+from competition.io import atomic_write_yaml, is_number
+from competition.overrides import bad_value, check_keys, read_yaml
+from competition.prompts import TEMPLATES
+
+SCORES = ("train_score", "decoding_score", "vote_score")  # each study's best value beside its section
+
+
+class TunedVote(Section):
+    """tuned.yaml's vote section: the vote study's best method, fuzzy threshold and member weights."""
+
+    method: VoteMethod
+    threshold: float = Field(90.0, ge=0, le=100)
+    weights: dict[str, Annotated[float, Field(ge=0)]] | None = None
 
 
 def tuned_path(cfg: Config) -> Path:
@@ -22,16 +35,53 @@ def tuned_path(cfg: Config) -> Path:
 def save_tuned(cfg: Config, section: dict[str, Any]) -> Path:
     """Merge a study's best parameters into tuned.yaml (sections of other studies are kept)."""
     path = tuned_path(cfg)
-    current = yaml.safe_load(path.read_text()) if path.exists() else {}
-    current.update(section)
-    atomic_write_yaml(current, path)
+    atomic_write_yaml({**load_tuned(cfg), **section}, path)
     return path
 
 
 def load_tuned(cfg: Config) -> dict[str, Any]:
-    """The tuned parameters of the experiment ({} before any study)."""
+    """The tuned parameters of the experiment ({} before any study); a ConfigError names the file and key of a
+    hand edit that is not YAML, not a mapping, or has an unknown key or a bad value."""
     path = tuned_path(cfg)
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    if not path.exists():
+        return {}
+    tuned = read_yaml(path, "tuned.yaml")
+    if not isinstance(tuned, dict):
+        raise ConfigError(f"{path}: expected a mapping of train, decoding, vote and their scores, got {tuned!r:.60}")
+    return {key: checked_section(cfg, path, str(key), value) for key, value in tuned.items()}
+
+
+def checked_section(cfg: Config, path: Path, key: str, value: Any) -> Any:
+    """One top-level entry of tuned.yaml, validated (the vote section with its defaults filled in)."""
+    if key in SCORES:
+        if not is_number(value):
+            raise ConfigError(f"{path}: bad value for '{key}': expected a number (got {value!r})")
+        return value
+    if key not in ("train", "decoding", "vote"):
+        raise ConfigError(f"{path}: unknown key '{key}' (valid keys: train, decoding, vote, {', '.join(SCORES)})")
+    if not isinstance(value, dict) and not (key == "train" and value is None):
+        raise ConfigError(f"{path}: bad value for '{key}': expected a mapping (got {value!r:.60})")
+    try:
+        if key == "train":
+            check_keys(value or {}, TrainConfig, "train.", str(path))
+            with_train(cfg, value or {})
+        elif key == "decoding":
+            check_decoding(path, value)
+        else:
+            return TunedVote.model_validate(value).model_dump()
+    except ValidationError as e:
+        raise bad_value(e, str(path), "" if key == "train" else key) from None
+    return value
+
+
+def check_decoding(path: Path, d: dict[str, Any]) -> None:
+    """Refuse a decoding section without a known prompt or with a key or value DecodingConfig refuses."""
+    rest = {k: v for k, v in d.items() if k != "prompt"}
+    if d.get("prompt") not in TEMPLATES:
+        raise ConfigError(f"{path}: bad value for 'decoding.prompt': expected one of {', '.join(TEMPLATES)} "
+                          f"(got {d.get('prompt')!r})")  # fmt: skip
+    check_keys(rest, DecodingConfig, "decoding.", str(path))
+    DecodingConfig(**rest)
 
 
 def with_train(cfg: Config, params: dict[str, Any], **top: Any) -> Config:

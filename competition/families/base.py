@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from competition.config import Config, DecodingConfig
+from competition.config import FAMILY_NAMES, Config, DecodingConfig
 from competition.data import ANSWER, QUESTION, Competition
 from competition.engine import Answer
 from competition.errors import ConfigError
@@ -88,6 +88,7 @@ def register(name: str) -> Callable[[type], type]:
 
     def add(cls: type) -> type:
         FAMILIES[name] = cls
+        FAMILY_NAMES.add(name)  # model.family accepts it from now on
         return cls
 
     return add
