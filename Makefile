@@ -36,8 +36,10 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q -n auto --dist worksteal
 
+# The unit tier alone: no test trains a model (under a minute on 2 cores); `tier=train` or `tier=e2e` runs another.
+tier ?= unit
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist worksteal -m $(tier)
 
 # Mutation testing of the pure modules (config in pyproject.toml [tool.mutmut]); an hour or more on 2 cores.
 mutate: install

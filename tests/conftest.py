@@ -20,19 +20,43 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs `pytest -n auto`: 
     torch.set_num_threads(1)
 
 
+TIERS = ("e2e", "train")  # marked by hand; every other test is a unit test (no training, seconds)
+
+
 def minutes(item: pytest.Item) -> float:
-    """A test's rough cost: `@pytest.mark.slow(minutes=N)`, 1 for a plain slow mark, 0 unmarked."""
-    mark = item.get_closest_marker("slow")
-    return 0 if mark is None else mark.kwargs.get("minutes", 1)
+    """A test's rough cost on one core: `minutes=N` of its tier mark (`train` 0.1, `e2e` 1 unless given), 0 for a
+    unit test."""
+    for tier, default in zip(TIERS, (1.0, 0.1), strict=True):
+        if mark := item.get_closest_marker(tier):
+            return mark.kwargs.get("minutes", default)
+    return 0.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests first, so that parallel workers start on them and finish together on the short ones.
+    """Tiers: a test that uses the `trained` fixture is a `train` test, an unmarked one a `unit` test. Then the
+    longest tests first, so that parallel workers start on them and finish together on the short ones.
     `--dist worksteal` hands each worker a contiguous share of this order (and steals from the shares' ends), so
     the tests are dealt round-robin into one share per worker: each share starts with its own long tests."""
+    for item in items:
+        if "trained" in getattr(item, "fixturenames", ()) and not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(pytest.mark.train)
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(pytest.mark.unit)
     items.sort(key=minutes, reverse=True)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     items[:] = [test for share in range(workers) for test in items[share::workers]]
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_do_not_train(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test that starts HF Trainer fails: it belongs to the `train` tier (mark it)."""
+    if request.node.get_closest_marker("unit"):
+        from transformers import Trainer
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a unit test trains a model: mark it @pytest.mark.train (or e2e)")
+
+        monkeypatch.setattr(Trainer, "train", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
     return (cfg, *stage_inputs(cfg))
 
 
+@pytest.mark.train(minutes=0.2)
 @pytest.mark.parametrize("loss", ["ce", "bce"])
 def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, loss: str) -> None:
     cfg, comp, folds = classifier_run(demo_root, tmp_path, f"model.classifier.loss={loss}")
@@ -57,6 +58,7 @@ def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, 
     assert torch.allclose(*same, atol=1e-5)
 
 
+@pytest.mark.e2e(minutes=0.5)
 def test_a_demo_of_two_experiments_side_by_side_one_at_another_seed_trains_both_on_the_same_folds_and_blends_them(demo_root: Path, tmp_path: Path) -> None:
     sets = [f"data.root={demo_root}", f"workdir={tmp_path}", *SMALL, "train.max_steps=20", "train.eval_steps=0", "tune.trials=2"]
     args = ["demo", "-c", "configs/demo_classifier_patch.yaml", "--with", "configs/demo_classifier.yaml@7", "--jobs", "2"]

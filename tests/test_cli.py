@@ -28,12 +28,14 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         (["bogus"], "error: No such command 'bogus'"),
     ],
 )
+@pytest.mark.e2e(minutes=0.1)
 def test_usage_errors_are_one_line(args: list[str], message: str) -> None:
     res = cli(*args)
     assert res.returncode == 2 and message in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
+@pytest.mark.e2e(minutes=0.1)
 def test_a_demo_of_experiments_sharing_a_name_is_refused_before_it_starts(tmp_path: Path) -> None:
     res = cli("demo", "-c", "configs/demo.yaml", "--with", "configs/demo.yaml", "--set", f"workdir={tmp_path}")
     assert res.returncode != 0 and "share an experiment name (demo, demo)" in res.stderr
@@ -106,6 +108,7 @@ def test_a_binary_config_or_a_file_as_workdir_is_one_line(tmp_path: Path) -> Non
             load_config("configs/demo.yaml", [f"workdir={tmp_path / workdir}"])
 
 
+@pytest.mark.e2e(minutes=0.2)
 def test_a_cpu_training_run_prints_no_deepspeed_device_warning(demo_root: Path, tmp_path: Path) -> None:
     pytest.importorskip("deepspeed")
     sets = [f"data.root={demo_root}", f"workdir={tmp_path}", "train.max_steps=1", "train.eval_steps=0"]

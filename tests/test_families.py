@@ -100,6 +100,7 @@ def cli(*args: str, sets: list[str]) -> Any:
     return res
 
 
+@pytest.mark.e2e(minutes=0.05)
 def test_a_family_registered_in_a_test_file_runs_the_whole_flow(demo_root: Path, tmp_path: Path) -> None:
     sets = [f"data.root={demo_root}", f"workdir={tmp_path}", "folds.k=3", "model.family=type_majority",
             "experiment=majority", "predict.prompts=[short_answer]", "predict.decodings=[{name: greedy}]"]  # fmt: skip

@@ -41,7 +41,7 @@ def trial_numbers(db: Path, study: str) -> list[int]:
         return []
 
 
-@pytest.mark.slow
+@pytest.mark.e2e(minutes=0.5)
 def test_predict_cv_tune_ensemble_submit(trained: tuple[list[str], Path], tmp_path: Path) -> None:
     sets, work = trained
     shutil.copytree(work, tmp_path / "w")

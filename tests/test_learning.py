@@ -18,7 +18,7 @@ from competition.synthetic import generate
 from competition.train import train_fold
 
 
-@pytest.mark.slow(minutes=4)
+@pytest.mark.train(minutes=4)
 def test_tiny_llava_beats_the_per_type_majority_answer(tmp_path: Path) -> None:
     root = tmp_path / "data"
     generate(root, train_images=1500, test_images=5, seed=7)

@@ -197,7 +197,7 @@ def copy_workdir(sets: list[str], src: Path, dst: Path) -> list[str]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e(minutes=0.4)
 def test_a_prediction_file_from_before_alternatives_reads_as_having_none(tmp_path: Path) -> None:
     path = tmp_path / "oof.jsonl"
     row = {"id": "T0", "fold": 0, "split": "oof", "prompt": "p", "decoding": "greedy", "raw": "Yes", "answer": "yes",
@@ -231,7 +231,7 @@ def test_killed_predict_resumes_without_duplicates(trained: tuple[list[str], Pat
     assert out.read_text() == ref
 
 
-@pytest.mark.slow
+@pytest.mark.e2e(minutes=0.4)
 def test_two_shard_processes_merge_to_the_one_process_result(trained: tuple[list[str], Path], tmp_path: Path) -> None:
     sets, work = trained
     one = copy_workdir(sets, work, tmp_path / "one")

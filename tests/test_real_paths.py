@@ -113,6 +113,7 @@ def siglip_sets(demo_root: Path, tmp_path: Path) -> list[str]:
             "train.eval_steps=0", "train.save_steps=1000", "predict.batch_size=16"]  # fmt: skip
 
 
+@pytest.mark.train
 def test_classifier_siglip_trains_predicts_and_reloads_from_hub_format_folders(demo_root: Path, tmp_path: Path) -> None:
     from competition.families import family_for, fold_engine
     from competition.pipeline import stage_inputs
@@ -161,6 +162,7 @@ def peak_rss_mb(args: list[str], env: dict[str, str]) -> tuple[subprocess.Comple
     return res, time.perf_counter() - start, usage.ru_maxrss // 1024
 
 
+@pytest.mark.e2e(minutes=0.15)
 def test_the_llava_7b_shapes_dry_run_plans_on_the_meta_device_in_seconds(tmp_path: Path) -> None:
     args = ["train", "-c", "configs/llava15_7b_shapes.yaml", "--fold", "0", "--dry-run", "--set", f"workdir={tmp_path / 'w'}"]
     res, seconds, mb = peak_rss_mb(args, child_env(tmp_path))
@@ -171,6 +173,7 @@ def test_the_llava_7b_shapes_dry_run_plans_on_the_meta_device_in_seconds(tmp_pat
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.e2e(minutes=0.15)
 def test_classifier_siglip_dry_run_without_the_weights_says_so_quickly_and_offline(tmp_path: Path) -> None:
     args = ["train", "-c", "configs/classifier_siglip.yaml", "--fold", "0", "--dry-run", "--set", f"workdir={tmp_path / 'w'}"]
     res, seconds, _ = peak_rss_mb(args, child_env(tmp_path))

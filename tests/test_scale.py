@@ -22,6 +22,8 @@ from competition.modeling import load_trained
 from competition.synthetic import generate
 from tests.postgres import postgres_server
 
+pytestmark = pytest.mark.e2e(minutes=1)
+
 STEPS = ["train.max_steps=150", "train.save_steps=10000", "train.eval_steps=0", "train.logging_steps=50", "train.effective_batch_size=32"]
 
 
@@ -40,7 +42,7 @@ def val_accuracy(sets: list[str]) -> float:
     return sum(got[i] == a for i, a in enumerate(val["answer"])) / len(val)
 
 
-@pytest.mark.slow(minutes=3)
+@pytest.mark.e2e(minutes=2)
 def test_two_process_training_predicts_like_one_process(tmp_path: Path) -> None:
     root = tmp_path / "data"
     generate(root, train_images=400, test_images=5, seed=11)
@@ -76,7 +78,7 @@ def test_two_process_training_predicts_like_one_process(tmp_path: Path) -> None:
     assert abs(runs[1] - runs[2]) <= 0.08, runs
 
 
-@pytest.mark.slow
+@pytest.mark.e2e(minutes=1)
 def test_tuning_workers_share_one_postgres_study(trained: tuple[list[str], Path], tmp_path: Path) -> None:
     sets, work = trained
     shutil.copytree(work, tmp_path / "w")
@@ -112,7 +114,7 @@ def trained_weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v for f in files for k, v in load_file(str(f)).items()}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e(minutes=1)
 def test_deepspeed_zero3_saves_the_weights_a_plain_run_saves(demo_root: Path, tmp_path: Path) -> None:
     """LoRA, where an ungathered save is silent (PEFT only warns); full and projector saves gather the same way."""
     pytest.importorskip("deepspeed")

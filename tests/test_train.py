@@ -24,6 +24,8 @@ from competition.modeling import build_base, load_trained
 from competition.train import train_fold
 from tests.test_modeling import logits
 
+pytestmark = pytest.mark.train(minutes=0.2)
+
 FAST = ["train.per_device_batch_size=8", "train.logging_steps=1", "train.save_steps=2", "train.eval_steps=0", "train.learning_rate=5e-3",
         "train.warmup_ratio=0", "model.tiny.vision_layers=1", "model.tiny.text_layers=1"]  # fmt: skip
 
@@ -117,6 +119,7 @@ def test_resumed_run_ends_with_every_tensor_of_an_uninterrupted_one(demo_root: P
     assert metrics["loss"] == pytest.approx(straight_metrics["loss"], rel=1e-6)  # the whole run's, not the resumed steps'
 
 
+@pytest.mark.e2e(minutes=0.5)
 def test_rerunning_a_finished_fold_changes_nothing_and_force_retrains_it(demo_root: Path, tmp_path: Path) -> None:
     cfg, _, _ = setup(demo_root, tmp_path, "train.max_steps=4")
     cmd = [sys.executable, "-m", "competition", "train", "-c", "configs/demo.yaml", "--fold", "0"]
@@ -149,7 +152,7 @@ def read_steps(log: Path) -> list[int]:
     return [json.loads(line)["step"] for line in log.read_text().splitlines() if "loss" in json.loads(line)]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e(minutes=0.7)
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_killed_training_resumes_from_its_last_checkpoint_to_every_tensor_of_an_uninterrupted_run(demo_root: Path, tmp_path: Path, mode: str) -> None:
     cfg, _, _ = setup(demo_root, tmp_path, f"train.mode={mode}")

@@ -109,11 +109,12 @@ def resume_beside_a_live_worker(data: Path, work: Path, storage: list[str]) -> N
     assert optuna.load_study(study_name="demo-vote", storage=url).trials[1].state == State.COMPLETE
 
 
+@pytest.mark.e2e(minutes=0.15)
 def test_resume_fails_a_killed_trial_but_not_a_live_workers(data_copy: Path, tmp_path: Path) -> None:
     resume_beside_a_live_worker(data_copy, tmp_path / "w", [])
 
 
-@pytest.mark.slow
+@pytest.mark.e2e(minutes=0.2)
 def test_resume_fails_a_killed_trial_but_not_a_live_workers_on_postgres(data_copy: Path, tmp_path: Path) -> None:
     with postgres_server() as url:
         resume_beside_a_live_worker(data_copy, tmp_path / "w", [f"tune.storage={url}"])
@@ -128,6 +129,7 @@ def peaked_at_twice_the_learning_rate(base: float) -> Callable:
     return lambda cfg, step: step / 8 * math.exp(-abs(math.log(cfg.train.learning_rate / (2 * base))))
 
 
+@pytest.mark.train(minutes=0.3)
 def test_the_training_study_prunes_and_train_takes_its_best_parameters(
     demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

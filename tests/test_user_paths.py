@@ -19,6 +19,8 @@ from competition.data import load_competition
 from competition.folds import write_folds
 from tests.user_formats import build_user_formats
 
+pytestmark = pytest.mark.e2e(minutes=1)
+
 SIZES = ["train.per_device_batch_size=4", "train.effective_batch_size=4", "train.max_steps=24", "train.eval_steps=4", "train.eval_questions=32",
          "train.logging_steps=1", "train.lora.r=8", "train.lora.alpha=16", "predict.batch_size=16"]  # fmt: skip
 CASES = {
@@ -70,7 +72,7 @@ def saved_weights(model_dir: Path) -> dict:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.slow(minutes=1.5)
+@pytest.mark.e2e(minutes=1.5)
 @pytest.mark.parametrize("case", list(CASES))
 def test_shipped_gpu_config_trains_resumes_and_predicts(
     case: str, folders: dict[str, Path], demo_root: Path, tmp_path: Path

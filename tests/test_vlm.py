@@ -64,6 +64,7 @@ def test_labels_cover_only_the_answer(checkpoint: tuple[str, Path]) -> None:
         assert int(labels[labels != IGNORE][-1]) == processor.tokenizer.eos_token_id  # the model learns to stop
 
 
+@pytest.mark.train
 def test_a_tiny_vlm_learns_the_colours(checkpoint: tuple[str, Path]) -> None:
     family, path = checkpoint
     torch.manual_seed(0)
@@ -121,7 +122,7 @@ def test_a_lora_adapter_reloads_to_identical_logits(checkpoint: tuple[str, Path]
     assert torch.allclose(before, after, atol=1e-4), (family, (before - after).abs().max())
 
 
-@pytest.mark.slow
+@pytest.mark.train
 def test_the_fold_flow_runs_on_a_vlm(demo_root: Path, tmp_path: Path) -> None:
     from competition.data import load_competition
 
