@@ -15,16 +15,12 @@ from competition.console import (
     fails_cleanly,
     leaderboard_table,
     out,
-    progress_bar,
     quiet_libraries,
     run_app,
     say,
     table,
-    tracker,
     walk_with_bar,
-    warn,
 )
-from competition.errors import ConfigError
 
 quiet_libraries()
 
@@ -100,6 +96,16 @@ def folds(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     out.print(f"wrote {path}")
 
 
+@app.command("config")
+@fails_cleanly
+def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Every config key with its value (the config file's, --set applied) and what it means."""
+    from competition.docs import key_values
+
+    for key, value, meaning in key_values(config_from(config, set_)):
+        say(f"{key}={value}  # {meaning}")  # as --set takes it
+
+
 @app.command()
 @fails_cleanly
 def train(
@@ -114,24 +120,12 @@ def train(
     ] = False,
 ) -> None:
     """Train one fold's model (resumes from experiments/<exp>/fold<k>/trainer/; a finished fold is left as it is)."""
+    from competition.pipeline import train_one
+    from competition.plan import dry_run_plan
+
     cfg = config_from(config, set_)
-    if dry_run:
-        from competition.plan import dry_run_plan
-
-        for line in dry_run_plan(cfg, fold):
-            say(line)
-        return
-    from competition.pipeline import stage_inputs
-    from competition.plan import check_model
-    from competition.train import train_fold, trained_summary
-
-    check_model(cfg)  # a model that cannot be built is refused before folds.csv or config.yaml is written
-    comp, folds = stage_inputs(cfg)
-    cfg.save()
-    with progress_bar() as bar:
-        metrics, model = train_fold(cfg, comp, folds, fold, log=say, progress=tracker(bar), force=force)
-    if model is not None:
-        say(f"fold {fold}: {trained_summary(metrics)}; model in {cfg.fold_dir(fold) / 'model'}")
+    for line in dry_run_plan(cfg, fold) if dry_run else train_one(cfg, fold, force):
+        say(line)
 
 
 @app.command()
@@ -144,17 +138,9 @@ def predict(
     shard: Annotated[str, typer.Option(help="i/n: this process takes image group i of n")] = "0/1",
 ) -> None:
     """Answer OOF and/or test questions with every prompt x decoding; resumable and shardable."""
-    from competition.pipeline import stage_inputs
-    from competition.predict import parse_shard, predict_fold
+    from competition.pipeline import predict_one
 
-    cfg = config_from(config, set_)
-    if split not in ("oof", "test", "both"):
-        raise ConfigError(f"--split '{split}': expected oof, test or both")
-    splits = ("oof", "test") if split == "both" else (split,)
-    comp, folds = stage_inputs(cfg)
-    with progress_bar(rate=True) as bar:
-        files = predict_fold(cfg, comp, folds, fold, splits, parse_shard(shard), tracker(bar), warn)
-    for f in files:
+    for f in predict_one(config_from(config, set_), fold, split, shard):
         say(f"wrote {f}")
 
 
@@ -181,23 +167,14 @@ def ensemble(
     with_: Annotated[list[str] | None, typer.Option("--with", help="another experiment whose members join (repeatable)")] = None,
 ) -> None:
     """Vote all members into a submission (method chosen on OOF) and rank it on the leaderboard."""
-    from competition.ensemble import run_ensemble
+    from competition.ensemble import run_ensemble, summary_lines
     from competition.pipeline import stage_inputs
     from competition.submit import leaderboard
 
     joined = [f"ensemble.experiments=[{', '.join(with_)}]"] if with_ else []
     cfg = config_from(config, [*(set_ or []), *joined])
-    res = run_ensemble(cfg, *stage_inputs(cfg, make_folds=False), name)
-    typed = " with weights per question type" if res["weights_by_type"] else ""
-    say(
-        f"vote: {res['method']}{typed} (threshold {res['threshold']}), CV {res['cv']:.4f} (nested; "
-        f"{res['cv_in_sample']:.4f} on the OOF it was fitted on); best single member {max(res['members'].values()):.4f}"
-    )
-    for file, accuracy in res["holdout"].items():
-        say(f"held-out accuracy of {file}: {accuracy:.4f}")
-    say(f"wrote {res['submission']}")
-    if res["cv"] <= max(res["members"].values()):
-        say(f"the vote does not beat its best member on OOF: ship {res['single'].name}")
+    for line in summary_lines(run_ensemble(cfg, *stage_inputs(cfg, make_folds=False), name)):
+        say(line)
     out.print(leaderboard_table(leaderboard(cfg.submissions_dir)))
 
 
@@ -259,18 +236,11 @@ def tune(
 ) -> None:
     """Optuna study on local validation; best parameters go to experiments/<exp>/tuned.yaml."""
     from competition.pipeline import stage_inputs
-    from competition.tune import STUDIES, tune_with_workers
+    from competition.tune import run_tune
 
     cfg = config_from(config, set_)
-    kind = {"prompts": "decoding"}.get(study, study)
-    if kind not in STUDIES:
-        raise ConfigError(f"--study '{study}': expected train, decoding, prompts or vote")
-    s, path = tune_with_workers(cfg, *stage_inputs(cfg, make_folds=False), kind, trials or cfg.tune.trials, workers)
-    done = [t for t in s.trials if t.state.name == "COMPLETE"]
-    say(
-        f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with {s.best_params}"
-    )
-    say(f"wrote {path}")
+    for line in run_tune(cfg, *stage_inputs(cfg, make_folds=False), study, trials or cfg.tune.trials, workers):
+        say(line)
 
 
 @app.command()
@@ -286,26 +256,10 @@ def demo(
 ) -> None:
     """Every stage in order, skipping what is done: data, folds, train and predict each fold, cv, tune, ensemble;
     --set applies to every config."""
-    from competition.pipeline import run_demo
+    from competition.demo import run
 
-    cfg = config_from(config, set_)
-    others = [config_at_seed(spec, set_ or []) for spec in with_ or []]
-    names = [cfg.experiment, *(o.experiment for o in others)]
-    if len(set(names)) < len(names):
-        raise ConfigError(f"experiment: the demo's configs share an experiment name ({', '.join(names)}); give each its own")
-    run_demo(cfg, others, jobs)
+    others = run(config_from(config, set_), with_ or [], set_ or [], jobs)
     ensemble(config, set_, with_=[o.experiment for o in others])
-
-
-def config_at_seed(spec: str, overrides: list[str]) -> Config:
-    """A --with entry: PATH, or PATH@SEED for the config at another run seed, as experiment <name>_seed<SEED>."""
-    path, at, seed = spec.rpartition("@")
-    if not (path if at else spec) or (at and not seed.isdigit()):
-        raise ConfigError(f"--with {spec}: expected PATH or PATH@SEED with a whole-number seed")
-    if not at:
-        return config_from(Path(spec), overrides)
-    name = config_from(Path(path), overrides).experiment
-    return config_from(Path(path), [*overrides, f"seed={seed}", f"experiment={name}_seed{seed}"])
 
 
 @app.command("train-all")
@@ -330,20 +284,9 @@ def predict_every_fold(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     predict_all(cfg, *stage_inputs(cfg))
 
 
-def tell_deepspeed_the_device() -> None:
-    """On a machine without CUDA, name DeepSpeed's device (it is imported by accelerate's and transformers' helpers
-    when installed, and guesses the CPU with a warning on every command otherwise)."""
-    import importlib.util
-    import os
-
-    if importlib.util.find_spec("deepspeed") is not None:
-        import torch
-
-        if not torch.cuda.is_available():
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-
 def main() -> None:
     """The entry point of `python -m competition` and the `competition` script."""
+    from competition.versions import tell_deepspeed_the_device
+
     tell_deepspeed_the_device()
     run_app(app)

@@ -1,6 +1,8 @@
-"""The README's config key table, generated from the config fields' defaults and descriptions.
+"""The config keys with their defaults and descriptions: the README's key table, and the `config` command's
+listing of a config's current values.
 
-    make docs        # rewrites the table between the config-keys markers of README.md
+    make docs                                        # rewrites the table between the README's config-keys markers
+    python -m competition config -c configs/demo.yaml   # every key, its value and what it means
 """
 
 from __future__ import annotations
@@ -41,4 +43,18 @@ def key_table(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
             rows.append(f"| `{prefix}{name}` | {_default_text(field)} | {field.description or ''} |")
         if section is not None:
             rows += key_table(section, f"{prefix}{name}{'[]' if is_list else ''}.")
+    return rows
+
+
+def key_values(cfg: BaseModel, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, current value, description) of every key of a config, sections walked (lists of sections as values)."""
+    rows = []
+    for name, field in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            rows += key_values(value, f"{prefix}{name}.")
+            continue
+        shown = [v.model_dump(mode="json") for v in value] if isinstance(value, list) and value and isinstance(
+            value[0], BaseModel) else value  # fmt: skip
+        rows.append((f"{prefix}{name}", json.dumps(shown, default=str), field.description or ""))
     return rows

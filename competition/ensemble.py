@@ -172,3 +172,17 @@ def read_solution(comp: Competition, normalizer: AnswerNormalizer) -> pd.Series 
     if missing.any():
         raise DataError(f"{path}: column '{c.id_col}': test ID '{comp.test[ID][missing].iloc[0]}' has no row")
     return pd.Series(normalizer(sol[ANSWER]).to_numpy(), index=sol[ID].to_numpy())
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    """What the ensemble stage tells the user: the vote, its nested CV against its best member, held-out accuracy
+    where a solution is known, the file written, and which submission to ship."""
+    best = max(res["members"].values())
+    typed = " with weights per question type" if res["weights_by_type"] else ""
+    lines = [f"vote: {res['method']}{typed} (threshold {res['threshold']}), CV {res['cv']:.4f} (nested; "
+             f"{res['cv_in_sample']:.4f} on the OOF it was fitted on); best single member {best:.4f}",
+             *(f"held-out accuracy of {file}: {acc:.4f}" for file, acc in res["holdout"].items()),
+             f"wrote {res['submission']}"]  # fmt: skip
+    if res["cv"] <= best:
+        lines.append(f"the vote does not beat its best member on OOF: ship {res['single'].name}")
+    return lines

@@ -293,3 +293,14 @@ def tune_with_workers(
     if failed:
         raise WorkerError(f"{len(failed)} of {len(helpers)} tuning workers failed; their errors are printed above")
     return run_study(cfg, comp, folds, kind, 0, objective) if helpers else (study, path)
+
+
+def run_tune(cfg: Config, comp: Competition, folds: pd.DataFrame, study: str, trials: int, workers: int) -> list[str]:
+    """The `tune` command: the study (`prompts` is the decoding study) with `workers` processes; lines to print."""
+    kind = {"prompts": "decoding"}.get(study, study)
+    if kind not in STUDIES:
+        raise ConfigError(f"--study '{study}': expected train, decoding, prompts or vote")
+    s, path = tune_with_workers(cfg, comp, folds, kind, trials, workers)
+    done = [t for t in s.trials if t.state.name == "COMPLETE"]
+    return [f"study {s.study_name}: {len(s.trials)} trials ({len(done)} complete); best {s.best_value:.4f} with "
+            f"{s.best_params}", f"wrote {path}"]  # fmt: skip

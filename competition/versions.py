@@ -24,3 +24,16 @@ def check_versions(package: str = "competition") -> None:
             raise ConfigError(f"{req.name} is not installed; this toolkit needs {req} (pip install '{req}')") from None
         if not req.specifier.contains(installed, prereleases=True):
             raise ConfigError(f"{req.name} {installed} is installed; this toolkit needs {req} (pip install -U '{req}')")
+
+
+def tell_deepspeed_the_device() -> None:
+    """On a machine without CUDA, name DeepSpeed's device (it is imported by accelerate's and transformers' helpers
+    when installed, and guesses the CPU with a warning on every command otherwise)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("deepspeed") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")

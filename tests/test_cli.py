@@ -43,7 +43,7 @@ def test_a_demo_of_experiments_sharing_a_name_is_refused_before_it_starts(tmp_pa
 
 
 def test_a_config_at_another_seed_is_its_own_experiment_on_the_same_folds() -> None:
-    from competition.cli import config_at_seed
+    from competition.demo import config_at_seed
 
     base, other = config_at_seed("configs/demo_classifier_patch.yaml", []), config_at_seed("configs/demo_classifier_patch.yaml@7", [])
     assert (other.experiment, other.seed) == ("demo_classifier_patch_seed7", 7) and base.seed == 42
@@ -117,3 +117,18 @@ def test_a_cpu_training_run_prints_no_deepspeed_device_warning(demo_root: Path, 
                           *[x for s in sets for x in ("--set", s)]], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     assert "Setting accelerator" not in res.stdout + res.stderr
+
+
+def test_the_config_command_lists_every_key_with_its_value_and_meaning() -> None:
+    from typer.testing import CliRunner
+
+    from competition.cli import app
+    from competition.docs import key_table
+
+    res = CliRunner().invoke(app, ["config", "-c", "configs/demo.yaml", "--set", "folds.k=7"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert any(line.startswith("folds.k=7  # ") and "folds" in line.split("#", 1)[1] for line in lines)
+    keys = [r.split("`")[1] for r in key_table() if "[]" not in r.split("`")[1]]
+    missing = [k for k in keys if not any(line.startswith(f"{k}=") for line in lines)]
+    assert not missing, missing

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from competition.cli import app, config_at_seed
+from competition.cli import app
 from competition.config import load_config
+from competition.demo import config_at_seed
 from competition.errors import ConfigError, DataError
 from competition.predict import PredictionLog, meta_path, read_predictions
 from competition.tuned import load_tuned, save_tuned, tuned_job, tuned_train
