@@ -21,7 +21,7 @@ from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_json, atomic_write_text, markdown_table
 from competition.metrics import majority_baseline, question_types
 from competition.normalize import AnswerNormalizer
-from competition.predict import oof_frame
+from competition.predictions import oof_frame
 
 BASELINE_STYLE = {"color": "0.6", "hatch": "//", "edgecolor": "0.2"}  # cv.png: hatched grey; no member colour is grey
 _TAB10_GREY = 7  # the index of tab10's one grey

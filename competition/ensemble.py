@@ -24,7 +24,7 @@ from competition.errors import ConfigError, DataError
 from competition.external import load_external
 from competition.metrics import majority_baseline, question_types
 from competition.normalize import AnswerNormalizer, snap_to_vocab
-from competition.predict import expected_ids, experiment_of, member_rows, oof_frame
+from competition.predictions import expected_ids, experiment_of, member_rows, oof_frame
 from competition.submit import SAFE_NAME, read_sidecar, write_submission
 from competition.tuned import load_tuned
 from competition.vote import VOTE_COLUMNS, Candidate, score, vote, vote_rows

@@ -250,7 +250,7 @@ def objective_for(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str
         return DecodingObjective(cfg, comp, folds, cfg.tune.fold)
     if kind == "train":
         return TrainObjective(cfg, comp, folds, cfg.tune.fold)
-    from competition.predict import oof_frame
+    from competition.predictions import oof_frame
 
     oof = oof_frame(cfg, comp, folds)
     gold = oof.drop_duplicates("id").set_index("id")["gold"]

@@ -15,7 +15,7 @@ from competition.config import load_config
 from competition.ensemble import run_ensemble
 from competition.errors import ConfigError
 from competition.folds import read_folds
-from competition.predict import file_for, oof_frame, read_predictions, write_canonical
+from competition.predictions import file_for, oof_frame, read_predictions, write_canonical
 from competition.submit import leaderboard
 from competition.vote import Candidate, score
 from tests.test_ensemble import predicted

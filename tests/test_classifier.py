@@ -14,7 +14,7 @@ from competition.cli import app
 from competition.config import DecodingConfig, load_config
 from competition.families import family_for, fold_engine
 from competition.pipeline import stage_inputs
-from competition.predict import read_split
+from competition.predictions import read_split
 from competition.train import train_fold
 
 SMALL = ["folds.k=3", "train.per_device_batch_size=16", "train.max_steps=60", "train.eval_steps=20",

@@ -20,7 +20,7 @@ from competition.ensemble import run_ensemble
 from competition.errors import CompetitionError, ConfigError, DataError
 from competition.external import load_external
 from competition.folds import fold_rows, read_folds, write_folds
-from competition.predict import file_for, write_canonical
+from competition.predictions import file_for, write_canonical
 from competition.submit import read_submission, validate_file
 from competition.vote import (
     FUZZY_THRESHOLD,

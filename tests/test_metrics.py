@@ -20,7 +20,8 @@ from competition.metrics import (
     question_type,
     question_types,
 )
-from competition.predict import AnswerNormalizer, file_for, write_canonical
+from competition.normalize import AnswerNormalizer
+from competition.predictions import file_for, write_canonical
 
 # GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt, in its order.
 OFFICIAL_TYPES = """how many|is the|what|what color is the|what is the|is this|is this a|what is|are the|what kind of|

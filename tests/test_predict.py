@@ -22,7 +22,7 @@ from competition.engine import FALLBACK_MAX_NEW_TOKENS, Answer, Engine, RowSampl
 from competition.folds import fold_rows, read_folds
 from competition.images import Images, ImageTransform
 from competition.modeling import load_trained
-from competition.predict import read_predictions
+from competition.predictions import read_predictions
 
 
 def engine_for(sets: list[str], **kw: object) -> tuple[Engine, list[str], list[str], list[str]]:
@@ -161,7 +161,8 @@ def test_a_fold_lacking_one_of_a_protected_pair_scores_it_right(
     trained: tuple[list[str], Path], data_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """'none' only in fold 0's validation, '0' in its training part: a predicted 'none' is right."""
-    from competition.predict import oof_frame, predict_fold
+    from competition.predict import predict_fold
+    from competition.predictions import oof_frame
 
     sets, work = trained
     sets = [*copy_workdir(sets, work, tmp_path / "work"), f"data.root={data_copy}", "predict.prompts=[short_answer]",

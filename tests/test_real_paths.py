@@ -118,7 +118,8 @@ def test_classifier_siglip_trains_predicts_and_reloads_from_hub_format_folders(d
     from competition.families import family_for, fold_engine
     from competition.pipeline import stage_inputs
     from competition.plan import dry_run_plan
-    from competition.predict import predict_fold, read_split
+    from competition.predict import predict_fold
+    from competition.predictions import read_split
     from competition.train import train_fold
 
     cfg = load_config(ROOT / "configs/classifier_siglip.yaml", siglip_sets(demo_root, tmp_path))

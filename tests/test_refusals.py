@@ -16,7 +16,7 @@ from competition.cli import app
 from competition.config import load_config
 from competition.demo import config_at_seed
 from competition.errors import ConfigError, DataError
-from competition.predict import PredictionLog, meta_path, read_predictions
+from competition.predictions import PredictionLog, meta_path, read_predictions
 from competition.tuned import load_tuned, save_tuned, tuned_job, tuned_train
 from tests.test_bad_input import assert_one_line_error, edit_csv, set_cell
 from tests.test_ensemble import predicted

@@ -18,7 +18,8 @@ from competition.dataset import IGNORE
 from competition.families import family_for
 from competition.pipeline import stage_inputs
 from competition.plan import dry_run_plan
-from competition.predict import predict_fold, read_split
+from competition.predict import predict_fold
+from competition.predictions import read_split
 from competition.train import train_fold
 from competition.vlm import VlmCollator, VlmEngine, VlmSet, apply_vlm_mode, load_vlm, load_vlm_trained, save_vlm
 from tests.vlm_models import NEED_TORCHVISION, TINY_FAMILIES, save_tiny_vlm
