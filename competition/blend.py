@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from competition.data import ANSWER, ID
 from competition.vote import VOTE_COLUMNS, Candidate, fit_weights, score, vote, vote_rows
 
 MIN_TYPE_QUESTIONS = 50  # a question type with fewer OOF questions shares the stacker's global coefficients only
@@ -50,15 +51,15 @@ def stack_features(preds: pd.DataFrame, members: tuple[str, ...], qtype: pd.Seri
     unknown), and the share of members that gave it; then the same features again for each of `types`, zero
     outside that type, so each type gets coefficients of its own (whom to trust on counting, whom on colour)."""
     p = preds[VOTE_COLUMNS].assign(logprob=preds["logprob"].astype(float).fillna(0.0).clip(-20, 0))
-    rows = p.groupby(["id", "member"]).size()
-    given = p.groupby(["id", "answer", "member"]).agg(n=("logprob", "size"), lp=("logprob", "mean")).reset_index()
-    given["share"] = given["n"].to_numpy() / rows.reindex(pd.MultiIndex.from_frame(given[["id", "member"]])).to_numpy()
-    wide = given.pivot_table(index=["id", "answer"], columns="member", values=["share", "lp"], aggfunc="first")
+    rows = p.groupby([ID, "member"]).size()
+    given = p.groupby([ID, ANSWER, "member"]).agg(n=("logprob", "size"), lp=("logprob", "mean")).reset_index()
+    given["share"] = given["n"].to_numpy() / rows.reindex(pd.MultiIndex.from_frame(given[[ID, "member"]])).to_numpy()
+    wide = given.pivot_table(index=[ID, ANSWER], columns="member", values=["share", "lp"], aggfunc="first")
     share = wide["share"].reindex(columns=list(members)).fillna(0.0).to_numpy()
     logprob = wide["lp"].reindex(columns=list(members)).fillna(0.0).to_numpy()
     keys = wide.index.to_frame(index=False)
     x = np.hstack([share, logprob, share.mean(1, keepdims=True)])
-    kind = keys["id"].map(qtype).to_numpy(object)
+    kind = keys[ID].map(qtype).to_numpy(object)
     return keys, np.hstack([x] + [x * (kind == t)[:, None] for t in types])
 
 
@@ -68,10 +69,10 @@ def fit_stacker(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, by_type: b
     from sklearn.linear_model import LogisticRegression
 
     members = tuple(sorted(oof["member"].unique()))
-    counts = oof.drop_duplicates("id")["id"].map(qtype).value_counts()
+    counts = oof.drop_duplicates(ID)[ID].map(qtype).value_counts()
     types = tuple(sorted(counts.index[counts >= MIN_TYPE_QUESTIONS])) if by_type else ()
     keys, x = stack_features(oof, members, qtype, types)
-    right = keys["answer"].to_numpy(object) == gold.reindex(keys["id"]).to_numpy(object)
+    right = keys[ANSWER].to_numpy(object) == gold.reindex(keys[ID]).to_numpy(object)
     if right.all() or not right.any():
         return None
     model = LogisticRegression(max_iter=1000).fit(x, right)
@@ -82,10 +83,10 @@ def apply_stacker(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.Dat
     """Each id's candidate answer of the highest stacker score (first-seen id order)."""
     keys, x = stack_features(preds, blend.members, qtype, blend.types)
     keys["support"] = blend.stacker.decision_function(x)
-    best = keys.sort_values(["id", "support", "answer"], ascending=[True, False, True]).drop_duplicates("id")
-    order = pd.Index(pd.unique(preds["id"]))
-    best = best.iloc[np.argsort(order.get_indexer(best["id"]))].reset_index(drop=True)
-    return best.assign(logprob=np.nan)[["id", "answer", "support", "logprob"]]
+    best = keys.sort_values([ID, "support", ANSWER], ascending=[True, False, True]).drop_duplicates(ID)
+    order = pd.Index(pd.unique(preds[ID]))
+    best = best.iloc[np.argsort(order.get_indexer(best[ID]))].reset_index(drop=True)
+    return best.assign(logprob=np.nan)[[ID, ANSWER, "support", "logprob"]]
 
 
 def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataFrame:
@@ -94,12 +95,12 @@ def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataF
         return apply_stacker(blend, preds, qtype)
     if not blend.by_type:
         return vote(vote_rows(preds), blend.method, blend.weights, blend.threshold)
-    types = preds["id"].map(qtype).to_numpy()
+    types = preds[ID].map(qtype).to_numpy()
     parts = [vote(vote_rows(preds[types == t]), blend.method, blend.by_type.get(t, blend.weights), blend.threshold)
              for t in pd.unique(types)]  # fmt: skip
-    order = pd.Index(pd.unique(preds["id"]))
+    order = pd.Index(pd.unique(preds[ID]))
     out = pd.concat(parts, ignore_index=True)
-    return out.iloc[np.argsort(order.get_indexer(out["id"]))].reset_index(drop=True)
+    return out.iloc[np.argsort(order.get_indexer(out[ID]))].reset_index(drop=True)
 
 
 def fit_candidate(c: Candidate, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series) -> Blend:
@@ -109,14 +110,14 @@ def fit_candidate(c: Candidate, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Se
     weights = fit_weights(vote_rows(oof), gold, c.method, c.threshold)
     if not c.by_type:
         return Blend(c.method, c.threshold, weights)
-    types = oof["id"].map(qtype)
+    types = oof[ID].map(qtype)
     by_type = {t: fit_weights(vote_rows(oof[types == t]), gold, c.method, c.threshold) for t in pd.unique(types)}
     return Blend(c.method, c.threshold, weights, by_type)
 
 
 def best_member(oof: pd.DataFrame, gold: pd.Series) -> Blend:
     """The single member with the best OOF accuracy (ties: the first in name order), as a blend."""
-    right = (oof["answer"].to_numpy(object) == gold.reindex(oof["id"]).to_numpy(object))
+    right = (oof[ANSWER].to_numpy(object) == gold.reindex(oof[ID]).to_numpy(object))
     accuracy = pd.Series(right).groupby(oof["member"].to_numpy()).mean().sort_index(kind="stable")
     top = accuracy.idxmax()
     return Blend("weighted", 0.0, {m: float(m == top) for m in accuracy.index})
@@ -143,12 +144,12 @@ def nested_cv(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, fold_of: pd.
               candidates: list[Candidate], stack: bool = False) -> float | None:  # fmt: skip
     """Accuracy of the whole choice (`choose_blend`) refitted without each fold and scored on that fold;
     None when the OOF covers fewer than two folds (nothing to refit on)."""
-    folds = oof["id"].map(fold_of).to_numpy()
+    folds = oof[ID].map(fold_of).to_numpy()
     if len(np.unique(folds)) < 2:
         return None
     right = 0
     for f in np.unique(folds):
         blend, _ = choose_blend(oof[folds != f], gold, qtype, candidates, stack)
         voted = apply_blend(blend, oof[folds == f], qtype)
-        right += int((voted["answer"].to_numpy(object) == gold.reindex(voted["id"]).to_numpy(object)).sum())
-    return right / oof["id"].nunique()
+        right += int((voted[ANSWER].to_numpy(object) == gold.reindex(voted[ID]).to_numpy(object)).sum())
+    return right / oof[ID].nunique()

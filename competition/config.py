@@ -116,19 +116,9 @@ FAMILY_NAMES = {"llava", "classifier", "vlm"}  # the built-in families; competit
 class ModelConfig(Section):
     """Which model to build or load, and how images are shaped for it."""
 
-    family: str = Field(
-        "llava",
-        description="llava: a generative LLaVA (source picks which); classifier: an answer-vocabulary classifier; "
-        "vlm: any image-text-to-text model of transformers from name_or_path (Qwen2.5-VL, SmolVLM, PaliGemma, ...); "
-        "or any family registered with competition.families.register",
-    )
-
-    @field_validator("family")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        if name not in FAMILY_NAMES:
-            raise ValueError(f"not a registered family; one of {', '.join(sorted(FAMILY_NAMES))}")
-        return name
+    family: str = Field("llava", description="llava: a generative LLaVA (source picks which); classifier: an "
+        "answer-vocabulary classifier; vlm: any image-text-to-text model of transformers from name_or_path (Qwen2.5-VL, "
+        "SmolVLM, PaliGemma, ...); or any family registered with competition.families.register")  # fmt: skip
     source: Literal["tiny", "pretrained", "from_parts"] = Field(
         "tiny", description="tiny: random-init offline model; pretrained: llava-hf id/path; from_parts: vision + LM"
     )
@@ -142,15 +132,20 @@ class ModelConfig(Section):
     vision_feature_select_strategy: Literal["default", "full"] = Field("default", description="default drops CLS")
     image_aspect_ratio: Literal["pad", "resize", "crop"] = Field("pad", description="pad: square with the mean "
         "colour, then resize (LLaVA-1.5); resize: stretch; crop: centre crop")  # fmt: skip
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto",
-        description="storage dtype of the weights that stay frozen (trainable ones are float32); "
-        "auto: bfloat16 on a CUDA card that has it, float16 on older CUDA cards, float32 on CPU",
-    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="storage dtype of the weights "
+        "that stay frozen (trainable ones are float32); auto: bfloat16 on a CUDA card that has it, float16 on older CUDA "
+        "cards, float32 on CPU")  # fmt: skip
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
         "auto", description="auto: flash_attention_2 when flash-attn is installed, else sdpa")  # fmt: skip
     tiny: TinyModelConfig = TinyModelConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+
+    @field_validator("family")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        if name not in FAMILY_NAMES:
+            raise ValueError(f"not a registered family; one of {', '.join(sorted(FAMILY_NAMES))}")
+        return name
 
 
 class LoraSettings(Section):
@@ -219,6 +214,11 @@ class TrainConfig(Section):
         if steps == 0:
             raise ValueError("0 steps trains nothing; -1 lets the epochs decide, else a positive step count")
         return steps
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the run measures held-out accuracy while it trains (eval_steps=0 turns it off)."""
+        return self.eval_steps != 0
 
 
 class DecodingConfig(Section):

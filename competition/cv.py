@@ -35,13 +35,13 @@ def baseline_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.Da
     for f in sorted(folds["fold"].unique()):
         train, val = fold_rows(comp, folds, f, "train"), fold_rows(comp, folds, f, "val")
         right = norm(majority_baseline(train, val).reset_index(drop=True)).to_numpy() == norm(val[ANSWER]).to_numpy()
-        out.append(pd.DataFrame({"id": val[ID], "qtype": question_types(val[QUESTION]), "correct": right}))
+        out.append(pd.DataFrame({ID: val[ID], "qtype": question_types(val[QUESTION]), "correct": right}))
     return pd.concat(out, ignore_index=True)
 
 
 def cv_tables(df: pd.DataFrame, base: pd.DataFrame) -> dict[str, Any]:
     """Accuracy per member, per fold x member, per question type x member (with the baseline)."""
-    covered = base["id"].isin(df["id"])
+    covered = base[ID].isin(df[ID])
     members = (
         df.groupby("member")
         .agg(n=("correct", "size"), accuracy=("correct", "mean"), exact=("exact", "mean"))
@@ -54,7 +54,7 @@ def cv_tables(df: pd.DataFrame, base: pd.DataFrame) -> dict[str, Any]:
     per_type.insert(0, "n", base[covered].groupby("qtype").size())
     return {
         "baseline": float(base[covered]["correct"].mean()),
-        "oracle": float(df.groupby("id")["correct"].any().mean()),
+        "oracle": float(df.groupby(ID)["correct"].any().mean()),
         "agreement": agreement(df).round(4).reset_index().to_dict("records"),
         "best": members.iloc[0].to_dict(),
         "members": members.to_dict("records"),
@@ -65,7 +65,7 @@ def cv_tables(df: pd.DataFrame, base: pd.DataFrame) -> dict[str, Any]:
 
 def agreement(df: pd.DataFrame) -> pd.DataFrame:
     """Member x member: the share of OOF questions both answer the same way."""
-    answers = df.pivot_table(index="id", columns="member", values="answer", aggfunc="first")
+    answers = df.pivot_table(index=ID, columns="member", values=ANSWER, aggfunc="first")
     names = list(answers.columns)
     same = [[float((answers[a] == answers[b]).mean()) for b in names] for a in names]
     return pd.DataFrame(same, index=pd.Index(names, name="member"), columns=names)

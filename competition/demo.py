@@ -53,9 +53,11 @@ def run_member(cfg: Config) -> None:
     """Folds, every fold's training and prediction, and CV of one experiment."""
     from competition.cv import run_cv
     from competition.plan import check_model
+    from competition.tuned import tuned_train
 
     check_model(cfg)
     comp, folds = stage_inputs(cfg)
+    cfg = tuned_train(cfg)[0]  # tuned.yaml's training parameters, resolved once: config.yaml is what trains
     cfg.save()
     train_all(cfg, comp, folds)
     say("[predict] every fold, every prompt x decoding")

@@ -97,7 +97,7 @@ def choose(cfg: Config, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, fo
     on all OOF, so it has no nested score) ships when it beats the chosen one there."""
     cands, stack = candidates(cfg), cfg.ensemble.stack and not cfg.ensemble.external  # externals only join votes
     blend, in_sample = choose_blend(oof, gold, qtype, cands, stack)
-    nested = nested_cv(oof, gold, qtype, folds.set_index("id")["fold"], cands, stack)
+    nested = nested_cv(oof, gold, qtype, folds.set_index(ID)["fold"], cands, stack)
     if nested is not None:
         return blend, nested, in_sample
     tuned = load_tuned(cfg).get("vote")
@@ -115,16 +115,16 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     if not SAFE_NAME.fullmatch(name):
         raise ConfigError(f"--name '{name}': expected a file name of letters, digits, '.', '_', '-' (a letter or digit first)")
     oof, qtype, normalizer = oof_frame(cfg, comp, folds), question_type_of(comp), AnswerNormalizer.of(cfg, comp)
-    gold = oof.drop_duplicates("id").set_index("id")["gold"]
+    gold = oof.drop_duplicates(ID).set_index(ID)["gold"]
     singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False, kind="stable")
     truth = read_solution(comp, normalizer)  # a bad solution.csv stops the stage before anything is written
     blend, cv, in_sample = choose(cfg, oof, gold, qtype, folds)
     test = test_frame(cfg, normalizer, expected_ids(comp, folds, "test"))
     ext_rows, ext_weights = externals(cfg)
-    ext_rows["answer"] = normalizer(ext_rows["answer"].astype(str)).to_numpy()
+    ext_rows[ANSWER] = normalizer(ext_rows[ANSWER].astype(str)).to_numpy()
     final = with_externals(blend, ext_weights, sorted(test["base"].unique()))
     votes = pd.concat([vote_rows(test.assign(member=test["base"])), ext_rows[VOTE_COLUMNS]], ignore_index=True)
-    voted = fill_empty(apply_blend(final, votes, qtype).set_index("id")["answer"], comp, normalizer)
+    voted = fill_empty(apply_blend(final, votes, qtype).set_index(ID)[ANSWER], comp, normalizer)
     if cfg.ensemble.snap_cutoff is not None:
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
     c = cfg.data
@@ -147,7 +147,7 @@ def best_per_experiment(singles: pd.Series) -> list[str]:
 def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, test: pd.DataFrame, member: str,
                  cv: float, truth: pd.Series | None) -> Path:  # fmt: skip
     """One member's test answers (majority over its fold models) as a submission ranked by its OOF accuracy."""
-    single = vote(test[test["base"] == member][VOTE_COLUMNS], "majority").set_index("id")["answer"]
+    single = vote(test[test["base"] == member][VOTE_COLUMNS], "majority").set_index(ID)[ANSWER]
     single = fill_empty(single, comp, normalizer)
     meta = {"method": "majority over folds", "cv": cv, "members": [member], "config_hash": cfg.hash(),
             "experiment": cfg.experiment, "held_out": held_out(single, truth)}  # fmt: skip
@@ -158,7 +158,7 @@ def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, t
 
 def held_out(answers: pd.Series, truth: pd.Series | None) -> float | None:
     """Accuracy of answers (by ID) against the held-out answers; None without a solution.csv."""
-    return None if truth is None else score(pd.DataFrame({"id": answers.index, "answer": answers.to_numpy()}), truth)
+    return None if truth is None else score(pd.DataFrame({ID: answers.index, ANSWER: answers.to_numpy()}), truth)
 
 
 def read_solution(comp: Competition, normalizer: AnswerNormalizer) -> pd.Series | None:

@@ -16,7 +16,7 @@ from competition.data import ANSWER, ID, read_answers
 from competition.errors import DataError
 
 
-def load_external(path: str | Path, member: str, id_col: str = "ID", answer_col: str = "answer") -> pd.DataFrame:
+def load_external(path: str | Path, member: str, id_col: str = "ID", answer_col: str = ANSWER) -> pd.DataFrame:
     """An external member's rows (`id, member, answer, logprob=NaN`) from a submission CSV or LLaVA result.jsonl."""
     path = Path(path)
     if path.suffix == ".jsonl":
@@ -24,7 +24,7 @@ def load_external(path: str | Path, member: str, id_col: str = "ID", answer_col:
     else:
         df = read_answers(path, id_col, answer_col)
         ids, answers = df[ID].tolist(), df[ANSWER].tolist()
-    return pd.DataFrame({"id": ids, "member": member, "answer": answers, "logprob": np.nan})
+    return pd.DataFrame({ID: ids, "member": member, ANSWER: answers, "logprob": np.nan})
 
 
 def _read_llava_jsonl(path: Path) -> tuple[list[str], list[str]]:

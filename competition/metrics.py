@@ -86,9 +86,9 @@ def majority_baseline(train: pd.DataFrame, val: pd.DataFrame) -> pd.Series:
     """Per val row, the most common training answer of its question type (ties: smallest string);
     types unseen in training get the overall most common answer. Indexed like `val`."""
     answers = train[ANSWER].astype(str)
-    counts = pd.DataFrame({"qtype": question_types(train[QUESTION]), "answer": answers}).value_counts()
-    ranked = counts.reset_index().sort_values(["count", "answer"], ascending=[False, True], kind="stable")
-    per_type = ranked.drop_duplicates("qtype").set_index("qtype")["answer"]
+    counts = pd.DataFrame({"qtype": question_types(train[QUESTION]), ANSWER: answers}).value_counts()
+    ranked = counts.reset_index().sort_values(["count", ANSWER], ascending=[False, True], kind="stable")
+    per_type = ranked.drop_duplicates("qtype").set_index("qtype")[ANSWER]
     totals = answers.value_counts()
     overall = min(totals.index[totals == totals.max()])
     return question_types(val[QUESTION]).map(per_type).fillna(overall).rename(ANSWER)

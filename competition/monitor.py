@@ -34,7 +34,7 @@ def held_out_rows(cfg: Config, train_rows: pd.DataFrame, val_rows: pd.DataFrame)
     inner: a share of the training images (grouped, deterministic) leaves training; val: the fold's validation
     questions, training rows untouched; evaluation off (eval_steps=0): every row trains, nothing is evaluated."""
     t = cfg.train
-    if t.eval_steps == 0:
+    if not t.evaluates:
         return train_rows, train_rows.iloc[:0]
     if t.eval_split == "val":
         pool = val_rows

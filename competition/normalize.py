@@ -23,6 +23,8 @@ from rapidfuzz import fuzz, process
 from competition.config import Config
 from competition.data import ANSWER, Competition
 
+FUZZY_THRESHOLD = 90.0  # two spellings of one answer when rapidfuzz's ratio is at least this (votes, snapping)
+
 RULES: tuple[str, ...] = ("lowercase", "punctuation", "whitespace", "articles", "number_words", "contractions")
 DEFAULT_RULES: tuple[str, ...] = RULES
 MAPPING_RULES: tuple[str, ...] = ("number_words", "contractions")
@@ -280,7 +282,7 @@ def protected_answers(answers: Iterable[str], rules: Sequence[str] = DEFAULT_RUL
         keep |= new
 
 
-def snap_to_vocab(answers: Sequence[str], vocab: Sequence[str], cutoff: float = 90.0) -> list[str]:
+def snap_to_vocab(answers: Sequence[str], vocab: Sequence[str], cutoff: float = FUZZY_THRESHOLD) -> list[str]:
     """Each answer replaced by its closest `vocab` entry (rapidfuzz `fuzz.ratio`, 0-100) when that scores
     >= cutoff, else kept. Ties go to the earlier entry, so pass the vocabulary most common first."""
     vocab = list(dict.fromkeys(vocab))

@@ -66,9 +66,11 @@ def train_one(cfg: Config, fold: int, force: bool = False) -> list[str]:
     `force`); the summary line."""
     from competition.plan import check_model
     from competition.train import train_fold, trained_summary
+    from competition.tuned import tuned_train
 
     check_model(cfg)
     comp, folds = stage_inputs(cfg)
+    cfg = tuned_train(cfg)[0]  # tuned.yaml's training parameters, resolved once: config.yaml is what trains
     cfg.save()
     with progress_bar() as bar:
         metrics, model = train_fold(cfg, comp, folds, fold, log=say, progress=tracker(bar), force=force)

@@ -99,7 +99,7 @@ def check_model(cfg: Config) -> None:
 
 def describe_evaluation(t: Any) -> str:
     """The plan's line on in-training evaluation, early stopping and the time budget."""
-    if t.eval_steps == 0:
+    if not t.evaluates:
         return "evaluation: none (train.eval_steps=0): the last step is the model"
     where = f"an inner split ({t.eval_fraction:.0%} of the training images)" if t.eval_split == "inner" else (
         "the fold's validation questions (optimistic)")  # fmt: skip
@@ -116,8 +116,8 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
     t = cfg.train
     per_step = t.per_device_batch_size * ga * world_size()
     steps_per_epoch = max(1, -(-examples // per_step))
-    save_steps = t.save_steps if t.eval_steps == 0 else t.eval_steps or steps_per_epoch
-    save_key = "train.save_steps" if t.eval_steps == 0 else "train.eval_steps"
+    save_steps = t.eval_steps or steps_per_epoch if t.evaluates else t.save_steps
+    save_key = "train.eval_steps" if t.evaluates else "train.save_steps"
     return Plan(
         *family_for(cfg).describe(),
         cfg.train.mode,
@@ -148,7 +148,7 @@ def dry_run_plan(cfg: Config, fold: int) -> list[str]:
     except DataError:
         n_train, source = DACON_TRAIN_QUESTIONS, f"the Dacon size ({cfg.data.root} not found)"
     examples = n_train - n_train // cfg.folds.k
-    if cfg.train.eval_steps != 0 and cfg.train.eval_split == "inner":
+    if cfg.train.evaluates and cfg.train.eval_split == "inner":
         examples -= round(examples * cfg.train.eval_fraction)  # the images held out for in-training evaluation
     examples = -(-examples // family.questions_per_example)  # about: a family may pack an image's questions
     plan = make_plan(cfg, planned.model, examples)

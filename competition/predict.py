@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from competition.config import Config
-from competition.data import ID, IMAGE, QUESTION, Competition
+from competition.data import ANSWER, ID, IMAGE, QUESTION, Competition
 from competition.errors import ConfigError
 from competition.folds import fold_rows
 from competition.normalize import AnswerNormalizer
@@ -52,8 +52,8 @@ def split_rows(comp: Competition, folds: pd.DataFrame, fold: int, split: str) ->
 
 def prediction_row(qid: str, fold: int, split: str, prompt: str, decoding: str, a: Any, answer: str) -> dict:
     """One line of a prediction file (COLUMNS) for an engine Answer and its normalized answer."""
-    return {"id": qid, "fold": fold, "split": split, "prompt": prompt, "decoding": decoding, "raw": a.text,
-            "answer": answer, "logprob": round(a.logprob, LOGPROB_DIGITS),
+    return {ID: qid, "fold": fold, "split": split, "prompt": prompt, "decoding": decoding, "raw": a.text,
+            ANSWER: answer, "logprob": round(a.logprob, LOGPROB_DIGITS),
             "alternatives": [[text, round(lp, LOGPROB_DIGITS)] for text, lp in a.alternatives]}  # fmt: skip
 
 

@@ -28,7 +28,7 @@ from competition.io import atomic_write_json, atomic_write_text, is_number, read
 from competition.metrics import exact_matches, question_types
 from competition.normalize import AnswerNormalizer
 
-COLUMNS = ["id", "fold", "split", "prompt", "decoding", "raw", "answer", "logprob", "alternatives"]
+COLUMNS = [ID, "fold", "split", "prompt", "decoding", "raw", ANSWER, "logprob", "alternatives"]
 SPLITS = ("oof", "test")
 LOGPROB_DIGITS = 4  # batch composition moves float sums in the 7th digit; shards and resumes must match
 
@@ -73,7 +73,7 @@ class PredictionLog:
         """(id, prompt, decoding) of every row already written."""
         if not self.path.exists():
             return set()
-        return {(r["id"], r["prompt"], r["decoding"]) for _, r in read_rows(self.path)}
+        return {(r[ID], r["prompt"], r["decoding"]) for _, r in read_rows(self.path)}
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Append rows durably (flushed and synced before returning)."""
@@ -91,12 +91,12 @@ class PredictionLog:
 
 def write_canonical(rows: pd.DataFrame, path: Path) -> None:
     """Write rows sorted by (prompt, decoding, id) as JSONL, atomically."""
-    rows = rows.sort_values(["prompt", "decoding", "id"], kind="stable")[COLUMNS]
+    rows = rows.sort_values(["prompt", "decoding", ID], kind="stable")[COLUMNS]
     lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in rows.to_dict("records"))
     atomic_write_text(path, "".join(lines))
 
 
-TEXT_FIELDS = ("id", "split", "prompt", "decoding", "raw", "answer")  # every row has these and fold and logprob
+TEXT_FIELDS = (ID, "split", "prompt", "decoding", "raw", ANSWER)  # every row has these and fold and logprob
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:
@@ -165,10 +165,10 @@ def finished_rows(path: Path, fold: int, split: str, expected: set[str] | None) 
     for n, r in rows:
         if (r["fold"], r["split"]) != (fold, split):
             raise DataError(f"{path}: line {n}: a row of fold {r['fold']}'s {r['split']} split in fold {fold}'s {split} file")
-        if expected is not None and r["id"] not in expected:
+        if expected is not None and r[ID] not in expected:
             what = "a test question" if split == "test" else f"a validation question of fold {fold} (folds.csv)"
             raise DataError(f"{path}: line {n}, 'id': '{r['id']}' is not {what}")
-        key = (r["id"], r["prompt"], r["decoding"])
+        key = (r[ID], r["prompt"], r["decoding"])
         if key in first:
             raise DataError(f"{path}: line {n}: duplicate row of '{key[0]}' for {key[1]}/{key[2]} (first on line {first[key]})")
         first[key] = n
@@ -282,7 +282,7 @@ def member_rows(cfg: Config, normalizer: AnswerNormalizer, split: str, expected:
         other = cfg.model_copy(update={"experiment": name})
         check_joinable(cfg, other, split)
         rows = read_split(other, split, expected)
-        rows["answer"] = normalizer(rows["raw"].astype(str)).to_numpy()
+        rows[ANSWER] = normalizer(rows["raw"].astype(str)).to_numpy()
         rows["prompt"] = name + EXPERIMENT_MARK + rows["prompt"]
         frames.append(rows)
     rows = pd.concat(frames, ignore_index=True)
@@ -303,10 +303,10 @@ def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFra
     normalizer = AnswerNormalizer.of(cfg, comp)
     rows = member_rows(cfg, normalizer, "oof", expected_ids(comp, folds, "oof"))
     gold = comp.train[[ID, QUESTION, ANSWER]].rename(columns={ANSWER: "gold_raw"})
-    df = rows.merge(gold, on="id", how="left", validate="many_to_one")
+    df = rows.merge(gold, on=ID, how="left", validate="many_to_one")
     df["gold"] = normalizer(df["gold_raw"]).to_numpy()
     df["qtype"] = question_types(df["question"]).to_numpy()
     df["member"] = df["prompt"] + "/" + df["decoding"]
-    df["correct"] = df["answer"] == df["gold"]
+    df["correct"] = df[ANSWER] == df["gold"]
     df["exact"] = exact_matches(df["raw"], df["gold_raw"])
     return df

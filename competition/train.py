@@ -1,4 +1,5 @@
-"""Fine-tune LLaVA on one fold's training split with HF Trainer; resumes from the last checkpoint.
+"""The train stage: one fold's model trained on its training split (HF Trainer, or the family's own fit); resumes
+from the last checkpoint.
 
     python -m competition train -c configs/demo.yaml --fold 0
     accelerate launch --num_processes 8 -m competition train -c configs/seed_llava_vicuna7b.yaml --fold 0
@@ -27,7 +28,7 @@ from competition.config import Config
 from competition.data import ANSWER, Competition
 from competition.families import Family, family_for
 from competition.folds import fold_rows
-from competition.io import atomic_write_json
+from competition.io import atomic_write_json, atomic_write_yaml
 from competition.modeling import (
     part_of,
     resolve_precision,
@@ -155,7 +156,7 @@ def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
 
 def eval_strategy(t: Any) -> str:
     """Trainer's eval_strategy for train.eval_steps: 'epoch' (None), 'no' (0) or 'steps'."""
-    return "epoch" if t.eval_steps is None else "no" if t.eval_steps == 0 else "steps"
+    return "no" if not t.evaluates else "epoch" if t.eval_steps is None else "steps"
 
 
 def last_complete_checkpoint(trainer_dir: Path) -> str | None:
@@ -203,7 +204,7 @@ def make_trainer(cfg: Config, comp: Competition, family: Family, model: Any, pro
     return trainer
 
 
-FOLD_OUTPUTS = ("trainer", "model", "predictions", "train_log.jsonl", "train_metrics.json", "train_curve.png")
+FOLD_OUTPUTS = ("trainer", "model", "predictions", "config.yaml", "train_log.jsonl", "train_metrics.json", "train_curve.png")
 
 
 def finished_metrics(cfg: Config, fold: int) -> dict[str, Any] | None:
@@ -253,6 +254,7 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     if tuned:
         log(f"tuned (tuned.yaml): {', '.join(f'{k}={v:.4g}' for k, v in tuned.items())}")
     fdir = cfg.fold_dir(fold)
+    atomic_write_yaml(cfg.to_dict(), fdir / "config.yaml")  # exactly the config this fold trains with
     rows = fold_rows(comp, folds, fold, "train")
     vocabulary = rows[ANSWER].value_counts().index.tolist()
     set_seed(cfg.seed)  # every new layer (projector, LoRA) starts the same in every run of a config
@@ -275,24 +277,9 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         log(f"resuming from {last}")
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
-    seconds = time.perf_counter() - start
-    state = trainer.state
-    metrics = {
-        "fold": fold,
-        "loss": run_loss(read_log(fdir / "train_log.jsonl"), result.training_loss),
-        "steps": state.global_step,
-        "max_steps": state.max_steps,
-        f"best_{METRIC}": state.best_metric,
-        "best_step": state.best_global_step,
-        "resumed_from": last,
-        "tuned": tuned,
-        "examples": len(dataset),
-        "train_seconds": seconds,
-        "samples_per_second": result.metrics.get("train_samples_per_second"),
-        "peak_memory_mb": peak_memory_mb(),
-        "trainable_parameters": plan.trainable,
-        "effective_batch_size": plan.effective_batch,
-    }
+    metrics = {"fold": fold, **run_metrics(trainer, result, fdir), "resumed_from": last, "tuned": tuned,
+               "examples": len(dataset), "train_seconds": time.perf_counter() - start,
+               "trainable_parameters": plan.trainable, "effective_batch_size": plan.effective_batch}  # fmt: skip
     with whole_weights(trainer.model):
         if trainer.is_world_process_zero():
             family.save(trainer.model, processor, fdir / "model")
@@ -312,6 +299,15 @@ def fit_fold(cfg: Config, family: Family, comp: Competition, rows: pd.DataFrame,
                "resumed_from": None, "tuned": {}, "examples": len(rows), "train_seconds": time.perf_counter() - start}  # fmt: skip
     atomic_write_json(metrics, cfg.fold_dir(fold) / "train_metrics.json")
     return metrics, model
+
+
+def run_metrics(trainer: Trainer, result: Any, fdir: Path) -> dict[str, Any]:
+    """What a finished run measured: the whole run's loss, its steps, the best held-out accuracy and its step, speed
+    and peak memory."""
+    state = trainer.state
+    return {"loss": run_loss(read_log(fdir / "train_log.jsonl"), result.training_loss), "steps": state.global_step,
+            "max_steps": state.max_steps, f"best_{METRIC}": state.best_metric, "best_step": state.best_global_step,
+            "samples_per_second": result.metrics.get("train_samples_per_second"), "peak_memory_mb": peak_memory_mb()}  # fmt: skip
 
 
 def run_loss(log: pd.DataFrame, fallback: float) -> float:

@@ -23,14 +23,14 @@ import optuna
 import pandas as pd
 
 from competition.config import Config, DecodingConfig, TrainConfig
-from competition.data import Competition
+from competition.data import ID, Competition
 from competition.errors import ConfigError, WorkerError
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_yaml
-from competition.normalize import AnswerNormalizer
+from competition.normalize import FUZZY_THRESHOLD, AnswerNormalizer
 from competition.scoring import QuestionSet
 from competition.tuned import save_tuned, with_train
-from competition.vote import FUZZY_THRESHOLD, METHODS, score, vote, vote_rows
+from competition.vote import METHODS, score, vote, vote_rows
 
 STUDIES = ("train", "decoding", "vote")
 HEARTBEAT_S = 10  # a running trial records it is alive this often
@@ -111,7 +111,7 @@ class TrainObjective:
     Trials train under experiments/<exp>/train-study/ and keep their logs and curves, not their weights."""
 
     def __init__(self, cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int) -> None:
-        if cfg.train.eval_steps == 0:
+        if not cfg.train.evaluates:
             raise ConfigError("tune --study train: train.eval_steps=0 turns off the held-out accuracy it maximises")
         self.cfg, self.comp, self.folds, self.fold = cfg, comp, folds, fold
 
@@ -253,7 +253,7 @@ def objective_for(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str
     from competition.predictions import oof_frame
 
     oof = oof_frame(cfg, comp, folds)
-    gold = oof.drop_duplicates("id").set_index("id")["gold"]
+    gold = oof.drop_duplicates(ID).set_index(ID)["gold"]
     return vote_objective(vote_rows(oof), gold)
 
 

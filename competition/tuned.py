@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from competition.config import Config, DecodingConfig, Section, TrainConfig, VoteMethod
 from competition.errors import ConfigError
 from competition.io import atomic_write_yaml, is_number
+from competition.normalize import FUZZY_THRESHOLD
 from competition.overrides import bad_value, check_keys, read_yaml
 from competition.prompts import TEMPLATES
 
@@ -23,7 +24,7 @@ class TunedVote(Section):
     """tuned.yaml's vote section: the vote study's best method, fuzzy threshold and member weights."""
 
     method: VoteMethod
-    threshold: float = Field(90.0, ge=0, le=100)
+    threshold: float = Field(FUZZY_THRESHOLD, ge=0, le=100)
     weights: dict[str, Annotated[float, Field(ge=0)]] | None = None
 
 

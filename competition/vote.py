@@ -29,12 +29,13 @@ from scipy.sparse import coo_array
 from scipy.sparse.csgraph import connected_components
 
 from competition.config import VoteMethod
+from competition.data import ANSWER, ID
 from competition.errors import ConfigError, DataError
+from competition.normalize import FUZZY_THRESHOLD
 
 Method = VoteMethod
 METHODS: tuple[str, ...] = get_args(Method)
-FUZZY_THRESHOLD = 90.0  # default: two spellings of one answer when rapidfuzz's ratio is at least this
-VOTE_COLUMNS = ["id", "member", "answer", "logprob"]
+VOTE_COLUMNS = [ID, "member", ANSWER, "logprob"]
 ALTERNATIVES = "alternatives"  # the optional column of (answer, logprob) pairs the soft vote adds
 
 
@@ -109,10 +110,10 @@ def with_alternatives(preds: pd.DataFrame) -> pd.DataFrame:
     """The rows and, after them, one row per alternative answer of each (id, member, answer, logprob)."""
     if ALTERNATIVES not in preds:
         return preds[VOTE_COLUMNS]
-    alt = preds[["id", "member", ALTERNATIVES]].explode(ALTERNATIVES).dropna(subset=[ALTERNATIVES])
+    alt = preds[[ID, "member", ALTERNATIVES]].explode(ALTERNATIVES).dropna(subset=[ALTERNATIVES])
     pairs = alt[ALTERNATIVES].tolist()
-    extra = pd.DataFrame({"id": alt["id"].to_numpy(), "member": alt["member"].to_numpy(),
-                          "answer": [a for a, _ in pairs], "logprob": np.array([lp for _, lp in pairs], float)})  # fmt: skip
+    extra = pd.DataFrame({ID: alt[ID].to_numpy(), "member": alt["member"].to_numpy(),
+                          ANSWER: [a for a, _ in pairs], "logprob": np.array([lp for _, lp in pairs], float)})  # fmt: skip
     return pd.concat([preds[VOTE_COLUMNS], extra], ignore_index=True)
 
 
@@ -120,8 +121,8 @@ def _ballots(preds: pd.DataFrame, threshold: float | None = None, soft: bool = F
     """Factorize ids, answers and members; cluster similar answers per id when a threshold is given; with `soft`,
     the alternatives join as rows weighted by their probabilities."""
     preds = with_alternatives(preds) if soft else preds
-    id_code, ids = _factorize(preds, "id", sort=False)
-    answer_code, answers = _factorize(preds, "answer", sort=True)
+    id_code, ids = _factorize(preds, ID, sort=False)
+    answer_code, answers = _factorize(preds, ANSWER, sort=True)
     member_code, members = _factorize(preds, "member", sort=True)
     key = id_code.astype(np.int64) * max(len(answers), 1) + answer_code
     order = np.argsort(key, kind="stable")
@@ -263,8 +264,8 @@ def _result(b: Ballots, winner: np.ndarray, group: np.ndarray, cluster_weight: n
     support = np.divide(cluster_weight[winner], total, out=np.zeros(len(winner)), where=total > 0)
     return pd.DataFrame(
         {
-            "id": b.ids,
-            "answer": b.answers[b.group_answer[group]],
+            ID: b.ids,
+            ANSWER: b.answers[b.group_answer[group]],
             "support": support,
             "logprob": b.cluster_logprob[winner],
         }
@@ -273,8 +274,8 @@ def _result(b: Ballots, winner: np.ndarray, group: np.ndarray, cluster_weight: n
 
 def score(voted: pd.DataFrame, gold: pd.Series) -> float:
     """Accuracy of the voted answers: exact match with `gold` (indexed by id) on normalized strings."""
-    truth = _gold_for(voted["id"].to_numpy(object), gold)
-    return float(np.mean(voted["answer"].to_numpy(object) == truth)) if len(truth) else 0.0
+    truth = _gold_for(voted[ID].to_numpy(object), gold)
+    return float(np.mean(voted[ANSWER].to_numpy(object) == truth)) if len(truth) else 0.0
 
 
 def _gold_for(ids: np.ndarray, gold: pd.Series) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+import yaml
 from typer.testing import CliRunner
 
 from competition.cli import app
@@ -159,6 +160,12 @@ def test_the_training_study_prunes_and_train_takes_its_best_parameters(
     metrics, _ = train_fold(cfg, comp, folds, 0, log=lines.append)
     assert metrics["tuned"] == tuned and metrics["best_accuracy"] == pytest.approx(study.best_value)
     assert any(line.startswith(f"tuned (tuned.yaml): learning_rate={2 * lr:.4g}") for line in lines), lines
+    trained_with = yaml.safe_load((cfg.fold_dir(0) / "config.yaml").read_text())["train"]
+    assert trained_with["learning_rate"] == pytest.approx(2 * lr)  # the fold's config.yaml is the one that trained
+    from competition.pipeline import train_one
+
+    train_one(cfg, 0)  # the stage saves the experiment's config resolved the same way (the fold is done already)
+    assert yaml.safe_load((cfg.exp_dir / "config.yaml").read_text())["train"] == trained_with
 
 
 def test_a_tuned_decoding_that_decodes_as_a_configured_one_adds_no_member(tmp_path: Path) -> None:
