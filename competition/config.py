@@ -119,9 +119,8 @@ class ModelConfig(Section):
     family: str = Field("llava", description="llava: a generative LLaVA (source picks which); classifier: an "
         "answer-vocabulary classifier; vlm: any image-text-to-text model of transformers from name_or_path (Qwen2.5-VL, "
         "SmolVLM, PaliGemma, ...); or any family registered with competition.families.register")  # fmt: skip
-    source: Literal["tiny", "pretrained", "from_parts"] = Field(
-        "tiny", description="tiny: random-init offline model; pretrained: llava-hf id/path; from_parts: vision + LM"
-    )
+    source: Literal["tiny", "pretrained", "from_parts"] = Field("tiny", description="tiny: random-init offline model; "
+                                                               "pretrained: llava-hf id/path; from_parts: vision + LM")  # fmt: skip
     name_or_path: str | None = Field(None, description="pretrained llava, vlm: hub id or folder of the checkpoint")
     processor_kwargs: dict[str, Any] = Field({}, description="vlm: AutoProcessor.from_pretrained keywords (max_pixels)")
     vision_tower: str | None = Field(None, description="from_parts: CLIP vision model id or folder")
@@ -154,10 +153,8 @@ class LoraSettings(Section):
     r: int = Field(16, ge=1, description="LoRA rank")
     alpha: int = Field(32, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA branch")
-    target_modules: list[str] = Field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="language-model linear layers that get LoRA adapters",
-    )
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                      description="language-model linear layers that get LoRA adapters")  # fmt: skip
 
 
 class TrainConfig(Section):
@@ -180,6 +177,8 @@ class TrainConfig(Section):
     max_length: int = Field(128, ge=8, description="text tokens of a training conversation (questions + answers, all "
                             "turns); image tokens on top")  # fmt: skip
     pack_questions: int = Field(1, ge=1, description="questions of one image per training conversation (multi-turn)")
+    mirror: float = Field(0.0, ge=0, le=1, description="share of the training images added mirrored, left and right "
+                          "swapped in their questions and answers (question-aware augmentation)")  # fmt: skip
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="mixed precision of the forward/"
         "backward pass (weights that train stay float32); auto: bf16 on a CUDA card that has it, fp16 on older CUDA "
         "cards, fp32 on CPU. TF32 matmuls are on wherever the card has them")  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from competition.augment import as_marked, split_mark
 from competition.data import Competition
 from competition.errors import ConfigError
 
@@ -81,6 +82,12 @@ class ImageTransform:
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
 
+def load_marked(comp: Competition, split: str, image_id: str) -> Image.Image:
+    """The RGB picture of an image id, mirrored when the id carries augment's mirror mark."""
+    base, mirrored = split_mark(image_id)
+    return as_marked(comp.load_image(split, base), mirrored)
+
+
 class Images:
     """Preprocessed pixel tensors by image id, decoded lazily, optionally kept in memory."""
 
@@ -91,10 +98,10 @@ class Images:
     def __call__(self, image_ids: Sequence[str]) -> torch.Tensor:
         """(N, 3, H, W) pixels for the ids, in order."""
         if self.cache is None:
-            return self.transform([self.comp.load_image(self.split, i) for i in image_ids])
+            return self.transform([load_marked(self.comp, self.split, i) for i in image_ids])
         todo = sorted({i for i in image_ids if i not in self.cache})
         if todo:
-            for i, px in zip(todo, self.transform([self.comp.load_image(self.split, i) for i in todo]), strict=True):
+            for i, px in zip(todo, self.transform([load_marked(self.comp, self.split, i) for i in todo]), strict=True):
                 self.cache[i] = px
         return torch.stack([self.cache[i] for i in image_ids])
 
@@ -109,8 +116,8 @@ class RawImages:
     def __call__(self, image_ids: Sequence[str]) -> list[Image.Image]:
         """The RGB images of the ids, in order."""
         if self.cache is None:
-            return [self.comp.load_image(self.split, i) for i in image_ids]
+            return [load_marked(self.comp, self.split, i) for i in image_ids]
         for i in image_ids:
             if i not in self.cache:
-                self.cache[i] = self.comp.load_image(self.split, i)
+                self.cache[i] = load_marked(self.comp, self.split, i)
         return [self.cache[i] for i in image_ids]

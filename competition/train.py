@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from competition.augment import mirrored_rows
 from competition.config import Config
 from competition.data import ANSWER, Competition
 from competition.families import Family, family_for
@@ -262,6 +263,7 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     if not family.uses_trainer:
         return fit_fold(cfg, family, comp, rows, fold)
     rows, held_out = held_out_rows(cfg, rows, fold_rows(comp, folds, fold, "val"))
+    rows = mirrored_rows(rows, cfg.train.mirror, cfg.seed)
     model, processor = family.build(comp, rows)
     dataset = family.train_set(model, processor, rows)
     plan = make_plan(cfg, model, len(dataset))
