@@ -74,10 +74,6 @@ def test_lora_saves_an_adapter_that_reloads_to_the_same_predictions(demo_root: P
     assert not torch.allclose(logits(base, processor), logits(trained, processor), atol=1e-3)
 
 
-def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def every_tensor(cfg: Config, fold: int = 0) -> dict[str, torch.Tensor]:
     """Every tensor of the fold's model/ as the family loads it: parameters and buffers."""
     model, _ = family_for(cfg).load(cfg.fold_dir(fold) / "model")
