@@ -17,18 +17,25 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
 
+DOWNSAMPLING = ("stride", "max")  # a strided conv, or a conv at full resolution then max pooling (VGG's way)
+
+
 class ConvStemConfig(PretrainedConfig):
     """A plain convolutional stack: one conv + BatchNorm + ReLU per entry of `hidden_sizes`, with its stride; 3x3
     convs by default (padded: cells overlap and see the image's edge), 2x2 for a patch stem (each cell exactly its
     own patch, as a ViT's). `coord_channels` appends each pixel's x and y (-1 to 1) to its colours (CoordConv), so
-    every cell sees where it lies."""
+    every cell sees where it lies. `downsample: max` convolves at full resolution and max-pools by the stride: each
+    cell keeps its strongest response, whatever the object's exact place, size or rotation."""
 
     model_type = "conv_stem"
 
     def __init__(self, num_channels: int = 3, hidden_sizes: list[int] | None = None, strides: list[int] | None = None,
-                 kernel_size: int = 3, coord_channels: bool = False, **kwargs: Any) -> None:  # fmt: skip
+                 kernel_size: int = 3, coord_channels: bool = False, downsample: str = "stride", **kwargs: Any) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.num_channels, self.kernel_size, self.coord_channels = num_channels, kernel_size, coord_channels
+        if downsample not in DOWNSAMPLING:
+            raise ValueError(f"downsample={downsample!r}: expected one of {', '.join(DOWNSAMPLING)}")
+        self.downsample = downsample
         self.hidden_sizes = list(hidden_sizes or [32, 64, 128, 128])
         self.strides = list(strides or [2, 2, 2, 2])  # 16x smaller: a 3 x 3 map of a 48 px image
         if len(self.strides) != len(self.hidden_sizes):
@@ -63,8 +70,10 @@ class ConvStemModel(PreTrainedModel):
         layers: list[nn.Module] = []
         channels = config.num_channels + 2 * config.coord_channels
         for size, stride in zip(config.hidden_sizes, config.strides, strict=True):
-            k = config.kernel_size
-            layers += [nn.Conv2d(channels, size, k, stride, (k - 1) // 2, bias=False), nn.BatchNorm2d(size), nn.ReLU()]
+            k, pooled = config.kernel_size, config.downsample == "max"
+            conv = nn.Conv2d(channels, size, k, 1 if pooled else stride, (k - 1) // 2, bias=False)
+            pool = nn.MaxPool2d(stride) if pooled and stride > 1 else nn.Identity()
+            layers.append(nn.Sequential(conv, nn.BatchNorm2d(size), nn.ReLU(), pool))
             channels = size
         self.layers = nn.Sequential(*layers)
         self.post_init()
@@ -90,13 +99,12 @@ class ConvStemModel(PreTrainedModel):
         return self
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs: Any) -> BaseModelOutput:
-        x, maps = pixel_values.to(self.layers[0].weight.dtype), []  # as CLIP's patch embedding: bf16 weights, bf16 input
+        x, maps = pixel_values.to(self.layers[0][0].weight.dtype), []  # as CLIP's patch embedding: bf16 weights, bf16 input
         if self.config.coord_channels:
             x = torch.cat([x, coordinates(x)], 1)
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i % 3 == 2:  # conv, norm, ReLU: a block's map
-                maps.append(x)
+        for block in self.layers:
+            x = block(x)
+            maps.append(x)
         tokens = tuple(m.flatten(2).transpose(1, 2) for m in maps) if output_hidden_states else None
         return BaseModelOutput(last_hidden_state=x, hidden_states=tokens)
 

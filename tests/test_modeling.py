@@ -73,6 +73,27 @@ def test_coord_channels_tell_a_patch_stems_identical_cells_apart(coords: bool, t
     assert again.config.coord_channels is coords
     torch.testing.assert_close(again(pixel_values=x).last_hidden_state, stem(pixel_values=x).last_hidden_state)
 
+@pytest.mark.parametrize("downsample,same", [("stride", False), ("max", True)])
+def test_a_max_pooled_stem_answers_the_same_wherever_a_dot_lies_in_its_window(downsample: str, same: bool) -> None:
+    from competition.backbones import ConvStemConfig, ConvStemModel
+
+    stem = ConvStemModel(ConvStemConfig(hidden_sizes=[4], strides=[4], kernel_size=1, downsample=downsample)).eval()
+    with torch.no_grad():
+        stem.layers[0][0].weight.fill_(1.0)  # a 1x1 conv summing the colours: a bright dot is the strongest response
+    left, right = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    left[..., 0, 0], right[..., 2, 3] = 1.0, 1.0  # one dot, at two places of the one 4 px cell
+    a, b = stem(pixel_values=left).last_hidden_state, stem(pixel_values=right).last_hidden_state
+    assert a.shape[-2:] == (1, 1)
+    assert torch.equal(a, b) is same
+
+
+def test_a_stem_refuses_an_unknown_downsampling() -> None:
+    from competition.backbones import ConvStemConfig
+
+    with pytest.raises(ValueError, match="downsample='avg': expected one of stride, max"):
+        ConvStemConfig(downsample="avg")
+
+
 def test_pad_keeps_shapes_and_uses_mean_colour() -> None:
     im = Image.new("RGB", (40, 20), (255, 0, 0))
     sq = expand_to_square(im, (10, 20, 30))
