@@ -16,7 +16,6 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 
-
 DOWNSAMPLING = ("stride", "max")  # a strided conv, or a conv at full resolution then max pooling (VGG's way)
 
 

@@ -77,32 +77,45 @@ class AnswerClassifier(nn.Module):
         h = c.hidden
         self.image_proj = nn.Linear(feature_size(vision.config), h)
         self.text_proj = nn.Linear(text.config.hidden_size, h)
-        self.positions = nn.Parameter(torch.randn(1, 1 + MAX_IMAGE_TOKENS, h) * c.position_std)  # the first token's, the image's
-        self.text_type = nn.Parameter(torch.zeros(1, 1, h))
-        layer = nn.TransformerEncoderLayer(h, c.fusion_heads, 2 * h, dropout=0.0, batch_first=True, norm_first=True)
-        self.fusion = nn.TransformerEncoder(layer, c.fusion_layers, enable_nested_tensor=False)
+        if c.fusion_layers:
+            self.positions = nn.Parameter(torch.randn(1, 1 + MAX_IMAGE_TOKENS, h) * c.position_std)  # the first token's, the image's
+            self.text_type = nn.Parameter(torch.zeros(1, 1, h))
+            layer = nn.TransformerEncoderLayer(h, c.fusion_heads, 2 * h, dropout=0.0, batch_first=True, norm_first=True)
+            self.fusion: nn.Module = nn.TransformerEncoder(layer, c.fusion_layers, enable_nested_tensor=False)
+        else:  # a notebook's model: the image's mean cell beside the question's mean word, through one hidden layer
+            self.fusion = nn.Sequential(nn.Linear(2 * h, h), nn.ReLU())
         self.head = nn.Sequential(nn.LayerNorm(h), nn.Dropout(c.dropout), nn.Linear(h, len(answers)))
 
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(images, features, hidden): a convolutional map's cells or a transformer's tokens, projected."""
+        """(images, features, hidden): a convolutional map's cells or a transformer's tokens (after their maximum
+        when pooled_token), projected."""
         img = self.vision_tower(pixel_values=pixel_values).last_hidden_state
         if img.dim() == 4:  # (B, C, H, W) of a convolutional backbone -> (B, H*W, C)
             img = img.flatten(2).transpose(1, 2)
+        if self.settings.pooled_token:
+            img = torch.cat([img.amax(1, keepdim=True), img], 1)
         return self.image_proj(img)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 image_index: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:  # fmt: skip
         img = self.image_tokens(pixel_values)
         img = img if image_index is None else img[image_index]
-        words = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        first = torch.zeros_like(img[:, :1])
-        seen = torch.cat([first, img], 1) + self.positions[:, : 1 + img.shape[1]]
-        tokens = torch.cat([seen, self.text_proj(words) + self.text_type], 1)
-        ignore = torch.cat([attention_mask.new_ones(len(words), seen.shape[1]), attention_mask], 1) == 0
-        out = self.fusion(tokens, src_key_padding_mask=ignore)
-        logits = self.head(out[:, 0])
+        words = self.text_proj(self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+        logits = self.head(self.fused(img, words, attention_mask))
         loss = None if labels is None else answer_loss(logits.float(), labels, self.settings.loss)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def fused(self, img: torch.Tensor, words: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(questions, hidden) read by the head: the fusion transformer's first token, or (fusion_layers=0) the
+        hidden layer over the mean image token and the mean of the question's words."""
+        if not self.settings.fusion_layers:
+            mask = attention_mask.unsqueeze(-1).to(words.dtype)
+            return self.fusion(torch.cat([img.mean(1), (words * mask).sum(1) / mask.sum(1).clamp_min(1)], 1))
+        first = torch.zeros_like(img[:, :1])
+        seen = torch.cat([first, img], 1) + self.positions[:, : 1 + img.shape[1]]
+        tokens = torch.cat([seen, words + self.text_type], 1)
+        ignore = torch.cat([attention_mask.new_ones(len(words), seen.shape[1]), attention_mask], 1) == 0
+        return self.fusion(tokens, src_key_padding_mask=ignore)[:, 0]
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Each answer's log-probability: over all answers (ce), or of each answer on its own (bce)."""

@@ -100,11 +100,12 @@ class ClassifierConfig(Section):
         {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 256},
         description="random-init question encoder: any transformers text config, over a tokenizer trained on the data")  # fmt: skip
     hidden: int = Field(128, ge=8, description="width of the fusion transformer and the head")
-    fusion_layers: int = Field(2, ge=1, description="layers of the fusion transformer over image features and question words")
+    fusion_layers: int = Field(2, ge=0, description="layers of the fusion transformer over image and question tokens; 0: their means through an MLP")
     fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
     image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
     position_std: float = Field(0.02, ge=0, description="initial spread of the image tokens' learned positions: a stem "
                                 "without padding (patch stem) learns where things are only from these (0.3 there)")
+    pooled_token: bool = Field(False, description="one more image token: the last map's maximum over its cells (whole objects)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the answer layer")
     loss: Literal["ce", "bce"] = Field("ce", description="ce: cross-entropy over the answers; bce: VQA's sigmoid per answer")
     max_answers: int = Field(3129, ge=2, description="answers the head scores: the fold's most common (VQA's 3,129)")

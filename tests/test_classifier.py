@@ -27,9 +27,9 @@ def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
 
 
 @pytest.mark.train(minutes=0.2)
-@pytest.mark.parametrize("loss", ["ce", "bce"])
-def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, loss: str) -> None:
-    cfg, comp, folds = classifier_run(demo_root, tmp_path, f"model.classifier.loss={loss}")
+@pytest.mark.parametrize("setting", ["loss=ce", "loss=bce", "fusion_layers=0"])
+def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, setting: str) -> None:
+    cfg, comp, folds = classifier_run(demo_root, tmp_path, f"model.classifier.{setting}")
     metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
     log = [json.loads(x) for x in (cfg.fold_dir(0) / "train_log.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in log if "loss" in x]
@@ -117,3 +117,23 @@ def test_a_classifier_on_pretrained_backbones_from_folders_reloads_to_the_same_l
         same = [m.eval()(pixel_values=px, input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).logits
                 for m in (model, loaded)]  # fmt: skip
     assert torch.allclose(*same, atol=1e-5)
+
+
+def test_a_pooled_token_is_the_maximum_of_the_map_over_its_cells_and_survives_a_reload(tmp_path: Path) -> None:
+    from competition.classifier import build_classifier, load_classifier, save_classifier
+    from competition.config import ClassifierConfig
+
+    stem = {"model_type": "conv_stem", "hidden_sizes": [8, 16], "strides": [2, 2], "downsample": "max"}
+    c = ClassifierConfig(vision_config=stem, image_size=16, hidden=32, pooled_token=True)
+    model, processor = build_classifier(c, ["what shape is it"], ["circle", "square"], 0)
+    model.eval()
+    px = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        cells = model.vision_tower(pixel_values=px).last_hidden_state.flatten(2).transpose(1, 2)  # (3, 16, 16)
+        tokens = model.image_tokens(px)
+        assert tokens.shape[1] == cells.shape[1] + 1
+        assert torch.allclose(tokens[:, 0], model.image_proj(cells.amax(1)), atol=1e-6)
+        assert torch.allclose(tokens[:, 1:], model.image_proj(cells), atol=1e-6)
+    save_classifier(model, processor, tmp_path / "out")
+    loaded, _ = load_classifier(tmp_path / "out")
+    assert loaded.settings.pooled_token and loaded.image_tokens(px).shape == tokens.shape
