@@ -1,12 +1,13 @@
 """One recipe on every synthetic competition kind: held-out accuracy per kind and per question type.
 
-    python bench/generalize.py [-c configs/demo_classifier_patch.yaml] [--set key=value ...] [--kinds object,count]
-        [--train-images 3000] [--test-images 300] [--jobs 1] [--work /tmp/generalize]
+    python bench/generalize.py [-c configs/demo_classifier_pooled.yaml] [--with OTHER.yaml ...] [--set key=value ...]
+        [--kinds object,count] [--train-images 3000] [--test-images 300] [--jobs 1] [--work /tmp/generalize]
 
-For each kind, from scratch: writes its data to <work>/<kind>/data, then runs folds, train-all, predict-all, cv and
-ensemble through `python -m competition` with workdir <work>/<kind> (each stage's output in <work>/<kind>/log.txt),
-and scores the ensemble's submission against the data's solution.csv: per question type, beside the majority
-baseline (the type's most common training answer) and the best member's out-of-fold accuracy from cv.json.
+For each kind, from scratch: writes its data to <work>/<kind>/data, then runs folds, train-all, predict-all and cv
+through `python -m competition` with workdir <work>/<kind> (each stage's output in <work>/<kind>/log.txt), the same
+for each --with recipe on the same folds, then the ensemble of them all, and scores its submission against the
+data's solution.csv: per question type, beside the majority baseline (the type's most common training answer) and
+the best member's out-of-fold accuracy from the recipes' cv.json.
 --jobs runs that many kinds side by side, sharing the CPU threads. A kind that fails prints its stage and the end of
 its log; the others go on.
 """
@@ -30,13 +31,15 @@ from competition.metrics import exact_matches, majority_baseline, question_types
 from competition.synthetic import KINDS, generate
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("folds", "train-all", "predict-all", "cv", "ensemble")
+MEMBER_STAGES = ("train-all", "predict-all", "cv")  # each recipe's, after the main recipe's folds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-c", "--config", type=Path, default=REPO / "configs" / "demo_classifier_patch.yaml")
+    p.add_argument("-c", "--config", type=Path, default=REPO / "configs" / "demo_classifier_pooled.yaml")
+    p.add_argument("--with", dest="others", type=Path, action="append", default=[],
+                   help="another recipe trained on the same folds and blended (repeatable)")
     p.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value (repeatable)")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, of {', '.join(KINDS)}")
     p.add_argument("--train-images", type=int, default=3000)
@@ -50,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--kinds: unknown {', '.join(unknown)} (expected some of {', '.join(KINDS)})")
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
-    args.config = args.config.resolve()
+    args.config, args.others = args.config.resolve(), [o.resolve() for o in args.others]
     return args
 
 
@@ -60,17 +63,27 @@ def overrides(args: argparse.Namespace, kind: str) -> list[str]:
     return [*args.sets, f"data.root={folder / 'data'}", f"workdir={folder}"]
 
 
+def stage_commands(args: argparse.Namespace, kind: str) -> list[list[str]]:
+    """`python -m competition` command lines: the main recipe's folds, every recipe's members, the blend."""
+    sets = [x for s in overrides(args, kind) for x in ("--set", s)]
+    names = [load_config(o, overrides(args, kind)).experiment for o in args.others]
+
+    def stage(name: str, config: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "competition", name, "-c", str(config), *sets, *extra]
+
+    members = [stage(name, c) for c in (args.config, *args.others) for name in MEMBER_STAGES]
+    return [stage("folds", args.config), *members, stage("ensemble", args.config, *(x for n in names for x in ("--with", n)))]
+
+
 def run_stages(args: argparse.Namespace, kind: str, threads: int) -> str | None:
     """Every stage of the flow in its own process, logged; None when all pass, else the failed stage."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    sets = [x for s in overrides(args, kind) for x in ("--set", s)]
     with (args.work / kind / "log.txt").open("w") as log:
-        for stage in STAGES:
-            cmd = [sys.executable, "-m", "competition", stage, "-c", str(args.config), *sets]
+        for cmd in stage_commands(args, kind):
             log.write(f"$ {' '.join(cmd)}\n")
             log.flush()
             if subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
-                return stage
+                return f"{cmd[3]} of {Path(cmd[5]).name}"
     return None
 
 
@@ -84,16 +97,17 @@ def submission(args: argparse.Namespace, kind: str) -> Path:
 
 
 def oof_by_type(args: argparse.Namespace, kind: str) -> pd.Series:
-    """The best member's out-of-fold accuracy per question type and overall ('all'), from cv.json (empty when
-    missing)."""
-    cfg = load_config(args.config, overrides(args, kind))
-    path = cfg.exp_dir / "cv.json"
-    if not path.is_file():
-        return pd.Series(dtype=float)
-    tables = json.loads(path.read_text())
-    per_type = pd.DataFrame(tables["per_type"]).set_index("qtype").drop(columns=["n", "baseline"]).max(axis=1)
-    per_type.loc["all"] = max(m["accuracy"] for m in tables["members"])
-    return per_type
+    """The best member's out-of-fold accuracy per question type and overall ('all'), over every recipe's cv.json
+    (empty when none is there)."""
+    found = []
+    for config in (args.config, *args.others):
+        path = load_config(config, overrides(args, kind)).exp_dir / "cv.json"
+        if path.is_file():
+            tables = json.loads(path.read_text())
+            per_type = pd.DataFrame(tables["per_type"]).set_index("qtype").drop(columns=["n", "baseline"]).max(axis=1)
+            per_type.loc["all"] = max(m["accuracy"] for m in tables["members"])
+            found.append(per_type)
+    return pd.concat(found, axis=1).max(axis=1) if found else pd.Series(dtype=float)
 
 
 def read(path: Path) -> pd.DataFrame:
