@@ -28,6 +28,7 @@ import pandas as pd
 
 from competition.config import load_config
 from competition.metrics import exact_matches, majority_baseline, question_types
+from competition.submit import leaderboard
 from competition.synthetic import KINDS, generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,12 +89,13 @@ def run_stages(args: argparse.Namespace, kind: str, threads: int) -> str | None:
 
 
 def submission(args: argparse.Namespace, kind: str) -> Path:
-    """The newest ensemble submission of the recipe's experiment in the kind's workdir."""
+    """The submission the kind's leaderboard ranks first (by local CV): the blend, or its best member when the blend
+    does not beat it."""
     cfg = load_config(args.config, overrides(args, kind))
-    found = sorted(cfg.submissions_dir.glob(f"*-{cfg.experiment}-ensemble.csv"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise FileNotFoundError(f"no *-{cfg.experiment}-ensemble.csv in {cfg.submissions_dir}")
-    return found[-1]
+    board = leaderboard(cfg.submissions_dir)
+    if board.empty:
+        raise FileNotFoundError(f"no ranked submission in {cfg.submissions_dir}")
+    return cfg.submissions_dir / board["file"].iloc[0]
 
 
 def oof_by_type(args: argparse.Namespace, kind: str) -> pd.Series:
