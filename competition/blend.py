@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from competition.data import ANSWER, ID
-from competition.vote import VOTE_COLUMNS, Candidate, fit_weights, score, vote, vote_rows
+from competition.vote import VOTE_COLUMNS, Candidate, candidate_weights, score, vote, vote_rows
 
 MIN_TYPE_QUESTIONS = 50  # a question type with fewer OOF questions shares the stacker's global coefficients only
 
@@ -104,14 +104,13 @@ def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataF
 
 
 def fit_candidate(c: Candidate, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series) -> Blend:
-    """The candidate's blend, weights fitted on `oof` alone (per question type when c.by_type)."""
-    if not c.fit:
-        return Blend(c.method, c.threshold, None)
-    weights = fit_weights(vote_rows(oof), gold, c.method, c.threshold)
+    """The candidate's blend, weights fitted on `oof` alone (per question type when c.by_type; unit without c.fit or
+    c.select)."""
+    weights = candidate_weights(c, vote_rows(oof), gold)
     if not c.by_type:
         return Blend(c.method, c.threshold, weights)
     types = oof[ID].map(qtype)
-    by_type = {t: fit_weights(vote_rows(oof[types == t]), gold, c.method, c.threshold) for t in pd.unique(types)}
+    by_type = {t: candidate_weights(c, vote_rows(oof[types == t]), gold) for t in pd.unique(types)}
     return Blend(c.method, c.threshold, weights, by_type)
 
 

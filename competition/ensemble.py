@@ -39,7 +39,8 @@ def candidates(cfg: Config) -> list[Candidate]:
             out.append(Candidate("majority"))
         elif m in ("weighted", "soft"):
             out += [Candidate(m)] if m == "soft" else []  # unit weights: the plain average of the members' probabilities
-            out += [Candidate(m, fit=True)] + ([Candidate(m, fit=True, by_type=True)] if e.per_type else [])
+            out += [Candidate(m, fit=True), Candidate(m, select=True)]
+            out += [Candidate(m, fit=True, by_type=True)] if e.per_type else []
         else:
             out += [Candidate("fuzzy", t, fit=f) for t in e.thresholds for f in (False, True)]
     return out

@@ -69,11 +69,12 @@ class Candidate:
     threshold: float = FUZZY_THRESHOLD
     fit: bool = False
     by_type: bool = False  # fitted weights: one set per question type
+    select: bool = False  # fitted weights: Caruana's ensemble selection (greedy, with replacement) instead of search
 
     def __post_init__(self) -> None:
         """Refuse an unknown method, and fitted weights for majority (which ignores weights)."""
         check_method(self.method)
-        if self.method == "majority" and self.fit:
+        if self.method == "majority" and (self.fit or self.select):
             raise ConfigError("ensemble: majority uses unit weights; fit weights with 'weighted' or 'fuzzy'")
 
 
@@ -317,6 +318,32 @@ def fit_weights(
     return {str(member): round(float(w), 6) for member, w in zip(b.members, weight, strict=True)}
 
 
+SELECTION_ROUNDS = 20  # Caruana et al. (2004) stop adding members after a few dozen; the best prefix is kept
+
+
+def select_ensemble(oof: pd.DataFrame, gold: pd.Series, method: Literal["weighted", "fuzzy", "soft"] = "weighted",
+                    threshold: float = FUZZY_THRESHOLD, rounds: int = SELECTION_ROUNDS) -> dict[str, float]:  # fmt: skip
+    """Caruana's ensemble selection: add, with replacement, the member whose extra vote most raises the voted OOF
+    accuracy, `rounds` times; the weights are the members' counts in the best bag seen (the earliest on ties)."""
+    b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft")
+    correct = b.group_answer == _answer_codes(b, _gold_for(b.ids, gold))[b.group_id]
+    counts, best, best_counts = np.zeros(len(b.members)), -1.0, np.zeros(len(b.members))
+    for _ in range(rounds):
+        trials = [counts + np.eye(len(counts))[m] for m in range(len(counts))]
+        scores = [_accuracy(b, t, correct) for t in trials]
+        counts = trials[int(np.argmax(scores))]
+        if max(scores) > best:
+            best, best_counts = max(scores), counts
+    return {str(member): float(n) for member, n in zip(b.members, best_counts, strict=True)}
+
+
+def candidate_weights(c: Candidate, oof: pd.DataFrame, gold: pd.Series) -> dict[str, float] | None:
+    """The candidate's member weights fitted on `oof` (ensemble selection or weight search); None: unit weights."""
+    if c.select:
+        return select_ensemble(oof, gold, c.method, c.threshold)
+    return fit_weights(oof, gold, c.method, c.threshold) if c.fit else None
+
+
 def _answer_codes(b: Ballots, answers: np.ndarray) -> np.ndarray:
     """Answer code of each string; -1 for a string no member answered."""
     return pd.Index(b.answers).get_indexer(answers)
@@ -354,7 +381,7 @@ def select_method(
     """
     best: tuple[Method, dict[str, Any], float] | None = None
     for c in candidates:
-        weights = fit_weights(oof, gold, c.method, c.threshold) if c.fit else None
+        weights = candidate_weights(c, oof, gold)
         acc = score(vote(oof, c.method, weights, c.threshold), gold)
         if best is None or acc > best[2]:
             best = (c.method, {"threshold": c.threshold, "weights": weights}, acc)

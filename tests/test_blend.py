@@ -76,9 +76,10 @@ def test_the_leaderboard_ranks_by_nested_cv_and_test_rows_never_fit(data_copy: P
     cfg, comp, folds = predicted(data_copy, tmp_path / "w", ["ensemble.methods=[weighted]", "ensemble.per_type=true"])
     add_noise_members(cfg, comp, 8)
     res = run_ensemble(cfg, comp, folds)
-    assert res["cv"] < res["cv_in_sample"]
+    assert res["cv"] <= res["cv_in_sample"]
+    assert not any(w for m, w in (res["weights"] or {}).items() if "noise" in m)  # ensemble selection leaves noise out
     board = leaderboard(cfg.submissions_dir)
-    assert board.iloc[0]["cv"] == pytest.approx(max(res["members"].values()))  # the member, not the blend, leads
+    assert board.iloc[0]["cv"] == pytest.approx(max(res["cv"], *res["members"].values()))  # by nested CV, not in-sample
     for fold in range(cfg.folds.k):  # scramble every test answer: the fitted blend must not move
         path = file_for(cfg, fold, "test")
         rows = read_predictions(path)

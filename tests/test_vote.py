@@ -16,8 +16,10 @@ from competition.errors import ConfigError, DataError
 from competition.vote import (
     FUZZY_THRESHOLD,
     Candidate,
+    candidate_weights,
     fit_weights,
     score,
+    select_ensemble,
     select_method,
     vote,
 )
@@ -357,3 +359,26 @@ def test_candidate_refuses_fitting_majority_and_an_unknown_method() -> None:
     message = "ensemble: majority uses unit weights; fit weights with 'weighted' or 'fuzzy'"
     refused(ConfigError, message, Candidate, "majority", fit=True)
     refused(ConfigError, "ensemble: unknown method 'mean' (valid: majority, weighted, fuzzy, soft)", Candidate, "mean")
+
+
+def test_ensemble_selection_adds_members_with_replacement_and_leaves_out_the_useless() -> None:
+    """A strong member (70% right), two weaker ones (60%) wrong on other questions, and one always wrong: the greedy
+    bag beats its best member, leaves the always-wrong member out, and can count a member twice."""
+    rng = np.random.default_rng(1)
+    n = 600
+    ids = [f"q{i}" for i in range(n)]
+    gold = pd.Series(rng.choice(["a", "b"], n), index=ids)
+    rows = []
+    for m, p in (("strong", 0.7), ("w1", 0.6), ("w2", 0.6), ("noise", 0.0)):
+        right = rng.random(n) < p
+        rows += [(i, m, g if r else f"x{rng.integers(3)}", -1.0) for i, g, r in zip(ids, gold, right, strict=True)]
+    oof = frame(rows)
+    weights = select_ensemble(oof, gold)
+    assert weights["noise"] == 0 and weights["strong"] >= 1
+    assert sum(weights.values()) >= 2 and all(float(w).is_integer() for w in weights.values())
+    best_single = max(score(vote(oof[oof["member"] == m], "majority"), gold) for m in ("strong", "w1", "w2"))
+    assert score(vote(oof, "weighted", weights), gold) > best_single + 0.03
+    assert candidate_weights(Candidate("weighted", select=True), oof, gold) == weights
+    assert candidate_weights(Candidate("weighted"), oof, gold) is None
+    refused(ConfigError, "ensemble: majority uses unit weights; fit weights with 'weighted' or 'fuzzy'", Candidate,
+            "majority", select=True)
