@@ -31,13 +31,14 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from competition.backbones import ConvStemConfig  # noqa: F401  (registers conv_stem with the Auto classes)
-from competition.config import ClassifierConfig, DecodingConfig
+from competition.config import DecodingConfig
 from competition.data import ANSWER, IMAGE, QUESTION
 from competition.dataset import IGNORE, Examples, image_groups, pad
 from competition.engine import Answer, batches, ranked_answers
 from competition.errors import ConfigError
 from competition.images import CLIP_MEAN, CLIP_STD, Images
 from competition.io import atomic_dir
+from competition.model_config import ClassifierConfig
 from competition.tokenizer import train_word_tokenizer
 
 CONFIG_FILE, WEIGHTS_FILE = "classifier.json", "model.safetensors"

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from competition.config import Config, Section
+from competition.config import Config
+from competition.section import Section
 
 
 def _sections(ann: Any) -> type[Section] | None:

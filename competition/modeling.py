@@ -32,10 +32,11 @@ from transformers import (
 )
 
 from competition.backbones import ConvStemConfig
-from competition.config import LoraSettings, ModelConfig, TrainConfig
+from competition.config import LoraSettings, TrainConfig
 from competition.errors import ConfigError
 from competition.images import CLIP_MEAN, CLIP_STD
 from competition.io import atomic_dir
+from competition.model_config import ModelConfig
 from competition.projector import import_llava_projector, new_projector, restore_projector
 from competition.prompts import IMAGE_TOKEN
 from competition.tokenizer import train_word_tokenizer

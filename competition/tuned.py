@@ -10,12 +10,13 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
-from competition.config import Config, DecodingConfig, Section, TrainConfig, VoteMethod
+from competition.config import Config, DecodingConfig, TrainConfig, VoteMethod
 from competition.errors import ConfigError
 from competition.io import atomic_write_yaml, is_number
 from competition.normalize import FUZZY_THRESHOLD
 from competition.overrides import bad_value, check_keys, read_yaml
 from competition.prompts import TEMPLATES
+from competition.section import Section
 
 SCORES = ("train_score", "decoding_score", "vote_score")  # each study's best value beside its section
 

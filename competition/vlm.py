@@ -20,13 +20,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from competition.config import DecodingConfig, LoraSettings, ModelConfig, TrainConfig
+from competition.config import DecodingConfig, LoraSettings, TrainConfig
 from competition.data import ANSWER, IMAGE, QUESTION
 from competition.dataset import IGNORE, Examples
 from competition.engine import Answer, Engine
 from competition.errors import ConfigError
 from competition.images import RawImages
 from competition.io import atomic_dir
+from competition.model_config import ModelConfig
 from competition.modeling import (
     META,
     PROJECTOR_PARTS,

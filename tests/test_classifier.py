@@ -80,8 +80,8 @@ def test_a_demo_of_two_experiments_side_by_side_one_at_another_seed_trains_both_
                                            {"model_type": "conv_stem", "hidden_sizes": [8, 16], "strides": [2]}])  # fmt: skip
 def test_a_backbone_config_transformers_cannot_build_is_one_line_naming_the_key(vision_config: dict) -> None:
     from competition.classifier import build_classifier
-    from competition.config import ClassifierConfig
     from competition.errors import ConfigError
+    from competition.model_config import ClassifierConfig
 
     bad = ClassifierConfig(vision_config=vision_config)
     with pytest.raises(ConfigError, match=r"^model\.classifier\.vision_config: transformers cannot build") as e:
@@ -94,7 +94,7 @@ def test_a_classifier_on_pretrained_backbones_from_folders_reloads_to_the_same_l
     from transformers import BertConfig, BertModel, SiglipConfig, SiglipImageProcessor, SiglipModel
 
     from competition.classifier import build_classifier, load_classifier, save_classifier
-    from competition.config import ClassifierConfig
+    from competition.model_config import ClassifierConfig
     from competition.tokenizer import train_word_tokenizer
 
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
@@ -121,7 +121,7 @@ def test_a_classifier_on_pretrained_backbones_from_folders_reloads_to_the_same_l
 
 def test_a_pooled_token_is_the_maximum_of_the_map_over_its_cells_and_survives_a_reload(tmp_path: Path) -> None:
     from competition.classifier import build_classifier, load_classifier, save_classifier
-    from competition.config import ClassifierConfig
+    from competition.model_config import ClassifierConfig
 
     stem = {"model_type": "conv_stem", "hidden_sizes": [8, 16], "strides": [2, 2], "downsample": "max"}
     c = ClassifierConfig(vision_config=stem, image_size=16, hidden=32, pooled_token=True)

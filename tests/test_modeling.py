@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-from competition.config import ModelConfig, TrainConfig, load_config
+from competition.config import TrainConfig, load_config
 from competition.errors import ConfigError
 from competition.images import ImageTransform, expand_to_square
+from competition.model_config import ModelConfig
 from competition.modeling import (
     apply_mode,
     build_base,

@@ -20,8 +20,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from competition.cli import app
-from competition.config import ClassifierConfig, DecodingConfig, load_config
+from competition.config import DecodingConfig, load_config
 from competition.errors import ConfigError
+from competition.model_config import ClassifierConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -203,7 +204,7 @@ TORCHVISION = ["Qwen2VLProcessor needs torchvision", "pip install torchvision", 
 def test_qwen2_vl_without_torchvision_is_one_line_naming_it(tmp_path: Path) -> None:
     from transformers import Qwen2VLConfig
 
-    from competition.config import ModelConfig
+    from competition.model_config import ModelConfig
     from competition.vlm import load_vlm
 
     Qwen2VLConfig(text_config={"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,

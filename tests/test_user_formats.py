@@ -16,7 +16,7 @@ from transformers import (
     LlavaForConditionalGeneration,
 )
 
-from competition.config import ModelConfig
+from competition.model_config import ModelConfig
 from tests.user_formats import build_user_formats, words_of
 
 TEXTS = ["What color is the circle?", "red", "blue", "How many objects are there?", "3", "Is it left of the cube?"]

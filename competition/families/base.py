@@ -13,11 +13,12 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from competition.config import FAMILY_NAMES, Config, DecodingConfig
+from competition.config import Config, DecodingConfig
 from competition.data import ANSWER, QUESTION, Competition
 from competition.engine import Answer
 from competition.errors import ConfigError
 from competition.folds import fold_rows
+from competition.model_config import FAMILY_NAMES
 
 
 class AnswerEngine(Protocol):

@@ -27,12 +27,13 @@ from competition.classifier import (
     refuse_lora,
     save_classifier,
 )
-from competition.config import ClassifierConfig, Config
+from competition.config import Config
 from competition.data import ANSWER, Competition
 from competition.errors import ConfigError
 from competition.families.base import Blueprint, register, tokenizer_texts
 from competition.families.hub import local_config
 from competition.images import Images, ImageTransform, output_size
+from competition.model_config import ClassifierConfig
 from competition.modeling import local_device
 
 
