@@ -262,6 +262,27 @@ def demo(
     ensemble(config, set_, with_=[o.experiment for o in others])
 
 
+@app.command()
+@fails_cleanly
+def auto(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    minutes: Annotated[float, typer.Option(min=1, help="the time budget, in minutes")] = 15,
+    jobs: Annotated[int, typer.Option(min=1, help="workers on this machine, each with its share of the CPU threads")] = 1,
+    worker: Annotated[bool, typer.Option(hidden=True, help="one of another auto's helper workers")] = False,
+) -> None:
+    """The portfolio (auto.portfolio) tried on one fold, the best recipes trained on every fold and blended, within
+    --minutes; more workers join through tune.storage."""
+    from competition.auto import run_auto, summary_lines
+    from competition.submit import leaderboard
+
+    res = run_auto(config, set_ or [], minutes, jobs, worker)
+    for line in [] if worker else summary_lines(res):
+        say(line)
+    if not worker:
+        out.print(leaderboard_table(leaderboard(res["search_cfg"].submissions_dir)))
+
+
 @app.command("train-all")
 @fails_cleanly
 def train_every_fold(config: ConfigOpt = None, set_: SetOpt = None) -> None:

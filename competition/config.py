@@ -213,6 +213,26 @@ class TuneConfig(Section):
                             "much, else it stays")  # fmt: skip
 
 
+class Recipe(Section):
+    """One recipe of `auto`'s portfolio: a config file (or this config) with overrides."""
+
+    name: ExperimentName = Field(description="recipe name; it trains as experiment <experiment>-<name>")
+    config: Path | None = Field(None, description="the recipe's config file; None: this config")
+    set: list[str] = Field([], description="overrides on it, each key=value as with --set")
+
+
+class AutoConfig(Section):
+    """`auto`: the portfolio tried on fold tune.fold (the weak stopped early), the best trained on every fold and
+    blended, within --minutes."""
+
+    portfolio: list[Recipe] = Field([], description="recipes in the order they are tried; empty: this config alone")
+    search_share: float = Field(0.5, gt=0, le=1, description="share of the minutes the portfolio's trials may start in")
+    top: int = Field(4, ge=1, description="recipes trained on every fold and blended at most (fewer when the minutes "
+                     "run short); the search never stops a recipe while fewer than this many beat it")  # fmt: skip
+    rungs: list[float] = Field([0.25, 0.5], description="shares of its training at which a recipe's held-out accuracy "
+                               "is compared with the others' at the same share (successive halving)")  # fmt: skip
+
+
 class Config(Section):
     """The whole run: one YAML file."""
 
@@ -239,6 +259,7 @@ class Config(Section):
     normalize: NormalizeConfig = NormalizeConfig()
     ensemble: EnsembleConfig = EnsembleConfig()
     tune: TuneConfig = TuneConfig()
+    auto: AutoConfig = AutoConfig()
 
     @property
     def exp_dir(self) -> Path:

@@ -66,13 +66,15 @@ class AccuracyProbe:
 
 
 class PruneOnEvaluate(TrainerCallback):
-    """Report each held-out accuracy to an Optuna trial; stop training when the pruner says so."""
+    """Report each held-out accuracy to an Optuna trial (at its optimizer step, or with `percent` at the percent of
+    its training done, so runs of other lengths compare); stop training when the pruner says so."""
 
-    def __init__(self, trial: Any) -> None:
-        self.trial, self.pruned = trial, False
+    def __init__(self, trial: Any, percent: bool = False) -> None:
+        self.trial, self.pruned, self.percent = trial, False, percent
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kw: Any) -> None:
-        self.trial.report((metrics or {}).get(f"eval_{METRIC}", 0.0), state.global_step)
+        step = round(100 * state.global_step / max(state.max_steps, 1)) if self.percent else state.global_step
+        self.trial.report((metrics or {}).get(f"eval_{METRIC}", 0.0), step)
         if self.trial.should_prune():
             self.pruned = control.should_training_stop = True
 

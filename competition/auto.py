@@ -1,0 +1,354 @@
+"""`auto`: a portfolio of recipes tried on one fold (the weak stopped early), the best trained on every fold, predicted
+and blended, within a time budget.
+
+    python -m competition auto -c configs/demo.yaml --minutes 13 --jobs 2
+
+Every unit of work (a recipe's trial, a recipe's fold, the blend) is a trial of an Optuna study in the storage of
+`tune.storage`, claimed by moving it from WAITING to RUNNING (one transaction), so workers started on other machines
+against one PostgreSQL URL share the work with no scheduler of ours; a worker that dies stops beating its heartbeat
+and its unit goes back to the queue. Killed and rerun, `auto` continues where it was: finished units are not redone
+and a unit that was running resumes from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from competition.config import Config, load_config
+from competition.console import say
+from competition.errors import ConfigError
+from competition.tune import GRACE_S, HEARTBEAT_S, storage_url
+
+SEARCH, FOLDS, BLEND = "auto-search", "auto-folds", "auto-blend"  # the three queues, after the experiment's name
+PREDICT_SHARE = 0.25  # a fold's OOF and test prediction take about this share of its training time (the demo's)
+POLL_S = 3  # seconds between looks at the queue while other workers finish their units
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass
+class Budget:
+    """The minutes `auto` has, counted from its start in this process."""
+
+    minutes: float
+    start: float = field(default_factory=time.monotonic)
+
+    def left(self, share: float = 1.0) -> float:
+        """Seconds left of the first `share` of the budget."""
+        return self.minutes * 60 * share - (time.monotonic() - self.start)
+
+
+def portfolio(cfg: Config, path: Path | None, overrides: list[str]) -> list[Config]:
+    """Each recipe's config (its file, else `path`, this config's, with its overrides, then the command line's) as
+    experiment <experiment>-<name>; [cfg] when the portfolio is empty."""
+    if not cfg.auto.portfolio:
+        return [cfg]
+    names = [r.name for r in cfg.auto.portfolio]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"auto.portfolio: two recipes share a name ({', '.join(names)}); give each its own")
+    return [load_config(r.config or path, [*r.set, *overrides, f"experiment={cfg.experiment}-{r.name}"])
+            for r in cfg.auto.portfolio]  # fmt: skip
+
+
+def queue(cfg: Config, name: str, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """The queue `name` of this experiment in its study storage: a failed unit (its worker's heartbeat stopped) is
+    enqueued again."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+        storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                             heartbeat_stale_trial_callback=retry)  # fmt: skip
+        return optuna.create_study(study_name=f"{cfg.experiment}-{name}", storage=storage, direction="maximize",
+                                   load_if_exists=True, pruner=pruner or optuna.pruners.NopPruner())  # fmt: skip
+
+
+def unit_of(t: FrozenTrial) -> dict[str, Any]:
+    """The unit a trial stands for: its enqueued parameters (a retried trial keeps them); {} for none."""
+    return dict(t.system_attrs.get("fixed_params") or {})
+
+
+def key(unit: dict[str, Any]) -> tuple:
+    """A unit as a hashable key."""
+    return tuple(sorted(unit.items()))
+
+
+def fill(study: optuna.Study, units: list[dict[str, Any]]) -> None:
+    """Enqueue every unit that no trial waits for, runs or finished (a failed one goes back in the queue)."""
+    have = {key(unit_of(t)) for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING, *DONE))}
+    for unit in units:
+        if key(unit) not in have:
+            study.enqueue_trial(unit)
+
+
+def trials_of(study: optuna.Study, unit: dict[str, Any], states: tuple[TrialState, ...] = DONE) -> list[FrozenTrial]:
+    """The trials of `unit` in `states`."""
+    return [t for t in study.get_trials(deepcopy=False, states=states) if key(unit_of(t)) == key(unit)]
+
+
+def claimed_before(study: optuna.Study, trial: optuna.Trial, unit: dict[str, Any]) -> bool:
+    """Whether another trial of the same unit finished, or runs and was numbered first (two workers filled the queue
+    at once): then this one leaves the unit to it."""
+    others = trials_of(study, unit, (TrialState.RUNNING, *DONE))
+    return any(t.number != trial.number and (t.state in DONE or t.number < trial.number) for t in others)
+
+
+def drain(study: optuna.Study, work: Callable[[optuna.Trial, dict[str, Any]], float]) -> None:
+    """Claim and do waiting units one at a time until none waits, then wait for the units other workers run (a dead
+    worker's unit comes back and is claimed here)."""
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        states = {t.state for t in study.get_trials(deepcopy=False)}
+        if TrialState.WAITING in states:
+            study.optimize(lambda trial: do_unit(study, trial, work), n_trials=1)
+        elif TrialState.RUNNING in states:
+            time.sleep(POLL_S)
+        else:
+            return
+
+
+def do_unit(study: optuna.Study, trial: optuna.Trial, work: Callable[[optuna.Trial, dict[str, Any]], float]) -> float:
+    """One claimed unit: `work` on it, unless another worker has it (or the queue was empty: nothing to do)."""
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    unit = unit_of(frozen)
+    if not unit or claimed_before(study, trial, unit):
+        trial.set_user_attr("skipped", "duplicate" if unit else "empty queue")
+        raise optuna.TrialPruned()
+    return work(trial, unit)
+
+
+class RungPruner(optuna.pruners.BasePruner):
+    """Successive halving for a portfolio: at each rung (a share of its training) a recipe stops when at least `keep`
+    other recipes did better at that share. Optuna's SuccessiveHalvingPruner keeps only the best of the first trials
+    at each rung, which would stop the blend's second and third recipes."""
+
+    def __init__(self, rungs: list[float], keep: int) -> None:
+        self.rungs, self.keep = sorted(rungs), keep
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Steps are percent of the trial's training; compare at every rung the trial has reached."""
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number]
+        for rung in (100 * r for r in self.rungs):
+            mine = at_rung(trial, rung)
+            if mine is None:
+                return False
+            better = [v for t in others if (v := at_rung(t, rung)) is not None and v > mine]
+            if len(better) >= self.keep:
+                return True
+        return False
+
+
+def at_rung(t: FrozenTrial, rung: float) -> float | None:
+    """The best held-out accuracy a trial reported up to its first report at or past `rung` percent; None before."""
+    steps = sorted(t.intermediate_values)
+    reached = next((s for s in steps if s >= rung), None)
+    return None if reached is None else max(t.intermediate_values[s] for s in steps if s <= reached)
+
+
+def with_minutes(cfg: Config, seconds: float) -> Config:
+    """The config with its training cut at `seconds` (at least a minute), unless its own train.max_minutes is less."""
+    from competition.tuned import with_train
+
+    minutes = max(seconds / 60, 1.0)
+    if cfg.train.max_minutes is not None and cfg.train.max_minutes <= minutes:
+        return cfg
+    return with_train(cfg, {"max_minutes": minutes})
+
+
+def search(cfg: Config, recipes: list[Config], budget: Budget) -> optuna.Study:
+    """Every recipe trained on fold tune.fold in its own experiment, in portfolio order, each stopped early when
+    `auto.top` others did better at a rung; none started after the search's share of the minutes."""
+    from competition.monitor import PruneOnEvaluate
+    from competition.pipeline import stage_inputs
+    from competition.train import clear_fold, train_fold
+
+    by_name, fold = {r.experiment: r for r in recipes}, cfg.tune.fold
+    study = queue(cfg, SEARCH, RungPruner(cfg.auto.rungs, cfg.auto.top))
+    fill(study, [{"recipe": r.experiment} for r in recipes])
+
+    def work(trial: optuna.Trial, unit: dict[str, Any]) -> float:
+        r = by_name[unit["recipe"]]
+        left = budget.left(cfg.auto.search_share)
+        if left <= 0:
+            trial.set_user_attr("skipped", "budget")
+            raise optuna.TrialPruned()
+        say(f"[auto] trying {r.experiment} on fold {fold}")
+        report, start = PruneOnEvaluate(trial, percent=True), time.monotonic()
+        metrics, _ = train_fold(with_minutes(r, budget.left()), *stage_inputs(r), fold, log=say, callbacks=[report])
+        trial.set_user_attr("seconds", metrics.get("train_seconds") or time.monotonic() - start)
+        if report.pruned:
+            clear_fold(r, fold)
+            say(f"[auto] {r.experiment}: stopped, {cfg.auto.top} recipes did better at the same share of training")
+            raise optuna.TrialPruned()
+        return float(metrics.get("best_accuracy") or 0.0)
+
+    drain(study, work)
+    return study
+
+
+def scored(study: optuna.Study, recipes: list[Config]) -> list[tuple[Config, float, float]]:
+    """(recipe, held-out accuracy on the search fold, training seconds) of every finished recipe, best first (ties:
+    portfolio order)."""
+    done = {unit_of(t)["recipe"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    rows = [(r, done[r.experiment].value, done[r.experiment].user_attrs.get("seconds", 0.0))
+            for r in recipes if r.experiment in done]  # fmt: skip
+    return sorted(rows, key=lambda row: -row[1])
+
+
+def choose(cfg: Config, study: optuna.Study, rows: list[tuple[Config, float, float]], budget: Budget, workers: int
+           ) -> list[str]:  # fmt: skip
+    """The recipes whose other folds are trained: the best first, then each next best while the estimate of all their
+    folds fits the minutes left (`workers` side by side), at most auto.top. Decided once and kept in the queue, so
+    every worker (and a rerun) trains the same ones."""
+    if (kept := study.user_attrs.get("chosen")) is not None:
+        return kept
+    chosen, cost, per_recipe = [], 0.0, cfg.folds.k - 1 + PREDICT_SHARE * cfg.folds.k
+    for r, _, seconds in rows[: cfg.auto.top]:
+        cost += seconds * per_recipe / workers
+        if chosen and cost > budget.left():
+            break
+        chosen.append(r.experiment)
+    study.set_user_attr("chosen", chosen)
+    return chosen
+
+
+def train_folds(cfg: Config, recipes: list[Config], rows: list[tuple[Config, float, float]], budget: Budget,
+                workers: int) -> list[str]:  # fmt: skip
+    """Every fold of the chosen recipes trained (the search fold is already) and predicted, OOF and test; the chosen
+    recipes, best first. A fold whose estimate no longer fits the minutes is not started, but for the best recipe's."""
+    from competition.pipeline import stage_inputs
+    from competition.predict import predict_fold
+    from competition.train import train_fold
+
+    study = queue(cfg, FOLDS)
+    chosen = choose(cfg, study, rows, budget, workers)
+    by_name, seconds = {r.experiment: r for r in recipes}, {r.experiment: s for r, _, s in rows}
+    fill(study, [{"experiment": name, "fold": k} for name in chosen for k in range(cfg.folds.k)])
+
+    def work(trial: optuna.Trial, unit: dict[str, Any]) -> float:
+        r, k = by_name[unit["experiment"]], int(unit["fold"])
+        if unit["experiment"] != chosen[0] and budget.left() < seconds[r.experiment] * (1 + PREDICT_SHARE):
+            trial.set_user_attr("skipped", "budget")
+            raise optuna.TrialPruned()
+        comp, folds = stage_inputs(r)
+        say(f"[auto] {r.experiment}: fold {k}")
+        metrics, _ = train_fold(with_minutes(r, budget.left()), comp, folds, k, log=say)
+        predict_fold(r, comp, folds, k, ("oof", "test"))
+        return float(metrics.get("best_accuracy") or 0.0)
+
+    drain(study, work)
+    return chosen
+
+
+def blend(cfg: Config, recipes: list[Config], chosen: list[str]) -> dict[str, Any] | None:
+    """CV of every chosen recipe with all its folds, and their blend (the best recipe's experiment with the others
+    joining), scored by nested CV and ranked on the leaderboard; done by one worker (None in the others)."""
+    from competition.cv import run_cv
+    from competition.ensemble import run_ensemble
+    from competition.pipeline import stage_inputs
+
+    folds_study, study = queue(cfg, FOLDS), queue(cfg, BLEND)
+    complete = [name for name in chosen
+                if all(trials_of(folds_study, {"experiment": name, "fold": k}, (TrialState.COMPLETE,))
+                       for k in range(cfg.folds.k))]  # fmt: skip
+    if not complete:
+        raise ConfigError(f"auto: no recipe has all {cfg.folds.k} folds trained within the minutes; give it more")
+    by_name, result = {r.experiment: r for r in recipes}, {}
+
+    def work(trial: optuna.Trial, unit: dict[str, Any]) -> float:
+        for name in complete:
+            run_cv(by_name[name], *stage_inputs(by_name[name], make_folds=False))
+        top = by_name[complete[0]].model_copy(deep=True)
+        top.ensemble.experiments = complete[1:]
+        result.update(run_ensemble(top, *stage_inputs(top, make_folds=False), name="auto"), blended=complete)
+        return float(result["cv"])
+
+    fill(study, [{"blend": "+".join(complete)}])
+    drain(study, work)
+    return result or None
+
+
+def run_auto(path: Path | None, overrides: list[str], minutes: float, jobs: int = 1, worker: bool = False
+             ) -> dict[str, Any]:  # fmt: skip
+    """The `auto` command: this process and `jobs`-1 more (workers on other machines may join through
+    tune.storage) search the portfolio, train the chosen recipes' folds and blend them; what it did, for the CLI."""
+    from competition.pipeline import stage_inputs
+    from competition.plan import check_model
+
+    budget, cfg = Budget(minutes), load_config(path, overrides)
+    recipes = portfolio(cfg, path, overrides)
+    for r in recipes:
+        check_model(r)
+        check_same_folds(recipes[0], r)
+    for r in recipes:
+        stage_inputs(r)  # folds.csv (the same for all) before any worker starts
+        r.save()
+    helpers = [] if worker else start_helpers(path, overrides, minutes, jobs)
+    if jobs > 1:
+        share_cores(jobs)
+    study = search(cfg, recipes, budget)
+    rows = scored(study, recipes)
+    if not rows:
+        raise ConfigError("auto: no recipe of the portfolio finished its trial within the minutes; give it more")
+    chosen = train_folds(cfg, recipes, rows, budget, jobs)
+    result = blend(cfg, recipes, chosen)
+    wait_for(helpers)
+    return {"search": study, "rows": rows, "chosen": chosen, "blend": result, "search_cfg": cfg}
+
+
+def check_same_folds(first: Config, other: Config) -> None:
+    """The recipes blend only when they share one folds.csv (competition.demo's rule)."""
+    from competition.demo import check_same_folds as same
+
+    same(first, other)
+
+
+def start_helpers(path: Path | None, overrides: list[str], minutes: float, jobs: int) -> list[Any]:
+    """`jobs`-1 more worker processes of this `auto` run on this machine."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "competition", "auto", *(["-c", str(path)] if path else []), "--minutes", str(minutes),
+           "--jobs", str(jobs), "--worker", *(f"--set={o}" for o in overrides)]  # fmt: skip
+    return [subprocess.Popen(cmd) for _ in range(jobs - 1)]
+
+
+def share_cores(jobs: int) -> None:
+    """This worker's share of the CPU cores, when `jobs` workers run on this machine."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+
+
+def wait_for(helpers: list[Any]) -> None:
+    """Wait for the helper workers; a ConfigError when one failed (its error is printed above)."""
+    from competition.errors import WorkerError
+
+    failed = [h for h in helpers if h.wait()]
+    if failed:
+        raise WorkerError(f"{len(failed)} of {len(helpers)} auto workers failed; their errors are printed above")
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    """What `auto` tells the user: each recipe's trial, the recipes blended, the blend's lines."""
+    from competition.ensemble import summary_lines as blend_lines
+
+    lines = []
+    for t in res["search"].get_trials(deepcopy=False):
+        name = unit_of(t).get("recipe")
+        if name:
+            how = f"{t.value:.4f}" if t.state == TrialState.COMPLETE else t.user_attrs.get("skipped", "stopped early")
+            lines.append(f"{name}: {how} ({t.user_attrs.get('seconds', 0):.0f} s on fold)")
+    lines.append(f"trained on every fold: {', '.join(res['chosen'])}")
+    return lines + (blend_lines(res["blend"]) if res["blend"] else ["the blend was made by another worker"])
