@@ -12,6 +12,8 @@ and a unit that was running resumes from its checkpoints.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -25,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from competition.config import Config, load_config
 from competition.console import say
 from competition.errors import ConfigError
-from competition.tune import GRACE_S, HEARTBEAT_S, storage_url
+from competition.tune import heartbeat, storage_url
 
 SEARCH, FOLDS, BLEND = "auto-search", "auto-folds", "auto-blend"  # the three queues, after the experiment's name
 PREDICT_SHARE = 0.25  # a fold's OOF and test prediction take about this share of its training time (the demo's)
@@ -64,10 +66,37 @@ def queue(cfg: Config, name: str, pruner: optuna.pruners.BasePruner | None = Non
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-        storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                             heartbeat_stale_trial_callback=retry)  # fmt: skip
+        storage = rdb(storage_url(cfg), **heartbeat(cfg), heartbeat_stale_trial_callback=retry)
         return optuna.create_study(study_name=f"{cfg.experiment}-{name}", storage=storage, direction="maximize",
                                    load_if_exists=True, pruner=pruner or optuna.pruners.NopPruner())  # fmt: skip
+
+
+def rdb(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
+    """The storage at `url`; when workers start together and another is creating its tables, the second try finds them."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(3):
+        try:
+            storage = optuna.storages.RDBStorage(url, **kwargs)
+            break
+        except (IntegrityError, OperationalError, ProgrammingError):
+            if attempt == 2:
+                raise
+            time.sleep(1 + attempt)
+    one_writer_at_a_time(storage.engine)
+    return storage
+
+
+def one_writer_at_a_time(engine: Any) -> None:
+    """SQLite: each transaction takes the database's write lock when it begins (BEGIN IMMEDIATE), so that a claim's
+    look at WAITING and its move to RUNNING are one step, as a row lock makes them on PostgreSQL or MySQL."""
+    if engine.dialect.name != "sqlite":
+        return
+    from sqlalchemy import event
+
+    event.listen(engine, "connect", lambda conn, _: setattr(conn, "isolation_level", None))  # the driver begins nothing
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    engine.dispose()  # connections opened before the listeners close
 
 
 def unit_of(t: FrozenTrial) -> dict[str, Any]:
@@ -123,6 +152,7 @@ def do_unit(study: optuna.Study, trial: optuna.Trial, work: Callable[[optuna.Tri
     if not unit or claimed_before(study, trial, unit):
         trial.set_user_attr("skipped", "duplicate" if unit else "empty queue")
         raise optuna.TrialPruned()
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     return work(trial, unit)
 
 

@@ -205,6 +205,8 @@ class TuneConfig(Section):
     """Optuna studies, stored in an RDB (SQLite file by default)."""
 
     storage: str | None = Field(None, description="RDB URL; default sqlite:///<exp>/optuna.db")
+    grace_seconds: int = Field(60, ge=6, description="a running trial (or auto's unit) silent this long belongs to a dead "
+                               "worker: it is failed (auto's goes back to the queue); alive, it beats every sixth of it")
     trials: int = Field(20, ge=1, description="trials per `tune` run (added to the stored study)")
     fold: int = Field(0, ge=0, description="fold whose validation questions the decoding study scores")
     max_questions: int = Field(400, ge=10, description="validation questions per decoding trial")

@@ -33,8 +33,6 @@ from competition.tuned import save_tuned, with_train
 from competition.vote import METHODS, score, vote, vote_rows
 
 STUDIES = ("train", "decoding", "vote")
-HEARTBEAT_S = 10  # a running trial records it is alive this often
-GRACE_S = 60  # a running trial silent this long belongs to a dead process and is failed
 
 
 def storage_url(cfg: Config) -> str:
@@ -45,11 +43,16 @@ def storage_url(cfg: Config) -> str:
     return f"sqlite:///{(cfg.exp_dir / 'optuna.db').resolve()}"
 
 
+def heartbeat(cfg: Config) -> dict[str, int]:
+    """RDBStorage's heartbeat keywords: a beat every sixth of tune.grace_seconds, failed after all of it."""
+    return {"heartbeat_interval": max(1, cfg.tune.grace_seconds // 6), "grace_period": cfg.tune.grace_seconds}
+
+
 def open_study(cfg: Config, kind: str) -> optuna.Study:
     """Create or load the experiment's study of `kind` (trial numbers continue), failing its stale trials."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-        storage = optuna.storages.RDBStorage(storage_url(cfg), heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        storage = optuna.storages.RDBStorage(storage_url(cfg), **heartbeat(cfg))
         study = optuna.create_study(
             study_name=f"{cfg.experiment}-{kind}",
             storage=storage,
