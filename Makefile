@@ -17,7 +17,7 @@ RUN := $(PY) -m competition
 SETS := $(foreach s,$(set),--set $(s))
 DEMO_DATA ?= data/demo
 
-.PHONY: help install test test-fast lint mutate docs demo data validate folds train predict train-all predict-all cv tune ensemble leaderboard bench clean
+.PHONY: help install test test-fast lint mutate docs demo auto data validate folds train predict train-all predict-all cv tune ensemble leaderboard bench clean
 
 help:
 	@echo "make test | make demo | make data folds validate | config=... fold=K gpus=N set='k=v ...'"
@@ -66,14 +66,18 @@ validate: install
 folds: install
 	$(RUN) folds -c $(config) $(SETS)
 
-# make demo: the whole flow on the demo data, resumable (rerun after an interruption). The demo's LLaVA
-# blends with the answer classifier at three run seeds, all on the same folds (with='' runs the LLaVA alone;
-# with='a.yaml b.yaml@7' names the other experiments, b at run seed 7).
-with ?= $(if $(filter configs/demo.yaml,$(config)),configs/demo_classifier_patch.yaml configs/demo_classifier_patch.yaml@7 configs/demo_classifier_patch.yaml@13)
-# jobs: folds trained side by side, a process each sharing the cores (the folds of every experiment)
+# make demo: the whole flow on the demo data, resumable (rerun after an interruption): `auto` tries the config's
+# portfolio (auto.portfolio) on fold 0, trains the best recipes' folds and ships their blend within `minutes`;
+# with='a.yaml b.yaml@7' runs the hand-written flow instead (this config beside those, b at run seed 7).
+with ?=
+minutes ?= 14
+# jobs: workers side by side, a process each sharing the cores
 jobs ?= 2
 demo: install data
-	$(RUN) demo -c $(config) $(foreach c,$(with),--with $(c)) --jobs $(jobs) $(SETS)
+	$(if $(with),$(RUN) demo -c $(config) $(foreach c,$(with),--with $(c)) --jobs $(jobs) $(SETS),$(RUN) auto -c $(config) --minutes $(minutes) --jobs $(jobs) $(SETS))
+
+auto: install
+	$(RUN) auto -c $(config) --minutes $(minutes) --jobs $(jobs) $(SETS)
 
 # The demo config's data set is made when missing, so `make fold=0 train` works on a fresh clone
 # (the stage itself writes a missing folds.csv).

@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from competition.config import Config, load_config
-from competition.console import say
+from competition.console import beside_others, say
 from competition.errors import ConfigError
 from competition.tune import heartbeat, storage_url
 
@@ -63,9 +63,9 @@ def queue(cfg: Config, name: str, pruner: optuna.pruners.BasePruner | None = Non
     """The queue `name` of this experiment in its study storage: a failed unit (its worker's heartbeat stopped) is
     enqueued again."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3, inherit_intermediate_values=True)
         storage = rdb(storage_url(cfg), **heartbeat(cfg), heartbeat_stale_trial_callback=retry)
         return optuna.create_study(study_name=f"{cfg.experiment}-{name}", storage=storage, direction="maximize",
                                    load_if_exists=True, pruner=pruner or optuna.pruners.NopPruner())  # fmt: skip
@@ -211,6 +211,7 @@ def search(cfg: Config, recipes: list[Config], budget: Budget) -> optuna.Study:
         if left <= 0:
             trial.set_user_attr("skipped", "budget")
             raise optuna.TrialPruned()
+        beside_others(r.experiment)  # workers share the terminal: each line names its recipe, no progress bars
         say(f"[auto] trying {r.experiment} on fold {fold}")
         report, start = PruneOnEvaluate(trial, percent=True), time.monotonic()
         metrics, _ = train_fold(with_minutes(r, budget.left()), *stage_inputs(r), fold, log=say, callbacks=[report])
@@ -270,7 +271,8 @@ def train_folds(cfg: Config, recipes: list[Config], rows: list[tuple[Config, flo
             trial.set_user_attr("skipped", "budget")
             raise optuna.TrialPruned()
         comp, folds = stage_inputs(r)
-        say(f"[auto] {r.experiment}: fold {k}")
+        beside_others(r.experiment)
+        say(f"[auto] fold {k}")
         metrics, _ = train_fold(with_minutes(r, budget.left()), comp, folds, k, log=say)
         predict_fold(r, comp, folds, k, ("oof", "test"))
         return float(metrics.get("best_accuracy") or 0.0)
@@ -331,6 +333,7 @@ def run_auto(path: Path | None, overrides: list[str], minutes: float, jobs: int 
         raise ConfigError("auto: no recipe of the portfolio finished its trial within the minutes; give it more")
     chosen = train_folds(cfg, recipes, rows, budget, jobs)
     result = blend(cfg, recipes, chosen)
+    beside_others("")
     wait_for(helpers)
     return {"search": study, "rows": rows, "chosen": chosen, "blend": result, "search_cfg": cfg}
 
@@ -381,4 +384,4 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
             how = f"{t.value:.4f}" if t.state == TrialState.COMPLETE else t.user_attrs.get("skipped", "stopped early")
             lines.append(f"{name}: {how} ({t.user_attrs.get('seconds', 0):.0f} s on fold)")
     lines.append(f"trained on every fold: {', '.join(res['chosen'])}")
-    return lines + (blend_lines(res["blend"]) if res["blend"] else ["the blend was made by another worker"])
+    return lines + (blend_lines(res["blend"]) if res["blend"] else ["the blend was made before (by another worker or an earlier run): see the leaderboard"])

@@ -79,10 +79,16 @@ def warn(text: str) -> None:
 
 
 def leaderboard_table(df: Any) -> Table:
-    """The leaderboard's key columns as a rich table."""
-    shown = ("rank", "name", "cv", "public", "gap", "held_out", "method")
-    cols = [c for c in shown if c in df.columns and (c != "held_out" or df[c].notna().any())]
-    return table("leaderboard (ranked by local CV)", df[cols].to_dict("records"))
+    """The leaderboard's key columns as a rich table that fits 80 columns: public and gap once a public score is
+    recorded, held-out accuracy where known, a single member's method as 'member', the name last and whole."""
+    shown = ["rank", "cv", *(["public", "gap"] if df["public"].notna().any() else []),
+             *(["held_out"] if df["held_out"].notna().any() else []), "method", "name"]  # fmt: skip
+    t = Table(title="leaderboard (ranked by local CV)")
+    for col in shown:
+        t.add_column(col, justify="left" if col == "name" else "right", overflow="fold")
+    for r in df[shown].replace({"method": {"majority over folds": "member"}}).to_dict("records"):
+        t.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()))
+    return t
 
 
 class RateColumn(ProgressColumn):

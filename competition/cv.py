@@ -72,24 +72,38 @@ def agreement(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_agreement(tables: dict[str, Any], path: Path) -> None:
-    """members.png: how often each pair of members gives the same answer (low: they have something to combine)."""
+    """members.png: how often each pair of members gives the same answer (low: they have something to combine), on
+    a colour scale from the least agreeing pair to 1, each cell labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     m = pd.DataFrame(tables["agreement"]).set_index("member")
-    side = max(4, 0.5 * len(m) + 2)
-    fig, ax = plt.subplots(figsize=(side + 1, side))
-    im = ax.imshow(m.to_numpy(float), vmin=0, vmax=1, cmap="viridis")
+    values = m.to_numpy(float)
+    low = float(values[~np.eye(len(m), dtype=bool)].min()) if len(m) > 1 else 0.0
+    side = max(4, 0.6 * len(m) + 2.5)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    im = ax.imshow(values, vmin=np.floor(low * 20) / 20, vmax=1, cmap="viridis")
+    for (i, j), v in np.ndenumerate(values):
+        if len(m) <= 16:
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < (low + 1) / 2 else "black")
     ax.set_xticks(range(len(m)), m.columns, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(m)), m.index, fontsize=7)
-    ax.set_title(f"Members: share of identical OOF answers (oracle {tables['oracle']:.3f})")
+    ax.set_title(f"Share of identical OOF answers, {len(m)} members\n(oracle, some member right: {tables['oracle']:.3f})",
+                 fontsize=9)  # fmt: skip
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_members(oof: pd.DataFrame, path: Path) -> None:
+    """members.png of an OOF frame (id, member, answer, correct): the agreement of its members and their oracle."""
+    plot_agreement({"agreement": agreement(oof).round(4).reset_index().to_dict("records"),
+                    "oracle": float(oof.groupby(ID)["correct"].any().mean())}, path)  # fmt: skip
 
 
 def markdown(tables: dict[str, Any]) -> str:

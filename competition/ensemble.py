@@ -19,6 +19,7 @@ import pandas as pd
 
 from competition.blend import Blend, apply_blend, choose_blend, nested_cv
 from competition.config import Config
+from competition.cv import plot_members
 from competition.data import ANSWER, ID, QUESTION, Competition, read_answers
 from competition.errors import ConfigError, DataError
 from competition.external import load_external
@@ -119,6 +120,7 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     gold = oof.drop_duplicates(ID).set_index(ID)["gold"]
     singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False, kind="stable")
     truth = read_solution(comp, normalizer)  # a bad solution.csv stops the stage before anything is written
+    plot_members(oof, cfg.exp_dir / "members.png")  # every member of the blend, of every experiment
     blend, cv, in_sample = choose(cfg, oof, gold, qtype, folds)
     test = test_frame(cfg, normalizer, expected_ids(comp, folds, "test"))
     ext_rows, ext_weights = externals(cfg)
@@ -152,7 +154,8 @@ def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, t
     single = fill_empty(single, comp, normalizer)
     meta = {"method": "majority over folds", "cv": cv, "members": [member], "config_hash": cfg.hash(),
             "experiment": cfg.experiment, "held_out": held_out(single, truth)}  # fmt: skip
-    name = f"{cfg.experiment}-{member.replace('/', '-').replace(':', '-')}"
+    own = experiment_of(member) or cfg.experiment  # another experiment's member is named after that experiment
+    name = f"{own}-{member.split(':')[-1].replace('/', '-')}"
     c = cfg.data
     return write_submission(single, comp.sample, cfg.submissions_dir, name, meta, c.id_col, c.answer_col)
 

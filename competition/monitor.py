@@ -153,9 +153,12 @@ def plot_curve(log: pd.DataFrame, out: Path) -> Path | None:
     ax.set(xlabel="optimizer step", ylabel="accuracy", ylim=(0, 1))
     if "loss" in log:
         loss = log.dropna(subset=["loss"]).drop_duplicates("step", keep="last")
-        ax.twinx().plot(loss["step"], loss["loss"], color="tab:orange", alpha=0.6, label="training loss")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
+        twin = ax.twinx()
+        twin.plot(loss["step"], loss["loss"], color="tab:orange", alpha=0.6, label="training loss")
+        twin.set_ylabel("training loss (cross-entropy)")
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    if handles:
+        ax.legend(handles=handles, loc="lower right")
     fig.tight_layout()
     with atomic_open(out, "wb") as f:
         fig.savefig(f, format="png", dpi=100)
