@@ -313,6 +313,7 @@ def run_auto(path: Path | None, overrides: list[str], minutes: float, jobs: int 
              ) -> dict[str, Any]:  # fmt: skip
     """The `auto` command: this process and `jobs`-1 more (workers on other machines may join through
     tune.storage) search the portfolio, train the chosen recipes' folds and blend them; what it did, for the CLI."""
+    from competition.demo import check_same_folds  # the recipes blend only when they share one folds.csv
     from competition.pipeline import stage_inputs
     from competition.plan import check_model
 
@@ -336,13 +337,6 @@ def run_auto(path: Path | None, overrides: list[str], minutes: float, jobs: int 
     beside_others("")
     wait_for(helpers)
     return {"search": study, "rows": rows, "chosen": chosen, "blend": result, "search_cfg": cfg}
-
-
-def check_same_folds(first: Config, other: Config) -> None:
-    """The recipes blend only when they share one folds.csv (competition.demo's rule)."""
-    from competition.demo import check_same_folds as same
-
-    same(first, other)
 
 
 def start_helpers(path: Path | None, overrides: list[str], minutes: float, jobs: int) -> list[Any]:
