@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from competition.data import ANSWER, ID
+from competition.metrics import Gold
 from competition.vote import VOTE_COLUMNS, Candidate, candidate_weights, score, vote, vote_rows
 
 MIN_TYPE_QUESTIONS = 50  # a question type with fewer OOF questions shares the stacker's global coefficients only
@@ -63,7 +64,7 @@ def stack_features(preds: pd.DataFrame, members: tuple[str, ...], qtype: pd.Seri
     return keys, np.hstack([x] + [x * (kind == t)[:, None] for t in types])
 
 
-def fit_stacker(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, by_type: bool = False) -> Blend | None:
+def fit_stacker(oof: pd.DataFrame, gold: Gold | pd.Series, qtype: pd.Series, by_type: bool = False) -> Blend | None:
     """A logistic model of 'this candidate answer is right' over the OOF candidates, with coefficients per question
     type (of at least MIN_TYPE_QUESTIONS questions) when `by_type`; None without both outcomes."""
     from sklearn.linear_model import LogisticRegression
@@ -72,10 +73,12 @@ def fit_stacker(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, by_type: b
     counts = oof.drop_duplicates(ID)[ID].map(qtype).value_counts()
     types = tuple(sorted(counts.index[counts >= MIN_TYPE_QUESTIONS])) if by_type else ()
     keys, x = stack_features(oof, members, qtype, types)
-    right = keys[ANSWER].to_numpy(object) == gold.reindex(keys[ID]).to_numpy(object)
-    if right.all() or not right.any():
+    right = Gold.of(gold).credit(keys[ID], keys[ANSWER])
+    if right.min() == right.max():
         return None
-    model = LogisticRegression(max_iter=1000).fit(x, right)
+    # each candidate twice, as right with weight = its credit and as wrong with the rest (a graded metric's credit)
+    y, weight = np.r_[np.ones(len(right)), np.zeros(len(right))], np.r_[right, 1.0 - right]
+    model = LogisticRegression(max_iter=1000).fit(np.vstack([x, x]), y, sample_weight=weight)
     return Blend("stack", 0.0, None, stacker=model, members=members, types=types)
 
 
@@ -103,7 +106,7 @@ def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataF
     return out.iloc[np.argsort(order.get_indexer(out[ID]))].reset_index(drop=True)
 
 
-def fit_candidate(c: Candidate, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series) -> Blend:
+def fit_candidate(c: Candidate, oof: pd.DataFrame, gold: Gold | pd.Series, qtype: pd.Series) -> Blend:
     """The candidate's blend, weights fitted on `oof` alone (per question type when c.by_type; unit without c.fit or
     c.select)."""
     weights = candidate_weights(c, vote_rows(oof), gold)
@@ -114,15 +117,15 @@ def fit_candidate(c: Candidate, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Se
     return Blend(c.method, c.threshold, weights, by_type)
 
 
-def best_member(oof: pd.DataFrame, gold: pd.Series) -> Blend:
+def best_member(oof: pd.DataFrame, gold: Gold | pd.Series) -> Blend:
     """The single member with the best OOF accuracy (ties: the first in name order), as a blend."""
-    right = (oof[ANSWER].to_numpy(object) == gold.reindex(oof[ID]).to_numpy(object))
+    right = Gold.of(gold).credit(oof[ID], oof[ANSWER])
     accuracy = pd.Series(right).groupby(oof["member"].to_numpy()).mean().sort_index(kind="stable")
     top = accuracy.idxmax()
     return Blend("weighted", 0.0, {m: float(m == top) for m in accuracy.index})
 
 
-def choose_blend(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, candidates: list[Candidate],
+def choose_blend(oof: pd.DataFrame, gold: Gold | pd.Series, qtype: pd.Series, candidates: list[Candidate],
                  stack: bool = False) -> tuple[Blend, float]:  # fmt: skip
     """The blend of best OOF accuracy among the candidates (and the stacker when `stack`) and the best single
     member (which wins ties)."""
@@ -139,16 +142,16 @@ def choose_blend(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, candidate
     return best, best_score
 
 
-def nested_cv(oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, fold_of: pd.Series,
+def nested_cv(oof: pd.DataFrame, gold: Gold | pd.Series, qtype: pd.Series, fold_of: pd.Series,
               candidates: list[Candidate], stack: bool = False) -> float | None:  # fmt: skip
-    """Accuracy of the whole choice (`choose_blend`) refitted without each fold and scored on that fold;
+    """Score (the gold's metric) of the whole choice (`choose_blend`) refitted without each fold, on that fold;
     None when the OOF covers fewer than two folds (nothing to refit on)."""
     folds = oof[ID].map(fold_of).to_numpy()
     if len(np.unique(folds)) < 2:
         return None
-    right = 0
+    right = 0.0
     for f in np.unique(folds):
         blend, _ = choose_blend(oof[folds != f], gold, qtype, candidates, stack)
         voted = apply_blend(blend, oof[folds == f], qtype)
-        right += int((voted[ANSWER].to_numpy(object) == gold.reindex(voted[ID]).to_numpy(object)).sum())
+        right += float(Gold.of(gold).credit(voted[ID], voted[ANSWER]).sum())
     return right / oof[ID].nunique()

@@ -21,6 +21,21 @@ from competition.section import ExperimentName, Section
 
 VoteMethod = Literal["majority", "weighted", "fuzzy", "soft"]  # the ensemble's vote methods (competition.vote)
 
+METRICS: tuple[str, ...] = ("exact", "vqa", "anls", "relaxed", "choice", "map@k")  # competition.metrics scores them
+
+
+def check_metric(name: str) -> str:
+    """The metric's name if known ('map@k' with a whole k >= 1), else a ValueError listing the valid ones."""
+    base, _, k = name.partition("@")
+    if name in METRICS[:-1] or (base == "map" and k.isdigit() and int(k) >= 1):
+        return name
+    raise ValueError(f"unknown metric '{name}' (valid: {', '.join(METRICS)}, e.g. map@3)")
+
+
+def top_k(metric: str) -> int:
+    """How many ranked answers a submission carries: k for 'map@k', else 1."""
+    return int(metric.partition("@")[2]) if metric.startswith("map@") else 1
+
 
 class DataConfig(Section):
     """Where the competition files are and what their columns are called."""
@@ -34,7 +49,13 @@ class DataConfig(Section):
     id_col: str = Field("ID", description="question id column (train, test, sample submission)")
     image_col: str = Field("image_id", description="image id column: the file stem under the image folders")
     question_col: str = Field("question", description="question text column")
-    answer_col: str = Field("answer", description="answer column (train, sample submission, submissions)")
+    answer_col: str = Field("answer", description="answer column (train, sample submission, submissions); in train "
+                            "optional when answers_col is set (then its most frequent answer)")  # fmt: skip
+    answers_col: str | None = Field(None, description="train column of every annotator's answer (a JSON list, or "
+                                    "split at list_sep), scored by metrics that read several answers")  # fmt: skip
+    choices_col: str | None = Field(None, description="column of each question's answer choices (train and test; a "
+                                    "JSON list, or split at list_sep), for metric: choice")  # fmt: skip
+    list_sep: str | None = Field(None, description="separator of answers_col and choices_col cells; none: JSON lists")
     image_extensions: list[str] = Field([".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"],
                                         description="extensions tried when resolving an image id")
 
@@ -253,6 +274,16 @@ class Config(Section):
         return path
 
     seed: int = Field(42, description="run seed: model init, data order, sampling (not the folds)")
+    metric: str = Field("exact", description="how the competition scores an answer: exact (after normalization), "
+                        "vqa (10 annotators' answers), anls, relaxed (numbers within 5 %), choice, map@k (k ranked "
+                        "answers); used by cv, probes, studies, votes and the leaderboard")  # fmt: skip
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, name: str) -> str:
+        """One of the metrics competition.metrics implements."""
+        return check_metric(name)
+
     data: DataConfig = DataConfig()
     folds: FoldsConfig = FoldsConfig()
     model: ModelConfig = ModelConfig()

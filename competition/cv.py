@@ -19,7 +19,7 @@ from competition.config import Config
 from competition.data import ANSWER, ID, QUESTION, Competition
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_json, atomic_write_text, markdown_table
-from competition.metrics import majority_baseline, question_types
+from competition.metrics import credit, gold_cells, majority_baseline, question_types
 from competition.normalize import AnswerNormalizer
 from competition.predictions import oof_frame
 
@@ -34,7 +34,7 @@ def baseline_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.Da
     out, norm = [], AnswerNormalizer.of(cfg, comp)
     for f in sorted(folds["fold"].unique()):
         train, val = fold_rows(comp, folds, f, "train"), fold_rows(comp, folds, f, "val")
-        right = norm(majority_baseline(train, val).reset_index(drop=True)).to_numpy() == norm(val[ANSWER]).to_numpy()
+        right = credit(cfg.metric, norm(majority_baseline(train, val).reset_index(drop=True)), gold_cells(val, norm))
         out.append(pd.DataFrame({ID: val[ID], "qtype": question_types(val[QUESTION]), "correct": right}))
     return pd.concat(out, ignore_index=True)
 
@@ -54,7 +54,7 @@ def cv_tables(df: pd.DataFrame, base: pd.DataFrame) -> dict[str, Any]:
     per_type.insert(0, "n", base[covered].groupby("qtype").size())
     return {
         "baseline": float(base[covered]["correct"].mean()),
-        "oracle": float(df.groupby(ID)["correct"].any().mean()),
+        "oracle": float(df.groupby(ID)["correct"].max().mean()),
         "agreement": agreement(df).round(4).reset_index().to_dict("records"),
         "best": members.iloc[0].to_dict(),
         "members": members.to_dict("records"),
@@ -103,7 +103,7 @@ def plot_agreement(tables: dict[str, Any], path: Path) -> None:
 def plot_members(oof: pd.DataFrame, path: Path) -> None:
     """members.png of an OOF frame (id, member, answer, correct): the agreement of its members and their oracle."""
     plot_agreement({"agreement": agreement(oof).round(4).reset_index().to_dict("records"),
-                    "oracle": float(oof.groupby(ID)["correct"].any().mean())}, path)  # fmt: skip
+                    "oracle": float(oof.groupby(ID)["correct"].max().mean())}, path)  # fmt: skip
 
 
 def markdown(tables: dict[str, Any]) -> str:

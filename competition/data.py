@@ -6,6 +6,7 @@ python -m competition validate -c configs/demo.yaml    # full scan, images inclu
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from competition.prompts import IMAGE_TOKEN
 # The internal names of the competition's columns: load_competition renames the user's columns
 # (data.id_col & co.) to these once; a submission gets the sample's own names back in submit.py.
 ID, IMAGE, QUESTION, ANSWER = "id", "image_id", "question", "answer"
+ANSWERS, CHOICES = "answers", "choices"  # optional: every annotator's answer (train), the choices; tuples of text
 
 # Cells read as missing (after strip and lower): empty, and what float NaN, pd.NA and SQL NULL print as.
 MISSING_TEXT = {"", "nan", "<na>", "null"}
@@ -31,8 +33,8 @@ MISSING_TEXT = {"", "nan", "<na>", "null"}
 class Competition:
     """The validated tables and the image file of every image id."""
 
-    train: pd.DataFrame  # columns ID, IMAGE, QUESTION, ANSWER
-    test: pd.DataFrame  # columns ID, IMAGE, QUESTION
+    train: pd.DataFrame  # columns ID, IMAGE, QUESTION, ANSWER (and ANSWERS, CHOICES where configured)
+    test: pd.DataFrame  # columns ID, IMAGE, QUESTION (and CHOICES)
     sample: pd.DataFrame  # the sample submission as the user wrote it: the template of every submission
     train_image_paths: dict[str, Path]
     test_image_paths: dict[str, Path]
@@ -129,6 +131,34 @@ def check_disjoint(df: pd.DataFrame, path: Path, other: pd.DataFrame, other_path
                         f"({other_path}: line {_line(other_path, j)})")  # fmt: skip
 
 
+def parse_lists(df: pd.DataFrame, path: Path, col: str, sep: str | None) -> list[tuple[str, ...]]:
+    """Each cell of `col` as the tuple of its texts, stripped (a JSON list, or split at `sep`); a DataError names the
+    line of the first cell that is no list or an empty one."""
+    out = []
+    for i, cell in enumerate(df[col].tolist()):
+        try:
+            items = cell.split(sep) if sep else json.loads(cell)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {_line(path, i)}, column '{col}': not a JSON list ({e.msg}); "
+                            f"set data.list_sep for separated text") from None  # fmt: skip
+        texts = tuple(str(x).strip() for x in items) if isinstance(items, list) else ()
+        if not texts or not all(texts) or any(isinstance(x, (dict, list)) for x in items):
+            raise DataError(f"{path}: line {_line(path, i)}, column '{col}': expected a list of answers, got {cell!r}")
+        out.append(texts)
+    return out
+
+
+def most_frequent(answers: tuple[str, ...]) -> str:
+    """The answer given most often (ties: the first listed)."""
+    return max(answers, key=lambda a: (answers.count(a), -answers.index(a)))
+
+
+def _list_columns(df: pd.DataFrame, path: Path, cfg: DataConfig, split: str) -> dict[str, list]:
+    """The optional list columns of one table under their internal names (answers: train only)."""
+    cols = {CHOICES: cfg.choices_col} | ({ANSWERS: cfg.answers_col} if split == "train" else {})
+    return {name: parse_lists(df, path, col, cfg.list_sep) for name, col in cols.items() if col}
+
+
 def read_answers(path: Path, id_col: str, answer_col: str) -> pd.DataFrame:
     """A table in the submission's format (the user's id and answer columns), checked, as columns ID, ANSWER."""
     df = read_table(path, [id_col, answer_col])
@@ -201,18 +231,21 @@ def load_competition(cfg: DataConfig) -> Competition:
     if not root.is_dir():
         raise DataError(f"{root}: competition folder not found (set data.root)")
     train_path, test_path, sample_path = root / c.train_csv, root / c.test_csv, root / c.sample_submission_csv
-    train = read_table(train_path, [c.id_col, c.image_col, c.question_col, c.answer_col])
-    test = read_table(test_path, [c.id_col, c.image_col, c.question_col])
+    listed = [col for col in (c.choices_col,) if col]
+    given = [c.answers_col] if c.answers_col else [c.answer_col]
+    train = read_table(train_path, [c.id_col, c.image_col, c.question_col, *given, *listed])
+    test = read_table(test_path, [c.id_col, c.image_col, c.question_col, *listed])
     sample = read_table(sample_path, [c.id_col, c.answer_col])
+    given += [c.answer_col] if c.answers_col and c.answer_col in train else []
     for df, path, cols in (
-        (train, train_path, [c.id_col, c.image_col, c.question_col, c.answer_col]),
-        (test, test_path, [c.id_col, c.image_col, c.question_col]),
+        (train, train_path, [c.id_col, c.image_col, c.question_col, *given, *listed]),
+        (test, test_path, [c.id_col, c.image_col, c.question_col, *listed]),
         (sample, sample_path, [c.id_col]),
     ):
         check_not_empty(df, path, cols)
         check_unique(df, path, c.id_col)
     check_disjoint(test, test_path, train, train_path, c.id_col)
-    check_no_placeholder(train, train_path, [c.question_col, c.answer_col])
+    check_no_placeholder(train, train_path, [c.question_col, *given])
     check_no_placeholder(test, test_path, [c.question_col])
     extra = ~sample[c.id_col].isin(test[c.id_col])
     if extra.any():
@@ -227,8 +260,12 @@ def load_competition(cfg: DataConfig) -> Competition:
         raise DataError(f"{sample_path}: column '{c.id_col}': test ID '{missing}' has no row")
     train_paths = resolve_images(train, train_path, c.image_col, root / c.train_images, c.image_extensions)
     test_paths = resolve_images(test, test_path, c.image_col, root / c.test_images, c.image_extensions)
+    train_lists, test_lists = _list_columns(train, train_path, c, "train"), _list_columns(test, test_path, c, "test")
+    if c.answer_col not in train:
+        train[c.answer_col] = [most_frequent(a) for a in train_lists[ANSWERS]]
     train = train[[c.id_col, c.image_col, c.question_col, c.answer_col]].set_axis([ID, IMAGE, QUESTION, ANSWER], axis=1)
     test = test[[c.id_col, c.image_col, c.question_col]].set_axis([ID, IMAGE, QUESTION], axis=1)
+    train, test = train.assign(**train_lists), test.assign(**test_lists)
     return Competition(train, test, sample, train_paths, test_paths, cfg)
 
 

@@ -20,10 +20,10 @@ import pandas as pd
 from competition.blend import Blend, apply_blend, choose_blend, nested_cv
 from competition.config import Config
 from competition.cv import plot_members
-from competition.data import ANSWER, ID, QUESTION, Competition, read_answers
+from competition.data import ANSWER, ANSWERS, ID, QUESTION, Competition, parse_lists, read_answers
 from competition.errors import ConfigError, DataError
 from competition.external import load_external
-from competition.metrics import majority_baseline, question_types
+from competition.metrics import Gold, gold_cells, majority_baseline, question_types
 from competition.normalize import AnswerNormalizer, snap_to_vocab
 from competition.predictions import expected_ids, experiment_of, member_rows, oof_frame
 from competition.submit import SAFE_NAME, read_sidecar, write_submission
@@ -92,7 +92,7 @@ def fill_empty(answers: pd.Series, comp: Competition, normalizer: AnswerNormaliz
     return answers
 
 
-def choose(cfg: Config, oof: pd.DataFrame, gold: pd.Series, qtype: pd.Series, folds: pd.DataFrame
+def choose(cfg: Config, oof: pd.DataFrame, gold: Gold, qtype: pd.Series, folds: pd.DataFrame
            ) -> tuple[Blend, float, float]:  # fmt: skip
     """(blend, CV, in-sample OOF accuracy): the candidates' best blend on all OOF, scored by nested CV. While only one
     fold has OOF predictions nothing can be nested: everything is in-sample, and the vote study's tuned blend (fitted
@@ -117,9 +117,9 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     if not SAFE_NAME.fullmatch(name):
         raise ConfigError(f"--name '{name}': expected a file name of letters, digits, '.', '_', '-' (a letter or digit first)")
     oof, qtype, normalizer = oof_frame(cfg, comp, folds), question_type_of(comp), AnswerNormalizer.of(cfg, comp)
-    gold = oof.drop_duplicates(ID).set_index(ID)["gold"]
+    gold = Gold.of_frame(oof, cfg.metric)
     singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False, kind="stable")
-    truth = read_solution(comp, normalizer)  # a bad solution.csv stops the stage before anything is written
+    truth = read_solution(comp, normalizer, cfg.metric)  # a bad solution.csv stops the stage before anything is written
     plot_members(oof, cfg.exp_dir / "members.png")  # every member of the blend, of every experiment
     blend, cv, in_sample = choose(cfg, oof, gold, qtype, folds)
     test = test_frame(cfg, normalizer, expected_ids(comp, folds, "test"))
@@ -160,22 +160,26 @@ def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, t
     return write_submission(single, comp.sample, cfg.submissions_dir, name, meta, c.id_col, c.answer_col)
 
 
-def held_out(answers: pd.Series, truth: pd.Series | None) -> float | None:
-    """Accuracy of answers (by ID) against the held-out answers; None without a solution.csv."""
+def held_out(answers: pd.Series, truth: Gold | None) -> float | None:
+    """Score of answers (by ID) against the held-out answers; None without a solution.csv."""
     return None if truth is None else score(pd.DataFrame({ID: answers.index, ANSWER: answers.to_numpy()}), truth)
 
 
-def read_solution(comp: Competition, normalizer: AnswerNormalizer) -> pd.Series | None:
-    """Normalized held-out answers by ID from the data folder's solution.csv; None when there is none."""
+def read_solution(comp: Competition, normalizer: AnswerNormalizer, metric: str) -> Gold | None:
+    """Normalized held-out answers by ID from the data folder's solution.csv (its answers_col where the config names
+    one), scored by `metric`; None when there is none."""
     c = comp.cfg
     path = Path(c.root) / "solution.csv"
     if not path.is_file():
         return None
-    sol = read_answers(path, c.id_col, c.answer_col)
+    sol = read_answers(path, c.id_col, c.answers_col or c.answer_col)
+    if c.answers_col:
+        sol = sol.drop(columns=ANSWER).assign(**{ANSWERS: parse_lists(sol.rename(columns={ANSWER: c.answers_col}),
+                                                                        path, c.answers_col, c.list_sep)})  # fmt: skip
     missing = ~comp.test[ID].isin(sol[ID])
     if missing.any():
         raise DataError(f"{path}: column '{c.id_col}': test ID '{comp.test[ID][missing].iloc[0]}' has no row")
-    return pd.Series(normalizer(sol[ANSWER]).to_numpy(), index=sol[ID].to_numpy())
+    return Gold(pd.Series(gold_cells(sol, normalizer), index=sol[ID].to_numpy()), metric)
 
 
 def summary_lines(res: dict[str, Any]) -> list[str]:

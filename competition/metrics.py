@@ -1,19 +1,25 @@
-"""Scoring: exact matches, VQA question types, the per-type majority baseline.
+"""Scoring: the competition's metric (exact, VQA accuracy, ANLS, relaxed, choice, MAP@k), VQA question types, the
+per-type majority baseline. Every stage that scores a prediction asks `credit` (through `Gold`).
 
-    from competition.metrics import exact_matches, question_type
-    exact_matches(["yes", "2 "], ["yes", "two"])  # [True, False]: stripped, nothing else
-    question_type("What color is the bus?")       # 'what color is the': the longest VQA type that fits
+    from competition.metrics import credit, question_type
+    credit("vqa", ["red"], [("red", "red") + ("blue",) * 8])  # [0.6]: 2 of 10 annotators said it
+    credit("anls", ["recieved"], [("received",)])             # [0.75]
+    question_type("What color is the bus?")                   # 'what color is the': the longest VQA type that fits
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from competition.data import ANSWER, QUESTION
+from competition.config import check_metric, top_k
+from competition.data import ANSWER, ANSWERS, ID, QUESTION
+from competition.errors import DataError
 
 # The VQA v2 question types (GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt): a question's type
 # is the longest of these that its first words spell out; UNMATCHED (VQA's 65th type) when none does.
@@ -92,3 +98,153 @@ def majority_baseline(train: pd.DataFrame, val: pd.DataFrame) -> pd.Series:
     totals = answers.value_counts()
     overall = min(totals.index[totals == totals.max()])
     return question_types(val[QUESTION]).map(per_type).fillna(overall).rename(ANSWER)
+
+
+# ---- competition metrics: the credit of one prediction against its gold answers, in [0, 1] ----------------------
+
+VQA_AGREEING = 3  # VQA v2: an answer given by 3 annotators of the others is fully right
+ANLS_THRESHOLD = 0.5  # DocVQA: a normalized Levenshtein distance from this on scores 0
+RELAXED_TOLERANCE = 0.05  # ChartQA: a number within 5 % relative error of the answer counts as right
+
+
+def vqa_accuracy(pred: str, answers: Sequence[str]) -> float:
+    """VQA v2 accuracy: over the leave-one-annotator-out subsets, the mean of min(1, matches among the others / 3)."""
+    n, m = len(answers), sum(a == pred for a in answers)
+    if n == 0:
+        return 0.0
+    if n == 1:
+        return float(m == 1)  # one gold answer: nothing to leave out
+    left_out_match = min(1.0, (m - 1) / VQA_AGREEING)  # a matching annotator left out: m-1 among the others
+    left_out_other = min(1.0, m / VQA_AGREEING)
+    return (m * left_out_match + (n - m) * left_out_other) / n
+
+
+def _anls_text(text: str) -> str:
+    """DocVQA compares lowercased text with runs of whitespace as one space."""
+    return " ".join(text.lower().split())
+
+
+def anls(pred: str, answers: Sequence[str], threshold: float = ANLS_THRESHOLD) -> float:
+    """ANLS of one question: the best 1 - normalized Levenshtein distance to an answer, 0 from `threshold` on."""
+    from rapidfuzz.distance import Levenshtein
+
+    p = _anls_text(pred)
+    best = 0.0
+    for a in answers:
+        distance = Levenshtein.normalized_distance(p, _anls_text(a))
+        best = max(best, 1.0 - distance if distance < threshold else 0.0)
+    return best
+
+
+def _number(text: str) -> float | None:
+    """The text as a float ('12%' as 0.12), None when it is not one."""
+    try:
+        return float(text.rstrip("%")) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        return None
+
+
+def relaxed_match(pred: str, answers: Sequence[str], tolerance: float = RELAXED_TOLERANCE) -> float:
+    """ChartQA's relaxed correctness: within `tolerance` relative error of a nonzero numeric answer, else the same
+    text case aside; 1.0 when some answer accepts the prediction."""
+    p = _number(pred)
+    for a in answers:
+        t = _number(a)
+        right = abs(p - t) / abs(t) <= tolerance if p is not None and t else pred.lower() == a.lower()
+        if right:
+            return 1.0
+    return 0.0
+
+
+def average_precision(ranked: Sequence[str] | str, answers: Sequence[str], k: int) -> float:
+    """MAP@k's term for one row: 1 / rank of the first guess among the first k that is an answer (repeated guesses
+    counted once), 0 when none is."""
+    guesses = [ranked] if isinstance(ranked, str) else list(ranked)
+    seen: list[str] = []
+    for g in guesses[:k]:
+        if g in seen:
+            continue
+        seen.append(g)
+        if g in answers:
+            return 1.0 / (guesses.index(g) + 1)
+    return 0.0
+
+
+def _one(metric: str, pred: Any, answers: tuple[str, ...]) -> float:
+    """The credit of one prediction under `metric` (check_metric'd)."""
+    if metric == "vqa":
+        return vqa_accuracy(pred, answers)
+    if metric == "anls":
+        return anls(pred, answers)
+    if metric == "relaxed":
+        return relaxed_match(pred, answers)
+    if metric.startswith("map@"):
+        return average_precision(pred, answers, top_k(metric))
+    return float(pred in answers)  # exact, choice: the answer itself (any of several gold answers)
+
+
+def as_answers(gold: Any) -> tuple[str, ...]:
+    """A gold cell as the tuple of its answers (one string: a tuple of one)."""
+    return (gold,) if isinstance(gold, str) else tuple(gold)
+
+
+def credit(metric: str, pred: Sequence[Any], gold: Sequence[Any]) -> np.ndarray:
+    """Per row, the prediction's credit in [0, 1] under `metric`; a gold cell is one answer or a tuple of them
+    (VQA: every annotator's, repeats kept); a 'map@k' prediction is a tuple of ranked answers or one answer."""
+    pred, gold = list(pred), list(gold)
+    if len(pred) != len(gold):
+        raise ValueError(f"{len(pred)} predictions for {len(gold)} ground truths")
+    if metric in ("exact", "choice") and all(isinstance(g, str) for g in gold):
+        return (np.asarray(pred, dtype=object) == np.asarray(gold, dtype=object)).astype(float)
+    check_metric(metric)
+    memo: dict[tuple[Any, tuple[str, ...]], float] = {}
+    out = np.empty(len(pred))
+    for i, (p, g) in enumerate(zip(pred, gold, strict=True)):
+        key = (p if isinstance(p, str) else tuple(p), as_answers(g))
+        if key not in memo:
+            memo[key] = _one(metric, key[0], key[1])
+        out[i] = memo[key]
+    return out
+
+
+@dataclass(frozen=True)
+class Gold:
+    """The gold answers of every scored id (normalized; a tuple where a question has several) and the metric that
+    scores predictions against them: everything that scores (cv, votes, blends, studies) asks it."""
+
+    answers: pd.Series  # indexed by id
+    metric: str = "exact"
+
+    @classmethod
+    def of(cls, gold: Gold | pd.Series, metric: str = "exact") -> Gold:
+        """A Gold as is; a Series of answers by id, scored by `metric`."""
+        return gold if isinstance(gold, Gold) else cls(gold, metric)
+
+    @classmethod
+    def of_frame(cls, oof: pd.DataFrame, metric: str) -> Gold:
+        """The gold of the ids of an OOF frame (predictions.oof_frame's 'gold' column)."""
+        return cls(oof.drop_duplicates(ID).set_index(ID)["gold"], metric)
+
+    def for_ids(self, ids: Sequence[Any]) -> np.ndarray:
+        """The gold cell of each id; a DataError names the first id without one."""
+        found = self.answers.reindex(np.asarray(ids, dtype=object))
+        missing = found.isna().to_numpy()
+        if missing.any():
+            raise DataError(f"gold answers: no answer for id '{np.asarray(ids, dtype=object)[missing.argmax()]}'")
+        return found.to_numpy(object)
+
+    def credit(self, ids: Sequence[Any], pred: Sequence[Any]) -> np.ndarray:
+        """Per row, the credit of `pred` for the question `ids` names."""
+        return credit(self.metric, pred, self.for_ids(ids))
+
+
+def gold_cells(rows: pd.DataFrame, normalizer: Callable[[pd.Series], pd.Series]) -> np.ndarray:
+    """Each row's normalized gold: the tuple of its annotators' answers where the table has them, else its answer."""
+    if ANSWERS not in rows:
+        return normalizer(rows[ANSWER].astype(str)).to_numpy(object)
+    lists = rows[ANSWERS].tolist()
+    flat = normalizer(pd.Series([a for answers in lists for a in answers], dtype=str)).tolist()
+    ends = np.cumsum([len(a) for a in lists])
+    cells = np.empty(len(lists), dtype=object)
+    cells[:] = [tuple(flat[end - len(a) : end]) for a, end in zip(lists, ends, strict=True)]
+    return cells

@@ -51,7 +51,7 @@ class AccuracyProbe:
     competition (scoring.QuestionSet)."""
 
     def __init__(self, cfg: Config, rows: pd.DataFrame, engine: Any, normalizer: AnswerNormalizer) -> None:
-        self.prompt, self.engine, self.questions = cfg.train.prompt, engine, QuestionSet(rows, normalizer)
+        self.prompt, self.engine, self.questions = cfg.train.prompt, engine, QuestionSet(rows, normalizer, cfg.metric)
 
     def __call__(self, model: Any) -> dict[str, float]:
         """{'accuracy': overall, 'accuracy/<question type>': per type} of the model as it is now."""

@@ -25,7 +25,7 @@ from competition.data import ANSWER, ID, QUESTION, Competition
 from competition.errors import ConfigError, DataError
 from competition.folds import fold_rows
 from competition.io import atomic_write_json, atomic_write_text, is_number, read_jsonl
-from competition.metrics import exact_matches, question_types
+from competition.metrics import credit, exact_matches, gold_cells, question_types
 from competition.normalize import AnswerNormalizer
 
 COLUMNS = [ID, "fold", "split", "prompt", "decoding", "raw", ANSWER, "logprob", "alternatives"]
@@ -298,15 +298,15 @@ def normalized_alternatives(alternatives: pd.Series, normalizer: AnswerNormalize
 
 
 def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
-    """All folds' OOF rows of every member (ensemble.experiments too) joined to their question, gold answer
-    (normalized) and question type."""
+    """All folds' OOF rows of every member (ensemble.experiments too) joined to their question, gold (normalized:
+    metrics.gold_cells), question type and 'correct', their credit under the config's metric."""
     normalizer = AnswerNormalizer.of(cfg, comp)
     rows = member_rows(cfg, normalizer, "oof", expected_ids(comp, folds, "oof"))
     gold = comp.train[[ID, QUESTION, ANSWER]].rename(columns={ANSWER: "gold_raw"})
+    gold["gold"] = gold_cells(comp.train, normalizer)
     df = rows.merge(gold, on=ID, how="left", validate="many_to_one")
-    df["gold"] = normalizer(df["gold_raw"]).to_numpy()
     df["qtype"] = question_types(df["question"]).to_numpy()
     df["member"] = df["prompt"] + "/" + df["decoding"]
-    df["correct"] = df[ANSWER] == df["gold"]
+    df["correct"] = credit(cfg.metric, df[ANSWER], df["gold"])
     df["exact"] = exact_matches(df["raw"], df["gold_raw"])
     return df

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from competition.config import DecodingConfig
-from competition.data import ANSWER, IMAGE, QUESTION
+from competition.data import IMAGE, QUESTION
 from competition.families import AnswerEngine
-from competition.metrics import question_types
+from competition.metrics import credit, gold_cells, question_types
 from competition.normalize import AnswerNormalizer
 
 GREEDY = DecodingConfig()  # the decoding the probe answers with: greedy, the config's defaults
@@ -21,10 +21,10 @@ GREEDY = DecodingConfig()  # the decoding the probe answers with: greedy, the co
 class QuestionSet:
     """Questions with their images, gold answers (normalized) and question types, answered and scored together."""
 
-    def __init__(self, rows: pd.DataFrame, normalizer: AnswerNormalizer) -> None:
-        self.normalizer = normalizer
+    def __init__(self, rows: pd.DataFrame, normalizer: AnswerNormalizer, metric: str = "exact") -> None:
+        self.normalizer, self.metric = normalizer, metric
         self.questions, self.image_ids = rows[QUESTION].tolist(), rows[IMAGE].tolist()
-        self.gold = normalizer(rows[ANSWER]).to_numpy()
+        self.gold = gold_cells(rows, normalizer)
         self.types = question_types(rows[QUESTION]).to_numpy()
 
     def __len__(self) -> int:
@@ -38,10 +38,10 @@ class QuestionSet:
 
     def right(self, engine: AnswerEngine, prompt: str, decoding: DecodingConfig, rows: list[int] | None = None
               ) -> np.ndarray:  # fmt: skip
-        """Per row, whether the engine's answer equals the gold one, both normalized."""
+        """Per row, the credit of the engine's answer under the metric (normalized, as the gold is)."""
         rows = list(range(len(self))) if rows is None else rows
         pred = self.normalizer(pd.Series(self.answers(engine, prompt, decoding, rows), dtype=str)).to_numpy()
-        return pred == self.gold[rows]
+        return credit(self.metric, pred, self.gold[rows])
 
     def by_type(self, right: np.ndarray) -> dict[str, float]:
         """Accuracy per question type of a `right` over every row."""

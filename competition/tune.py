@@ -23,10 +23,11 @@ import optuna
 import pandas as pd
 
 from competition.config import Config, DecodingConfig, TrainConfig
-from competition.data import ID, Competition
+from competition.data import Competition
 from competition.errors import ConfigError, WorkerError
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_yaml
+from competition.metrics import Gold
 from competition.normalize import FUZZY_THRESHOLD, AnswerNormalizer
 from competition.scoring import QuestionSet
 from competition.tuned import save_tuned, with_train
@@ -151,7 +152,7 @@ class DecodingObjective:
         from competition.families import fold_engine
         val = fold_rows(comp, folds, fold, "val")
         val = val.sample(min(len(val), cfg.tune.max_questions), random_state=cfg.seed).reset_index(drop=True)
-        self.questions = QuestionSet(val, AnswerNormalizer.of(cfg, comp))
+        self.questions = QuestionSet(val, AnswerNormalizer.of(cfg, comp), cfg.metric)
         self.engine = fold_engine(cfg, comp, folds, fold, "train", cache=True)
         self.prompts, self.chunks = cfg.predict.prompts, cfg.tune.prune_chunks
 
@@ -170,7 +171,7 @@ class DecodingObjective:
         return correct / n
 
 
-def vote_objective(oof: pd.DataFrame, gold: pd.Series) -> Any:
+def vote_objective(oof: pd.DataFrame, gold: Gold) -> Any:
     """OOF accuracy of a vote configuration (members are prompt/decoding sets)."""
     members = sorted(oof["member"].unique())
 
@@ -256,7 +257,7 @@ def objective_for(cfg: Config, comp: Competition, folds: pd.DataFrame, kind: str
     from competition.predictions import oof_frame
 
     oof = oof_frame(cfg, comp, folds)
-    gold = oof.drop_duplicates(ID).set_index(ID)["gold"]
+    gold = Gold.of_frame(oof, cfg.metric)
     return vote_objective(vote_rows(oof), gold)
 
 

@@ -31,6 +31,7 @@ from scipy.sparse.csgraph import connected_components
 from competition.config import VoteMethod
 from competition.data import ANSWER, ID
 from competition.errors import ConfigError, DataError
+from competition.metrics import Gold
 from competition.normalize import FUZZY_THRESHOLD
 
 Method = VoteMethod
@@ -273,24 +274,19 @@ def _result(b: Ballots, winner: np.ndarray, group: np.ndarray, cluster_weight: n
     )
 
 
-def score(voted: pd.DataFrame, gold: pd.Series) -> float:
-    """Accuracy of the voted answers: exact match with `gold` (indexed by id) on normalized strings."""
-    truth = _gold_for(voted[ID].to_numpy(object), gold)
-    return float(np.mean(voted[ANSWER].to_numpy(object) == truth)) if len(truth) else 0.0
+def score(voted: pd.DataFrame, gold: Gold | pd.Series) -> float:
+    """The voted answers' mean credit under the gold's metric (a Series of answers by id: exact match)."""
+    return float(Gold.of(gold).credit(voted[ID], voted[ANSWER]).mean()) if len(voted) else 0.0
 
 
-def _gold_for(ids: np.ndarray, gold: pd.Series) -> np.ndarray:
-    """The gold answer of each id; a DataError names the first id without one."""
-    truth = gold.reindex(ids)
-    missing = truth.isna().to_numpy()
-    if missing.any():
-        raise DataError(f"gold answers: no answer for id '{ids[missing.argmax()]}'")
-    return truth.to_numpy(object)
+def _group_credit(b: Ballots, gold: Gold | pd.Series) -> np.ndarray:
+    """Per (id, answer) group of the ballots: the answer's credit for its question."""
+    return Gold.of(gold).credit(b.ids[b.group_id], b.answers[b.group_answer])
 
 
 def fit_weights(
     oof: pd.DataFrame,
-    gold: pd.Series,
+    gold: Gold | pd.Series,
     method: Literal["weighted", "fuzzy", "soft"] = "weighted",
     threshold: float = FUZZY_THRESHOLD,
     grid: Iterable[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
@@ -302,7 +298,7 @@ def fit_weights(
     `grid` factor, keeping a change only if it raises the voted accuracy; stop after `rounds` or a quiet round.
     """
     b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft")
-    correct = b.group_answer == _answer_codes(b, _gold_for(b.ids, gold))[b.group_id]
+    correct = _group_credit(b, gold)
     start = _member_accuracy(b, correct)
     factors = np.asarray(tuple(grid), float)
     weight, best = start.copy(), _accuracy(b, start, correct)
@@ -321,12 +317,12 @@ def fit_weights(
 SELECTION_ROUNDS = 20  # Caruana et al. (2004) stop adding members after a few dozen; the best prefix is kept
 
 
-def select_ensemble(oof: pd.DataFrame, gold: pd.Series, method: Literal["weighted", "fuzzy", "soft"] = "weighted",
+def select_ensemble(oof: pd.DataFrame, gold: Gold | pd.Series, method: Literal["weighted", "fuzzy", "soft"] = "weighted",
                     threshold: float = FUZZY_THRESHOLD, rounds: int = SELECTION_ROUNDS) -> dict[str, float]:  # fmt: skip
     """Caruana's ensemble selection: add, with replacement, the member whose extra vote most raises the voted OOF
     accuracy, `rounds` times; the weights are the members' counts in the best bag seen (the earliest on ties)."""
     b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft")
-    correct = b.group_answer == _answer_codes(b, _gold_for(b.ids, gold))[b.group_id]
+    correct = _group_credit(b, gold)
     counts, best, best_counts = np.zeros(len(b.members)), -1.0, np.zeros(len(b.members))
     for _ in range(rounds):
         trials = [counts + np.eye(len(counts))[m] for m in range(len(counts))]
@@ -337,20 +333,15 @@ def select_ensemble(oof: pd.DataFrame, gold: pd.Series, method: Literal["weighte
     return {str(member): float(n) for member, n in zip(b.members, best_counts, strict=True)}
 
 
-def candidate_weights(c: Candidate, oof: pd.DataFrame, gold: pd.Series) -> dict[str, float] | None:
+def candidate_weights(c: Candidate, oof: pd.DataFrame, gold: Gold | pd.Series) -> dict[str, float] | None:
     """The candidate's member weights fitted on `oof` (ensemble selection or weight search); None: unit weights."""
     if c.select:
         return select_ensemble(oof, gold, c.method, c.threshold)
     return fit_weights(oof, gold, c.method, c.threshold) if c.fit else None
 
 
-def _answer_codes(b: Ballots, answers: np.ndarray) -> np.ndarray:
-    """Answer code of each string; -1 for a string no member answered."""
-    return pd.Index(b.answers).get_indexer(answers)
-
-
 def _member_accuracy(b: Ballots, correct: np.ndarray) -> np.ndarray:
-    """Fraction of each member's predictions that are exactly right (soft: of its probability mass)."""
+    """Each member's mean credit (soft: over its probability mass)."""
     row_correct = np.repeat(correct, np.diff(np.r_[b.group_start, len(b.row_member)])) * b.row_scale
     n = len(b.members)
     mass = np.bincount(b.row_member, b.row_scale, minlength=n)
@@ -373,7 +364,7 @@ def _trials(weight: np.ndarray, m: int, values: np.ndarray) -> Iterable[np.ndarr
 
 
 def select_method(
-    oof: pd.DataFrame, gold: pd.Series, candidates: Iterable[Candidate]
+    oof: pd.DataFrame, gold: Gold | pd.Series, candidates: Iterable[Candidate]
 ) -> tuple[Method, dict[str, Any], float]:
     """The candidate with the best voted OOF accuracy (first on ties): (method, vote kwargs, OOF accuracy).
 
