@@ -12,7 +12,7 @@ import re
 import pandas as pd
 from PIL import Image, ImageOps
 
-from competition.data import ANSWER, IMAGE, QUESTION
+from competition.data import ANSWER, ANSWERS, IMAGE, QUESTION
 
 MIRROR_MARK = "@mirrored"  # appended to an image id: load the picture mirrored left to right
 SIDES = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost",
@@ -41,6 +41,8 @@ def mirrored_rows(rows: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
     copies[IMAGE] = copies[IMAGE] + MIRROR_MARK
     copies[QUESTION] = copies[QUESTION].map(swap_sides)
     copies[ANSWER] = copies[ANSWER].map(swap_sides)
+    if ANSWERS in copies:
+        copies[ANSWERS] = [tuple(map(swap_sides, answers)) for answers in copies[ANSWERS]]
     return pd.concat([rows, copies], ignore_index=True)
 
 

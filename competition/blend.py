@@ -37,6 +37,7 @@ class Blend:
     stacker: Any = None
     members: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
+    metric: str = "exact"  # the vote serves it (anls, relaxed: near answers support each other)
 
     def params(self) -> dict[str, Any]:
         """The submission record's description of the blend."""
@@ -79,7 +80,7 @@ def fit_stacker(oof: pd.DataFrame, gold: Gold | pd.Series, qtype: pd.Series, by_
     # each candidate twice, as right with weight = its credit and as wrong with the rest (a graded metric's credit)
     y, weight = np.r_[np.ones(len(right)), np.zeros(len(right))], np.r_[right, 1.0 - right]
     model = LogisticRegression(max_iter=1000).fit(np.vstack([x, x]), y, sample_weight=weight)
-    return Blend("stack", 0.0, None, stacker=model, members=members, types=types)
+    return Blend("stack", 0.0, None, stacker=model, members=members, types=types, metric=Gold.of(gold).metric)
 
 
 def apply_stacker(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataFrame:
@@ -97,10 +98,10 @@ def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataF
     if blend.stacker is not None:
         return apply_stacker(blend, preds, qtype)
     if not blend.by_type:
-        return vote(vote_rows(preds), blend.method, blend.weights, blend.threshold)
+        return vote(vote_rows(preds), blend.method, blend.weights, blend.threshold, blend.metric)
     types = preds[ID].map(qtype).to_numpy()
-    parts = [vote(vote_rows(preds[types == t]), blend.method, blend.by_type.get(t, blend.weights), blend.threshold)
-             for t in pd.unique(types)]  # fmt: skip
+    parts = [vote(vote_rows(preds[types == t]), blend.method, blend.by_type.get(t, blend.weights), blend.threshold,
+                  blend.metric) for t in pd.unique(types)]  # fmt: skip
     order = pd.Index(pd.unique(preds[ID]))
     out = pd.concat(parts, ignore_index=True)
     return out.iloc[np.argsort(order.get_indexer(out[ID]))].reset_index(drop=True)
@@ -109,12 +110,12 @@ def apply_blend(blend: Blend, preds: pd.DataFrame, qtype: pd.Series) -> pd.DataF
 def fit_candidate(c: Candidate, oof: pd.DataFrame, gold: Gold | pd.Series, qtype: pd.Series) -> Blend:
     """The candidate's blend, weights fitted on `oof` alone (per question type when c.by_type; unit without c.fit or
     c.select)."""
-    weights = candidate_weights(c, vote_rows(oof), gold)
+    weights, metric = candidate_weights(c, vote_rows(oof), gold), Gold.of(gold).metric
     if not c.by_type:
-        return Blend(c.method, c.threshold, weights)
+        return Blend(c.method, c.threshold, weights, metric=metric)
     types = oof[ID].map(qtype)
     by_type = {t: candidate_weights(c, vote_rows(oof[types == t]), gold) for t in pd.unique(types)}
-    return Blend(c.method, c.threshold, weights, by_type)
+    return Blend(c.method, c.threshold, weights, by_type, metric=metric)
 
 
 def best_member(oof: pd.DataFrame, gold: Gold | pd.Series) -> Blend:
@@ -122,7 +123,7 @@ def best_member(oof: pd.DataFrame, gold: Gold | pd.Series) -> Blend:
     right = Gold.of(gold).credit(oof[ID], oof[ANSWER])
     accuracy = pd.Series(right).groupby(oof["member"].to_numpy()).mean().sort_index(kind="stable")
     top = accuracy.idxmax()
-    return Blend("weighted", 0.0, {m: float(m == top) for m in accuracy.index})
+    return Blend("weighted", 0.0, {m: float(m == top) for m in accuracy.index}, metric=Gold.of(gold).metric)
 
 
 def choose_blend(oof: pd.DataFrame, gold: Gold | pd.Series, qtype: pd.Series, candidates: list[Candidate],

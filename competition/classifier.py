@@ -32,12 +32,13 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from competition.backbones import ConvStemConfig  # noqa: F401  (registers conv_stem with the Auto classes)
 from competition.config import DecodingConfig
-from competition.data import ANSWER, IMAGE, QUESTION
+from competition.data import ANSWER, ANSWERS, IMAGE, QUESTION
 from competition.dataset import IGNORE, Examples, image_groups, pad
 from competition.engine import Answer, batches, ranked_answers
 from competition.errors import ConfigError
 from competition.images import CLIP_MEAN, CLIP_STD, Images
 from competition.io import atomic_dir
+from competition.metrics import VQA_AGREEING
 from competition.model_config import ClassifierConfig
 from competition.tokenizer import train_word_tokenizer
 
@@ -125,12 +126,31 @@ class AnswerClassifier(nn.Module):
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
     """Cross-entropy over the answers, or VQA's per-answer sigmoid (bce): a question whose answer is outside the
-    head's list has an all-zero target there, and is skipped by ce."""
+    head's list has an all-zero target there, and is skipped by ce. Labels are answer indices, or (several
+    annotators' answers) a soft score per answer: ce learns their normalized share, bce the scores themselves."""
+    if labels.dim() == 2:
+        return soft_answer_loss(logits, labels, kind)
     if kind == "ce":
         return F.cross_entropy(logits, labels, ignore_index=IGNORE)
     known = (labels != IGNORE).unsqueeze(1)
     target = F.one_hot(labels.clamp_min(0), logits.shape[1]).to(logits.dtype) * known
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(logits)
+
+
+def soft_answer_loss(logits: torch.Tensor, scores: torch.Tensor, kind: str) -> torch.Tensor:
+    """answer_loss with a (questions, answers) target of soft scores (soft_scores)."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, scores, reduction="sum") / len(logits)
+    total = scores.sum(1)
+    known = total > 0
+    if not known.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[known], scores[known] / total[known, None])
+
+
+def soft_scores(answers: tuple[str, ...], index: dict[str, int]) -> list[tuple[int, float]]:
+    """VQA's training target of one question: each distinct answer in the head with min(1, annotators / 3)."""
+    return [(index[a], min(1.0, answers.count(a) / VQA_AGREEING)) for a in dict.fromkeys(answers) if a in index]
 
 
 SIZE_WORDS = ("size", "layers", "heads", "dim", "depth", "channels", "stride")  # config fields that cannot be negative
@@ -234,7 +254,10 @@ class ClassifierSet(Examples):
     def __init__(self, processor: ClassifierProcessor, rows: Any, answers: list[str], max_length: int, pack: int = 1) -> None:
         index = {a: i for i, a in enumerate(answers)}
         ids = processor.tokenizer(rows[QUESTION].tolist(), truncation=True, max_length=max_length)["input_ids"]
-        labels = [index.get(a, IGNORE) for a in rows[ANSWER]]
+        if ANSWERS in rows:  # several annotators: soft scores (answer index, score) instead of one index
+            labels = [soft_scores(tuple(a), index) for a in rows[ANSWERS]]
+        else:
+            labels = [index.get(a, IGNORE) for a in rows[ANSWER]]
         self.items = [{"image_id": image, "input_ids": [ids[i] for i in idx], "labels": [labels[i] for i in idx]}
                       for image, idx in image_groups(rows[IMAGE].tolist(), pack)]  # fmt: skip
 
@@ -250,15 +273,26 @@ def question_batch(tok: Any, images: Images, image_ids: list[str], questions: li
 
 
 class ClassifierCollator:
-    """A batch of examples as one question_batch with the answers' indices as labels."""
+    """A batch of examples as one question_batch with the answers' indices (or soft scores) as labels."""
 
-    def __init__(self, images: Images, tokenizer: Any) -> None:
-        self.images, self.tok = images, tokenizer
+    def __init__(self, images: Images, tokenizer: Any, n_answers: int) -> None:
+        self.images, self.tok, self.n_answers = images, tokenizer, n_answers
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         image_ids = [b["image_id"] for b in batch for _ in b["input_ids"]]
         inputs = question_batch(self.tok, self.images, image_ids, [q for b in batch for q in b["input_ids"]])
-        return {**inputs, "labels": torch.tensor([y for b in batch for y in b["labels"]])}
+        labels = [y for b in batch for y in b["labels"]]
+        return {**inputs, "labels": soft_targets(labels, self.n_answers) if labels and isinstance(labels[0], list)
+                else torch.tensor(labels)}  # fmt: skip
+
+
+def soft_targets(labels: list[list[tuple[int, float]]], n_answers: int) -> torch.Tensor:
+    """(questions, answers) soft scores from each question's (answer index, score) pairs."""
+    target = torch.zeros(len(labels), n_answers)
+    for row, pairs in enumerate(labels):
+        for i, score in pairs:
+            target[row, i] = score
+    return target
 
 
 def save_classifier(model: AnswerClassifier, processor: ClassifierProcessor, out: Path) -> None:

@@ -58,7 +58,7 @@ def data(
     test_images: Annotated[int, typer.Option(help="test images")] = 300,
     questions_per_image: Annotated[int, typer.Option(help="questions per image")] = 4,
     seed: Annotated[int, typer.Option(help="generator seed")] = 0,
-    kind: Annotated[str, typer.Option(help="grid (the demo), object, wide, exist, count, glyphs or lighting")] = "grid",
+    kind: Annotated[str, typer.Option(help="grid (the demo), object, wide, exist, count, glyphs, lighting, or vqa (the grid with 10 annotators' answers per question)")] = "grid",
 ) -> None:
     """Write a synthetic competition in the competition's layout (--kind: which one of the suite)."""
     from competition.synthetic import generate

@@ -12,6 +12,7 @@ generator writes one) in the data folder, each carries its held-out accuracy too
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,8 @@ def with_externals(blend: Blend, given: dict[str, float], members: list[str]) ->
         return blend
     weights = {**(blend.weights or dict.fromkeys(members, 1.0)), **given}
     by_type = {t: {**w, **given} for t, w in blend.by_type.items()}
-    return Blend("weighted" if blend.method == "majority" else blend.method, blend.threshold, weights, by_type)
+    method = "weighted" if blend.method == "majority" else blend.method
+    return replace(blend, method=method, weights=weights, by_type=by_type)
 
 
 def fill_empty(answers: pd.Series, comp: Competition, normalizer: AnswerNormalizer) -> pd.Series:
@@ -104,7 +106,7 @@ def choose(cfg: Config, oof: pd.DataFrame, gold: Gold, qtype: pd.Series, folds: 
         return blend, nested, in_sample
     tuned = load_tuned(cfg).get("vote")
     if tuned:
-        study = Blend(tuned["method"], tuned["threshold"], tuned["weights"])
+        study = Blend(tuned["method"], tuned["threshold"], tuned["weights"], metric=cfg.metric)
         study_score = score(apply_blend(study, oof, qtype), gold)
         if study_score > in_sample:
             return study, study_score, study_score

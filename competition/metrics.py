@@ -105,6 +105,7 @@ def majority_baseline(train: pd.DataFrame, val: pd.DataFrame) -> pd.Series:
 VQA_AGREEING = 3  # VQA v2: an answer given by 3 annotators of the others is fully right
 ANLS_THRESHOLD = 0.5  # DocVQA: a normalized Levenshtein distance from this on scores 0
 RELAXED_TOLERANCE = 0.05  # ChartQA: a number within 5 % relative error of the answer counts as right
+NEAR_CREDIT = ("anls", "relaxed")  # metrics that give an answer credit for another, near one: votes pool them
 
 
 def vqa_accuracy(pred: str, answers: Sequence[str]) -> float:

@@ -2,6 +2,7 @@
 
     python -m competition data --out data/demo --train-images 3000 --test-images 300
     generate(Path("data/count"), kind="count")    # kinds: grid (the demo), object, wide, exist, count, glyphs, lighting
+    generate(Path("data/demo_vqa"), kind="vqa")   # the demo grid, each question answered by 10 simulated annotators
 
 Writes train.csv, test.csv, sample_submission.csv, image/{train,test}/*.png and
 solution.csv (the held-out test answers, for scoring end to end). The demo grid draws 1-3 objects
@@ -12,6 +13,7 @@ it is, where, how big. The other kinds are described in competition/kinds.py.
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import shutil
@@ -130,7 +132,36 @@ def grid_sample(rng: random.Random, k: int, size: int) -> Sample:
     return Sample(img, questions_for(objs, rng, k), objs)
 
 
-KINDS = {"grid": grid_sample, **SAMPLERS}
+KINDS = {"grid": grid_sample, **SAMPLERS, "vqa": grid_sample}
+ANNOTATORS = {"vqa": 10}  # kinds whose questions carry this many simulated annotators' answers (VQA v2's count)
+# How often one annotator departs from the truth, by VQA answer type: near VQA v2's agreement (yes/no answers agree
+# most, numbers less, other answers least, mostly as another wording of the same thing).
+DISAGREE = {"yes/no": 0.05, "number": 0.25, "other": 0.35}
+WORDINGS = {
+    "circle": ("round", "oval"), "square": ("rectangle", "box"), "triangle": ("triangular", "pyramid"),
+    "cross": ("plus", "x"), "large": ("big", "medium"), "small": ("tiny", "little"), "purple": ("violet", "pink"),
+    "yellow": ("gold", "orange"), "green": ("lime", "dark green"), "blue": ("navy", "light blue"), "red": ("pink",),
+    "top left": ("upper left", "left"), "top right": ("upper right", "right"), "bottom left": ("lower left", "left"),
+    "bottom right": ("lower right", "right"), "center": ("middle",), "top": ("top center", "up"),
+    "bottom": ("bottom center", "down"), "left": ("middle left",), "right": ("middle right",),
+}  # fmt: skip
+
+
+def annotate(answer: str, rng: random.Random, n: int) -> list[str]:
+    """`n` simulated annotators' answers to a question whose true answer is `answer`: most give it; the others flip a
+    yes/no, miscount by one, or use another wording (or a near miss) of the answer."""
+    kind = "yes/no" if answer in ("yes", "no") else "number" if answer.isdigit() else "other"
+    out = []
+    for _ in range(n):
+        if rng.random() >= DISAGREE[kind]:
+            out.append(answer)
+        elif kind == "yes/no":
+            out.append("no" if answer == "yes" else "yes")
+        elif kind == "number":
+            out.append(str(max(0, int(answer) + rng.choice((-1, 1)))))
+        else:
+            out.append(rng.choice(WORDINGS.get(answer, (answer,))))
+    return out
 
 
 def samples(
@@ -154,6 +185,9 @@ def _write_split(
         (folder / f"{image_id}.png").write_bytes(_png_bytes(sample.image))
         for q, a in sample.qa:
             rows.append({"image_id": image_id, "question": q, "answer": a})
+            if kind in ANNOTATORS:  # the answer a VQA data set lists first: its annotators' most frequent
+                answers = annotate(a, rng, ANNOTATORS[kind])
+                rows[-1] |= {"answer": max(answers, key=answers.count), "answers": json.dumps(answers)}
     df = pd.DataFrame(rows)
     width_digits = 6 if split == "train" else 5
     df.insert(0, "ID", [f"{split.upper()}_{j:0{width_digits}d}" for j in range(len(df))])
@@ -187,10 +221,11 @@ def _write_all(
     rng = random.Random(seed)
     train = _write_split(out, "train", train_images, q_per_image, size, rng, kind)
     test = _write_split(out, "test", test_images, q_per_image, size, rng, kind)
-    train[["ID", "image_id", "question", "answer"]].to_csv(out / "train.csv", index=False)
+    answers = ["answers"] if kind in ANNOTATORS else []
+    train[["ID", "image_id", "question", "answer", *answers]].to_csv(out / "train.csv", index=False)
     test[["ID", "image_id", "question"]].to_csv(out / "test.csv", index=False)
     test[["ID"]].assign(answer="yes").to_csv(out / "sample_submission.csv", index=False)
-    test[["ID", "answer"]].to_csv(out / "solution.csv", index=False)
+    test[["ID", "answer", *answers]].to_csv(out / "solution.csv", index=False)
     return {"train": len(train), "test": len(test), "train_images": train_images, "test_images": test_images}
 
 

@@ -177,7 +177,7 @@ def vote_objective(oof: pd.DataFrame, gold: Gold) -> Any:
 
     def objective(trial: optuna.Trial) -> float:
         method, weights, threshold = vote_space(trial, members)
-        return score(vote(oof, method, weights or None, threshold), gold)
+        return score(vote(oof, method, weights or None, threshold, gold.metric), gold)
 
     return objective
 

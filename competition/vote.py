@@ -31,7 +31,7 @@ from scipy.sparse.csgraph import connected_components
 from competition.config import VoteMethod
 from competition.data import ANSWER, ID
 from competition.errors import ConfigError, DataError
-from competition.metrics import Gold
+from competition.metrics import NEAR_CREDIT, Gold, credit
 from competition.normalize import FUZZY_THRESHOLD
 
 Method = VoteMethod
@@ -60,6 +60,7 @@ class Ballots:
     cluster: np.ndarray  # per group: cluster code
     cluster_id: np.ndarray  # per cluster: id code
     cluster_logprob: np.ndarray  # per cluster: summed logprob
+    support: Any = None  # (groups x groups) credit of each answer were another of its question's right; None: none
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,18 @@ def vote(
     method: Method,
     weights: dict[str, float] | None = None,
     threshold: float = FUZZY_THRESHOLD,
+    metric: str = "exact",
 ) -> pd.DataFrame:
     """One row per id (first-seen order): `id, answer, support, logprob` of the winning answer.
 
     majority: unit weights; weighted: `weights` by member (default 1.0); fuzzy: weighted, with the answers
     of one question clustered when fuzz.ratio >= threshold; the cluster wins, its best-supported spelling answers;
     soft: weighted, each answer and alternative times its probability (1 for a member without log-probabilities).
+    Under a metric that gives credit to near answers (anls, relaxed), an answer also gains the weight of every
+    other answer as much as it would score were that one right: the winner has the highest expected score.
     """
     check_method(method)
-    b = _ballots(preds, threshold if method == "fuzzy" else None, soft=method == "soft")
+    b = _ballots(preds, threshold if method == "fuzzy" else None, soft=method == "soft", metric=metric)
     w = _member_weights(b, None if method == "majority" else weights)
     return _result(b, *_decide(b, w))
 
@@ -119,9 +123,10 @@ def with_alternatives(preds: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([preds[VOTE_COLUMNS], extra], ignore_index=True)
 
 
-def _ballots(preds: pd.DataFrame, threshold: float | None = None, soft: bool = False) -> Ballots:
+def _ballots(preds: pd.DataFrame, threshold: float | None = None, soft: bool = False, metric: str = "exact"
+             ) -> Ballots:  # fmt: skip
     """Factorize ids, answers and members; cluster similar answers per id when a threshold is given; with `soft`,
-    the alternatives join as rows weighted by their probabilities."""
+    the alternatives join as rows weighted by their probabilities; `metric` (anls, relaxed): near answers' support."""
     preds = with_alternatives(preds) if soft else preds
     id_code, ids = _factorize(preds, ID, sort=False)
     answer_code, answers = _factorize(preds, ANSWER, sort=True)
@@ -152,7 +157,21 @@ def _ballots(preds: pd.DataFrame, threshold: float | None = None, soft: bool = F
         cluster=cluster,
         cluster_id=cluster_id,
         cluster_logprob=_nansum_by(cluster, group_logprob, n_clusters),
+        support=_support(group_id, group_answer, answers, metric) if metric in NEAR_CREDIT and threshold is None else None,
     )
+
+
+def _support(group_id: np.ndarray, group_answer: np.ndarray, answers: np.ndarray, metric: str) -> coo_array:
+    """(groups x groups): 1 on the diagonal, and for two answers of one question the credit the first would get were
+    the second the gold answer (each direction scored: relaxed accuracy is not symmetric)."""
+    n = len(group_id)
+    left, right = _pairs_within(group_id)
+    a, b = answers[group_answer[left]], answers[group_answer[right]]
+    forward = credit(metric, a, [(x,) for x in b])
+    backward = credit(metric, b, [(x,) for x in a])
+    rows = np.r_[np.arange(n), left, right]
+    cols = np.r_[np.arange(n), right, left]
+    return coo_array((np.r_[np.ones(n), forward, backward], (rows, cols)), shape=(n, n)).tocsr()
 
 
 def _factorize(preds: pd.DataFrame, col: str, sort: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -227,6 +246,8 @@ def _decide(b: Ballots, member_weight: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Per id: the winning cluster, its best spelling (a group) and its summed weight."""
     row_weight = member_weight[b.row_member] * b.row_scale
     group_weight = np.add.reduceat(row_weight, b.group_start)
+    if b.support is not None:
+        group_weight = b.support @ group_weight
     group_top = np.maximum.reduceat(row_weight, b.group_start)
     n_clusters = len(b.cluster_id)
     spelling = (
@@ -263,7 +284,7 @@ def _best(by: np.ndarray, weight: np.ndarray, logprob: np.ndarray, top: np.ndarr
 def _result(b: Ballots, winner: np.ndarray, group: np.ndarray, cluster_weight: np.ndarray) -> pd.DataFrame:
     """The voted frame: id, answer, support (winning weight / total weight), summed logprob of its voters."""
     total = np.bincount(b.cluster_id, cluster_weight, minlength=len(b.ids))
-    support = np.divide(cluster_weight[winner], total, out=np.zeros(len(winner)), where=total > 0)
+    support = np.minimum(np.divide(cluster_weight[winner], total, out=np.zeros(len(winner)), where=total > 0), 1.0)
     return pd.DataFrame(
         {
             ID: b.ids,
@@ -297,7 +318,7 @@ def fit_weights(
     Start from each member's OOF accuracy; then, member by member (sorted), try that start times each
     `grid` factor, keeping a change only if it raises the voted accuracy; stop after `rounds` or a quiet round.
     """
-    b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft")
+    b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft", metric=Gold.of(gold).metric)
     correct = _group_credit(b, gold)
     start = _member_accuracy(b, correct)
     factors = np.asarray(tuple(grid), float)
@@ -321,7 +342,7 @@ def select_ensemble(oof: pd.DataFrame, gold: Gold | pd.Series, method: Literal["
                     threshold: float = FUZZY_THRESHOLD, rounds: int = SELECTION_ROUNDS) -> dict[str, float]:  # fmt: skip
     """Caruana's ensemble selection: add, with replacement, the member whose extra vote most raises the voted OOF
     accuracy, `rounds` times; the weights are the members' counts in the best bag seen (the earliest on ties)."""
-    b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft")
+    b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft", metric=Gold.of(gold).metric)
     correct = _group_credit(b, gold)
     counts, best, best_counts = np.zeros(len(b.members)), -1.0, np.zeros(len(b.members))
     for _ in range(rounds):
@@ -373,7 +394,7 @@ def select_method(
     best: tuple[Method, dict[str, Any], float] | None = None
     for c in candidates:
         weights = candidate_weights(c, oof, gold)
-        acc = score(vote(oof, c.method, weights, c.threshold), gold)
+        acc = score(vote(oof, c.method, weights, c.threshold, Gold.of(gold).metric), gold)
         if best is None or acc > best[2]:
             best = (c.method, {"threshold": c.threshold, "weights": weights}, acc)
     if best is None:

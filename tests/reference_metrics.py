@@ -29,8 +29,9 @@ Sources (read at these paths):
   Quirks kept: a trailing '%' divides by 100 (so '5%' == '0.05'); `float()` parses 'nan', 'inf', '1e3', '1_000',
   surrounding whitespace; a target that parses to 0 (or fails to parse) falls back to case-insensitive exact string
   comparison *without* stripping; relative change `<=` the tolerance counts.
-* MAP@k -- benhamner/Metrics, `Python/ml_metrics/average_precision.py` (`apk`, `mapk`). Quirks kept: empty
-  `actual` scores 1.0; guesses cut to the first k; a guess repeated earlier in the list scores nothing (but still
+* MAP@k -- benhamner/Metrics, `Python/ml_metrics/average_precision.py` (`apk`, `mapk`; HEAD, after commit a28d7ad
+  "if length of actual is 0 it should return 0" -- older copies return 1.0 there). Quirks kept: empty `actual`
+  scores 0.0; guesses cut to the first k; a guess repeated earlier in the list scores nothing (but still
   takes up its rank); the sum is divided by min(len(actual), k).
 """
 
@@ -111,7 +112,9 @@ def vqa_official_accuracy(pred: str, gt_answers: Sequence[str]) -> float:
     """One question's accuracy as `VQAEval.evaluate` computes it (before its rounding to 100ths of a percent),
     on RAW strings: the prediction and the annotators' answers as submitted/annotated."""
     # One record per annotator, as in the annotation file: the answer_id keeps equal answers distinct records.
-    records = [{"answer": _vqa_clean(a), "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(gt_answers)]
+    records = [
+        {"answer": _vqa_clean(a), "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(gt_answers)
+    ]
     res = _vqa_clean(pred)
     if len({r["answer"] for r in records}) > 1:  # not unanimous: process the answers and the prediction
         for r in records:
@@ -200,15 +203,13 @@ def relaxed_reference(pred: str, answers: Sequence[str], tolerance: float = 0.05
 
 def apk_reference(actual: Sequence[str], predicted: Sequence[str], k: int = 10) -> float:
     """`apk`: average precision at k of the ranked `predicted` against the set `actual`."""
-    if not actual:
-        return 1.0
     predicted = list(predicted)[:k]
     hits, total = 0.0, 0.0
     for rank, guess in enumerate(predicted, start=1):
         if guess in actual and guess not in predicted[: rank - 1]:
             hits += 1.0
             total += hits / rank
-    return total / min(len(actual), k)
+    return 0.0 if not actual else total / min(len(actual), k)
 
 
 def mapk_reference(actual: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], k: int = 10) -> float:

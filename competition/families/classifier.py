@@ -139,7 +139,7 @@ class Classifier:
         return Images(comp, split, ImageTransform(processor, self.cfg.model.image_aspect_ratio), cache)
 
     def collator(self, images: Images, model: Any, processor: Any) -> ClassifierCollator:
-        return ClassifierCollator(images, processor.tokenizer)
+        return ClassifierCollator(images, processor.tokenizer, len(model.answers))
 
     def fit(self, model: Any, processor: Any, rows: pd.DataFrame) -> Any:
         raise NotImplementedError("the classifier family trains with HF Trainer")
