@@ -15,7 +15,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN := $(PY) -m competition
 SETS := $(foreach s,$(set),--set $(s))
-DEMO_DATA ?= data/demo
+# The demo's data folder and the synthetic kind written there: configs/demo_vqa.yaml reads the grid answered by ten
+# annotators (`data --kind vqa`) from data/demo_vqa; every other config the demo grid.
+DEMO_KIND ?= $(if $(filter configs/demo_vqa.yaml,$(config)),vqa,grid)
+DEMO_DATA ?= $(if $(filter vqa,$(DEMO_KIND)),data/demo_vqa,data/demo)
 
 .PHONY: help install test test-fast lint mutate docs demo auto data validate folds train predict train-all predict-all cv tune ensemble leaderboard bench clean
 
@@ -56,7 +59,7 @@ lint: install
 	$(PY) -m ruff check competition tests bench
 
 $(DEMO_DATA)/train.csv: | install
-	$(RUN) data --out $(DEMO_DATA)
+	$(RUN) data --out $(DEMO_DATA) --kind $(DEMO_KIND)
 
 data: $(DEMO_DATA)/train.csv
 

@@ -69,6 +69,21 @@ def data(
 
 @app.command()
 @fails_cleanly
+def vqav2(
+    train_questions: Annotated[Path, typer.Option(help="VQA v2 questions JSON of the training split")],
+    train_annotations: Annotated[Path, typer.Option(help="VQA v2 annotations JSON of the training split")],
+    test_questions: Annotated[Path, typer.Option(help="VQA v2 questions JSON of the split to answer")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder to write train.csv, test.csv, sample_submission.csv")],
+) -> None:
+    """Write the competition tables of a VQA v2 layout (questions and annotations JSON); images stay where they are."""
+    from competition.vqav2 import convert
+
+    n = convert(train_questions, train_annotations, test_questions, out_dir)
+    say(f"wrote {out_dir}: {n['train']} / {n['test']} train / test questions (set data.answers_col: answers)")
+
+
+@app.command()
+@fails_cleanly
 def validate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Validate the tables and decode every image (full scan)."""
     from competition.data import load_competition, scan_images
@@ -185,12 +200,13 @@ app.add_typer(submit_app, name="submit")
 @submit_app.command("validate")
 @fails_cleanly
 def submit_validate(file: Path, config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Check a submission against sample_submission.csv: IDs, order, columns, answers."""
+    """Check a submission (CSV, or VQA results .json) against sample_submission.csv: IDs, order, columns, answers."""
+    from competition.config import top_k
     from competition.submit import validate_file
 
     cfg = config_from(config, set_)
     d = cfg.data
-    sub = validate_file(file, d.root / d.sample_submission_csv, d.id_col, d.answer_col)
+    sub = validate_file(file, d.root / d.sample_submission_csv, d.id_col, d.answer_col, top_k(cfg.metric))
     say(f"ok: {file} ({len(sub)} rows)")
 
 

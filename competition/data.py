@@ -27,6 +27,7 @@ ANSWERS, CHOICES = "answers", "choices"  # optional: every annotator's answer (t
 
 # Cells read as missing (after strip and lower): empty, and what float NaN, pd.NA and SQL NULL print as.
 MISSING_TEXT = {"", "nan", "<na>", "null"}
+CHOICES_LINE = "\nChoices: {}."  # appended to a multiple-choice question: every family's prompt lists its choices
 
 
 @dataclass
@@ -159,6 +160,14 @@ def _list_columns(df: pd.DataFrame, path: Path, cfg: DataConfig, split: str) -> 
     return {name: parse_lists(df, path, col, cfg.list_sep) for name, col in cols.items() if col}
 
 
+def with_choices_listed(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose questions end with their choices (CHOICES_LINE) where the table has them; else as they are."""
+    if CHOICES not in rows:
+        return rows
+    listed = [CHOICES_LINE.format(", ".join(c)) for c in rows[CHOICES]]
+    return rows.assign(**{QUESTION: rows[QUESTION].str.cat(listed)})
+
+
 def read_answers(path: Path, id_col: str, answer_col: str) -> pd.DataFrame:
     """A table in the submission's format (the user's id and answer columns), checked, as columns ID, ANSWER."""
     df = read_table(path, [id_col, answer_col])
@@ -261,11 +270,11 @@ def load_competition(cfg: DataConfig) -> Competition:
     train_paths = resolve_images(train, train_path, c.image_col, root / c.train_images, c.image_extensions)
     test_paths = resolve_images(test, test_path, c.image_col, root / c.test_images, c.image_extensions)
     train_lists, test_lists = _list_columns(train, train_path, c, "train"), _list_columns(test, test_path, c, "test")
-    if c.answer_col not in train:
+    if c.answer_col not in train or c.answers_col == c.answer_col:  # one column of lists: answer is their most frequent
         train[c.answer_col] = [most_frequent(a) for a in train_lists[ANSWERS]]
     train = train[[c.id_col, c.image_col, c.question_col, c.answer_col]].set_axis([ID, IMAGE, QUESTION, ANSWER], axis=1)
     test = test[[c.id_col, c.image_col, c.question_col]].set_axis([ID, IMAGE, QUESTION], axis=1)
-    train, test = train.assign(**train_lists), test.assign(**test_lists)
+    train, test = with_choices_listed(train.assign(**train_lists)), with_choices_listed(test.assign(**test_lists))
     return Competition(train, test, sample, train_paths, test_paths, cfg)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from competition.blend import Blend, apply_blend, choose_blend, nested_cv
-from competition.config import Config
+from competition.config import Config, top_k
 from competition.cv import plot_members
 from competition.data import ANSWER, ANSWERS, ID, QUESTION, Competition, parse_lists, read_answers
 from competition.errors import ConfigError, DataError
@@ -132,11 +132,10 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     voted = fill_empty(apply_blend(final, votes, qtype).set_index(ID)[ANSWER], comp, normalizer)
     if cfg.ensemble.snap_cutoff is not None:
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
-    c = cfg.data
     meta = {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": sorted(singles.index) + sorted(ext_weights),
             "config_hash": cfg.hash(), "experiment": cfg.experiment, "held_out": held_out(voted, truth)}  # fmt: skip
-    path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta, c.id_col,
-                            c.answer_col)  # fmt: skip
+    path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta,
+                            **submission_format(cfg))  # fmt: skip
     best = [write_member(cfg, comp, normalizer, test, m, float(singles[m]), truth) for m in best_per_experiment(singles)]
     holdout = {} if truth is None else {p.name: read_sidecar(p.with_suffix(".json"))["held_out"] for p in (path, *best)}
     return {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": singles.to_dict(), "submission": path,
@@ -158,8 +157,14 @@ def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, t
             "experiment": cfg.experiment, "held_out": held_out(single, truth)}  # fmt: skip
     own = experiment_of(member) or cfg.experiment  # another experiment's member is named after that experiment
     name = f"{own}-{member.split(':')[-1].replace('/', '-')}"
+    return write_submission(single, comp.sample, cfg.submissions_dir, name, meta, **submission_format(cfg))
+
+
+def submission_format(cfg: Config) -> dict[str, Any]:
+    """write_submission's columns, ranked answers per row (MAP@k) and VQA results file, from the config."""
     c = cfg.data
-    return write_submission(single, comp.sample, cfg.submissions_dir, name, meta, c.id_col, c.answer_col)
+    return {"id_col": c.id_col, "answer_col": c.answer_col, "top_k": top_k(cfg.metric),
+            "results": c.submission_format == "vqa_json"}  # fmt: skip
 
 
 def held_out(answers: pd.Series, truth: Gold | None) -> float | None:

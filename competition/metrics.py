@@ -131,8 +131,10 @@ def anls(pred: str, answers: Sequence[str], threshold: float = ANLS_THRESHOLD) -
 
     p = _anls_text(pred)
     best = 0.0
-    for a in answers:
-        distance = Levenshtein.normalized_distance(p, _anls_text(a))
+    for a in map(_anls_text, answers):
+        # the official denominator is the longer upper-cased length ('ß' counts as 'SS')
+        longest = max(len(p.upper()), len(a.upper()))
+        distance = Levenshtein.distance(p, a) / longest if longest else 0.0
         best = max(best, 1.0 - distance if distance < threshold else 0.0)
     return best
 

@@ -11,16 +11,21 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+from rapidfuzz import fuzz, process
 
 from competition.config import Config
-from competition.data import ANSWER, ID, IMAGE, QUESTION, Competition
+from competition.data import ANSWER, CHOICES, ID, IMAGE, QUESTION, Competition
 from competition.errors import ConfigError
 from competition.folds import fold_rows
 from competition.normalize import AnswerNormalizer
 from competition.predictions import LOGPROB_DIGITS, PredictionLog, file_for, merge_shards
+
+if TYPE_CHECKING:
+    from competition.engine import Answer
 
 
 def predict_hash(cfg: Config, fold: int) -> str:
@@ -57,6 +62,41 @@ def prediction_row(qid: str, fold: int, split: str, prompt: str, decoding: str, 
             "alternatives": [[text, round(lp, LOGPROB_DIGITS)] for text, lp in a.alternatives]}  # fmt: skip
 
 
+def within_choices(a: Answer, answer: str, ranked: list[str], choices: tuple[str, ...]) -> tuple[Answer, str]:
+    """The answer restricted to its row's (normalized) choices: its best-ranked answer that is one (a classifier's or
+    rank decoding's head masked to them), else the choice nearest its text (rapidfuzz); alternatives kept where they
+    are choices. `ranked`: the normalized texts of the answer and its alternatives."""
+    logprobs = [a.logprob, *(lp for _, lp in a.alternatives)]
+    kept = dict((text, lp) for text, lp in reversed(list(zip(ranked, logprobs, strict=True))) if text in choices)
+    kept = sorted(kept.items(), key=lambda item: ranked.index(item[0]))
+    if not kept:
+        nearest = process.extractOne(answer, choices, scorer=fuzz.ratio)
+        return a._replace(alternatives=()), nearest[0] if nearest else answer
+    return a._replace(logprob=kept[0][1], alternatives=tuple(kept[1:])), kept[0][0]
+
+
+def normalized_choices(rows: pd.DataFrame, normalizer: AnswerNormalizer) -> list[tuple[str, ...]] | None:
+    """Each row's choices, normalized as the answers are; None without a choices column."""
+    if CHOICES not in rows:
+        return None
+    flat = normalizer(pd.Series([c for cs in rows[CHOICES] for c in cs], dtype=str)).tolist()
+    ends = np.cumsum([len(cs) for cs in rows[CHOICES]])
+    return [tuple(flat[end - len(cs) : end]) for cs, end in zip(rows[CHOICES], ends, strict=True)]
+
+
+def answered_rows(batch: list[Answer], normalizer: AnswerNormalizer, choices: list[tuple[str, ...]] | None
+                  ) -> list[tuple[Answer, str]]:  # fmt: skip
+    """Each Answer with its normalized answer; with choices, both restricted to the row's choices."""
+    answers = normalizer(pd.Series([a.text for a in batch], dtype=str)).tolist()
+    if choices is None:
+        return list(zip(batch, answers, strict=True))
+    texts = [[a.text, *(t for t, _ in a.alternatives)] for a in batch]
+    flat = normalizer(pd.Series([t for ts in texts for t in ts], dtype=str)).tolist()
+    ends = np.cumsum([len(ts) for ts in texts])
+    return [within_choices(a, ans, flat[end - len(ts) : end], choices[a.row])
+            for a, ans, ts, end in zip(batch, answers, texts, ends, strict=True)]  # fmt: skip
+
+
 def predict_fold(
     cfg: Config,
     comp: Competition,
@@ -84,15 +124,15 @@ def predict_fold(
         done = log.done()
         engine = fold_engine(cfg, comp, folds, fold, image_split, loaded=loaded)
         ids, questions, images = rows[ID].tolist(), rows[QUESTION].tolist(), rows[IMAGE].tolist()
+        choices = normalized_choices(rows, normalizer)
         jobs = [(pr, d) for pr in p.prompts for d in p.decodings] + ([tuned] if tuned else [])
         todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
         tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None
         for prompt, d in jobs:
             cut_before = engine.cut_answers
             for batch in engine.answer(prompt, d, questions, images, todo[(prompt, d.name)], tick):
-                answers = normalizer(pd.Series([a.text for a in batch], dtype=str)).tolist()
                 log.append([prediction_row(ids[a.row], fold, split, prompt, d.name, a, ans)
-                            for a, ans in zip(batch, answers, strict=True)])  # fmt: skip
+                            for a, ans in answered_rows(batch, normalizer, choices)])  # fmt: skip
             if engine.cut_answers > cut_before:
                 warn(
                     f"warning: fold {fold} {split} {prompt}/{d.name}: {engine.cut_answers - cut_before} answers stopped "

@@ -1,6 +1,7 @@
 """Write, validate and rank submissions: `<stamp>-<name>.csv` + `.json` sidecar, leaderboard by local CV.
 
 python -m competition submit validate submissions/20250101-120000-vote.csv -c configs/demo.yaml
+python -m competition submit validate submissions/20250101-120000-vote.vqa.json -c configs/demo_vqa.yaml
 python -m competition submit leaderboard -c configs/demo.yaml
 python -m competition submit record submissions/20250101-120000-vote.csv --public 0.8123 -c configs/demo.yaml
 """
@@ -22,6 +23,7 @@ from competition.data import MISSING_TEXT, check_unique, read_table
 from competition.errors import CompetitionError
 from competition.io import atomic_write_csv, atomic_write_json, atomic_write_text, markdown_table
 
+RESULTS_SUFFIX = ".vqa.json"  # the VQA results file written beside a submission (data.submission_format: vqa_json)
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 LEADERBOARD_COLUMNS = ["rank", "file", "name", "cv", "public", "gap", "held_out", "method", "members", "created"]
 
@@ -103,14 +105,60 @@ def check_kept(sub: pd.DataFrame, sample: pd.DataFrame, answer_col: str, name: s
             )
 
 
-def validate_submission(
-    sub: pd.DataFrame, sample: pd.DataFrame, id_col: str = "ID", answer_col: str = "answer", name: str = "submission"
-) -> None:
-    """Raise SubmissionError unless `sub` is the sample (columns, IDs, order, other cells) with every answer filled."""
+def check_ranked(sub: pd.DataFrame, id_col: str, answer_col: str, top_k: int, name: str) -> None:
+    """Refuse a MAP@k cell of more than `top_k` space-separated answers or one answer twice."""
+    for i, cell in enumerate(sub[answer_col].astype(str)):
+        guesses = cell.split()
+        if len(guesses) > top_k or len(set(guesses)) < len(guesses):
+            why = f"{len(guesses)} answers, at most {top_k}" if len(guesses) > top_k else "an answer repeated"
+            raise SubmissionError(f"{name}: line {_line(i)}, column '{answer_col}': '{cell}' for ID "
+                                  f"'{sub[id_col].iloc[i]}' has {why}")  # fmt: skip
+
+
+def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str = "ID", answer_col: str = "answer",
+                        name: str = "submission", top_k: int = 1) -> None:  # fmt: skip
+    """Raise SubmissionError unless `sub` is the sample (columns, IDs, order, other cells) with every answer filled
+    (MAP@k: up to `top_k` distinct space-separated answers)."""
     check_columns(sub, sample, name)
     check_ids(sub, sample, id_col, name)
     check_kept(sub, sample, answer_col, name)
     check_answers(sub, id_col, answer_col, name)
+    if top_k > 1:
+        check_ranked(sub, id_col, answer_col, top_k, name)
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """A VQA results file (`[{"question_id": ..., "answer": ...}, ...]`) as a frame of strings, `question_id, answer`;
+    a SubmissionError names the first element that is not such an object."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError) as e:
+        raise SubmissionError(f"{path}: cannot parse JSON: {e}") from None
+    if not isinstance(results, list):
+        raise SubmissionError(f"{path}: expected a JSON list of {{question_id, answer}} objects")
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or set(r) != {"question_id", "answer"} or not isinstance(r["answer"], str):
+            raise SubmissionError(f"{path}: element {i}: expected {{\"question_id\": ..., \"answer\": \"...\"}}, "
+                                  f"got {json.dumps(r, ensure_ascii=False)[:80]}")  # fmt: skip
+    return pd.DataFrame({"question_id": [str(r["question_id"]) for r in results],
+                         "answer": [r["answer"] for r in results]})  # fmt: skip
+
+
+def validate_results(path: Path, sample: pd.DataFrame, id_col: str) -> pd.DataFrame:
+    """Raise SubmissionError unless the VQA results file answers every sample ID once (any order), each non-empty."""
+    res = read_results(path)
+    order = res["question_id"].map(dict(zip(sample[id_col].astype(str), range(len(sample)), strict=True)))
+    ranked = res.assign(_order=order.fillna(-1)).sort_values("_order", kind="stable").drop(columns="_order")
+    named = ranked.rename(columns={"question_id": id_col}).set_axis(range(len(res)))
+    check_ids(named, sample[[id_col]].astype(str), id_col, str(path))
+    check_answers(named, id_col, "answer", str(path))
+    return res
+
+
+def results_json(sub: pd.DataFrame, id_col: str, answer_col: str) -> list[dict[str, Any]]:
+    """The submission as VQA results: `question_id` (an integer where the ID is one), `answer`."""
+    return [{"question_id": int(i) if str(i).isdigit() else i, "answer": a}
+            for i, a in zip(sub[id_col], sub[answer_col], strict=True)]  # fmt: skip
 
 
 def read_submission(path: str | Path) -> pd.DataFrame:
@@ -124,27 +172,40 @@ def read_submission(path: str | Path) -> pd.DataFrame:
         raise SubmissionError(f"{path}: cannot parse CSV: {str(e).splitlines()[0]}") from None
 
 
-def validate_file(
-    path: str | Path, sample_path: str | Path, id_col: str = "ID", answer_col: str = "answer"
-) -> pd.DataFrame:
-    """Read and validate a submission file against the sample submission; returns the submission."""
+def validate_file(path: str | Path, sample_path: str | Path, id_col: str = "ID", answer_col: str = "answer",
+                  top_k: int = 1) -> pd.DataFrame:  # fmt: skip
+    """Read and validate a submission CSV (or a VQA results `.json`) against the sample submission; returns it."""
     sample_path = Path(sample_path)
     sample = read_table(sample_path, [id_col, answer_col])
     check_unique(sample, sample_path, id_col)
+    if Path(path).suffix == ".json":
+        return validate_results(Path(path), sample, id_col)
     sub = read_submission(path)
-    validate_submission(sub, sample, id_col, answer_col, name=str(path))
+    validate_submission(sub, sample, id_col, answer_col, name=str(path), top_k=top_k)
     return sub
 
 
 def join_answers(
     answers: pd.Series, sample: pd.DataFrame, id_col: str = "ID", answer_col: str = "answer"
 ) -> pd.DataFrame:
-    """The sample with each ID's answer (joined by ID) in its answer column; IDs the sample lacks go last."""
-    sub = pd.DataFrame({id_col: answers.index.to_numpy(), answer_col: answers.to_numpy()})
+    """The sample with each ID's answer (joined by ID) in its answer column (ranked answers space-separated); IDs the
+    sample lacks go last."""
+    sub = pd.DataFrame({id_col: answers.index.to_numpy(), answer_col: [ranked_cell(i, a) for i, a in answers.items()]})
     rank = sub[id_col].map(dict(zip(sample[id_col], range(len(sample)), strict=True))).fillna(len(sample))
     sub = sub.iloc[np.argsort(rank.to_numpy(), kind="stable")]
     kept = sample.drop(columns=answer_col)
     return sub.merge(kept, on=id_col, how="left", validate="many_to_one")[list(sample.columns)]
+
+
+def ranked_cell(id_: Any, answer: Any) -> str:
+    """One answer as is; ranked answers (MAP@k) space-separated, refusing one that holds a space itself."""
+    if not isinstance(answer, tuple | list):
+        return answer
+    spaced = [a for a in answer if len(str(a).split()) != 1]
+    if spaced:
+        raise SubmissionError(f"ID '{id_}': ranked answer '{spaced[0]}' is not one word, so the space-separated "
+                              "row cannot hold it")  # fmt: skip
+    return " ".join(map(str, answer))
 
 
 def check_score(value: Any, what: str) -> float:
@@ -168,8 +229,11 @@ def write_submission(
     id_col: str = "ID",
     answer_col: str = "answer",
     stamp: str | None = None,
+    top_k: int = 1,
+    results: bool = False,
 ) -> Path:
-    """Join `answers` (indexed by ID) to the sample, validate, then write `<stamp>-<name>.csv` + `.json`; rerank.
+    """Join `answers` (indexed by ID; MAP@k: tuples of up to `top_k` ranked answers) to the sample, validate, then
+    write `<stamp>-<name>.csv` + `.json` (and the VQA results `<stamp>-<name>.vqa.json` with `results`); rerank.
 
     Nothing is written unless the submission is valid. Returns the CSV path.
     """
@@ -186,8 +250,10 @@ def write_submission(
     if meta.get("cv") is not None:
         check_score(meta["cv"], f"{sidecar}: 'cv'")
     sub = join_answers(answers, sample, id_col, answer_col)
-    validate_submission(sub, sample, id_col, answer_col, name=str(path))
+    validate_submission(sub, sample, id_col, answer_col, name=str(path), top_k=top_k)
     info = plain_json({"created": now.isoformat(timespec="seconds"), **meta, "name": name, "file": path.name})
+    if results:
+        atomic_write_json(results_json(sub, id_col, answer_col), Path(out_dir) / f"{stem}{RESULTS_SUFFIX}")
     atomic_write_csv(sub, path)
     atomic_write_json(info, sidecar)
     write_leaderboard(out_dir)

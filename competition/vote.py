@@ -24,43 +24,18 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from rapidfuzz import fuzz, process
-from scipy.sparse import coo_array
-from scipy.sparse.csgraph import connected_components
 
+from competition.ballots import VOTE_COLUMNS, Ballots, make_ballots, starts, vote_rows, with_alternatives
 from competition.config import VoteMethod
 from competition.data import ANSWER, ID
-from competition.errors import ConfigError, DataError
-from competition.metrics import NEAR_CREDIT, Gold, credit
+from competition.errors import ConfigError
+from competition.metrics import Gold
 from competition.normalize import FUZZY_THRESHOLD
+
+__all__ = ["VOTE_COLUMNS", "Candidate", "score", "select_method", "vote", "vote_rows", "with_alternatives"]
 
 Method = VoteMethod
 METHODS: tuple[str, ...] = get_args(Method)
-VOTE_COLUMNS = [ID, "member", ANSWER, "logprob"]
-ALTERNATIVES = "alternatives"  # the optional column of (answer, logprob) pairs the soft vote adds
-
-
-@dataclass(frozen=True)
-class Ballots:
-    """Predictions factorized once; a vote is then a few array sums, whatever the weights.
-
-    Rows are sorted by (id, answer) group; groups by id then answer; a cluster is a set of groups of
-    one id (one group each unless fuzzy).
-    """
-
-    ids: np.ndarray  # distinct ids, first-seen order
-    answers: np.ndarray  # distinct answers, sorted: answer code order is string order
-    members: np.ndarray  # distinct members, sorted
-    row_member: np.ndarray  # per row: member code
-    row_scale: np.ndarray  # per row: its share of the member's weight (soft: the answer's probability, else 1)
-    group_start: np.ndarray  # per group: its first row
-    group_id: np.ndarray  # per group: id code
-    group_answer: np.ndarray  # per group: answer code
-    group_logprob: np.ndarray  # per group: summed logprob (NaN when no voter has one)
-    cluster: np.ndarray  # per group: cluster code
-    cluster_id: np.ndarray  # per cluster: id code
-    cluster_logprob: np.ndarray  # per cluster: summed logprob
-    support: Any = None  # (groups x groups) credit of each answer were another of its question's right; None: none
 
 
 @dataclass(frozen=True)
@@ -100,137 +75,16 @@ def vote(
     soft: weighted, each answer and alternative times its probability (1 for a member without log-probabilities).
     Under a metric that gives credit to near answers (anls, relaxed), an answer also gains the weight of every
     other answer as much as it would score were that one right: the winner has the highest expected score.
+    Under map@k the answer is the tuple of the k best answers, best first.
     """
     check_method(method)
-    b = _ballots(preds, threshold if method == "fuzzy" else None, soft=method == "soft", metric=metric)
+    b = make_ballots(preds, threshold if method == "fuzzy" else None, soft=method == "soft", metric=metric)
     w = _member_weights(b, None if method == "majority" else weights)
-    return _result(b, *_decide(b, w))
-
-
-def vote_rows(preds: pd.DataFrame) -> pd.DataFrame:
-    """The columns a vote reads (alternatives where present)."""
-    return preds[VOTE_COLUMNS + ([ALTERNATIVES] if ALTERNATIVES in preds else [])]
-
-
-def with_alternatives(preds: pd.DataFrame) -> pd.DataFrame:
-    """The rows and, after them, one row per alternative answer of each (id, member, answer, logprob)."""
-    if ALTERNATIVES not in preds:
-        return preds[VOTE_COLUMNS]
-    alt = preds[[ID, "member", ALTERNATIVES]].explode(ALTERNATIVES).dropna(subset=[ALTERNATIVES])
-    pairs = alt[ALTERNATIVES].tolist()
-    extra = pd.DataFrame({ID: alt[ID].to_numpy(), "member": alt["member"].to_numpy(),
-                          ANSWER: [a for a, _ in pairs], "logprob": np.array([lp for _, lp in pairs], float)})  # fmt: skip
-    return pd.concat([preds[VOTE_COLUMNS], extra], ignore_index=True)
-
-
-def _ballots(preds: pd.DataFrame, threshold: float | None = None, soft: bool = False, metric: str = "exact"
-             ) -> Ballots:  # fmt: skip
-    """Factorize ids, answers and members; cluster similar answers per id when a threshold is given; with `soft`,
-    the alternatives join as rows weighted by their probabilities; `metric` (anls, relaxed): near answers' support."""
-    preds = with_alternatives(preds) if soft else preds
-    id_code, ids = _factorize(preds, ID, sort=False)
-    answer_code, answers = _factorize(preds, ANSWER, sort=True)
-    member_code, members = _factorize(preds, "member", sort=True)
-    key = id_code.astype(np.int64) * max(len(answers), 1) + answer_code
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    group_start = _starts(key)
-    group_id, group_answer = np.divmod(key[group_start], max(len(answers), 1))
-    logprob = preds["logprob"].to_numpy(float)[order]
-    group_logprob = _nansum_at(logprob, group_start)
-    cluster = (
-        np.arange(len(group_start)) if threshold is None else _clusters(group_id, group_answer, answers, threshold)
-    )
-    n_clusters = int(cluster.max()) + 1 if len(cluster) else 0
-    cluster_id = np.zeros(n_clusters, np.int64)
-    cluster_id[cluster] = group_id
-    return Ballots(
-        ids=ids,
-        answers=answers,
-        members=members,
-        row_member=member_code[order],
-        row_scale=np.where(np.isnan(logprob), 1.0, np.exp(logprob)) if soft else np.ones(len(order)),
-        group_start=group_start,
-        group_id=group_id,
-        group_answer=group_answer,
-        group_logprob=group_logprob,
-        cluster=cluster,
-        cluster_id=cluster_id,
-        cluster_logprob=_nansum_by(cluster, group_logprob, n_clusters),
-        support=_support(group_id, group_answer, answers, metric) if metric in NEAR_CREDIT and threshold is None else None,
-    )
-
-
-def _support(group_id: np.ndarray, group_answer: np.ndarray, answers: np.ndarray, metric: str) -> coo_array:
-    """(groups x groups): 1 on the diagonal, and for two answers of one question the credit the first would get were
-    the second the gold answer (each direction scored: relaxed accuracy is not symmetric)."""
-    n = len(group_id)
-    left, right = _pairs_within(group_id)
-    a, b = answers[group_answer[left]], answers[group_answer[right]]
-    forward = credit(metric, a, [(x,) for x in b])
-    backward = credit(metric, b, [(x,) for x in a])
-    rows = np.r_[np.arange(n), left, right]
-    cols = np.r_[np.arange(n), right, left]
-    return coo_array((np.r_[np.ones(n), forward, backward], (rows, cols)), shape=(n, n)).tocsr()
-
-
-def _factorize(preds: pd.DataFrame, col: str, sort: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Codes and distinct values of a column; a DataError names the first row missing a value."""
-    codes, values = pd.factorize(preds[col], sort=sort)
-    if (codes < 0).any():
-        raise DataError(f"predictions: row {int((codes < 0).argmax())} has no '{col}'")
-    return codes, np.asarray(values, object)
-
-
-def _starts(key: np.ndarray) -> np.ndarray:
-    """Index where each run of equal values of the sorted array `key` begins."""
-    return np.flatnonzero(np.r_[True, key[1:] != key[:-1]][: len(key)])
-
-
-def _nansum_at(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Sum of each run of `values` beginning at `starts`, NaN skipped; NaN where a run has no number."""
-    known = ~np.isnan(values)
-    total = np.add.reduceat(np.where(known, values, 0.0), starts)
-    return np.where(np.add.reduceat(known, starts) > 0, total, np.nan)
-
-
-def _nansum_by(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Sum of `values` per label, NaN skipped; NaN where a label has no number."""
-    known = ~np.isnan(values)
-    total = np.bincount(labels, np.where(known, values, 0.0), minlength=n)
-    return np.where(np.bincount(labels, known, minlength=n) > 0, total, np.nan)
-
-
-def _clusters(group_id: np.ndarray, group_answer: np.ndarray, answers: np.ndarray, threshold: float) -> np.ndarray:
-    """Cluster code per group: connected components of one id's answers linked by fuzz.ratio >= threshold.
-
-    Every pair of answers that meets in a question is scored once (rapidfuzz cpdist), whatever its count.
-    """
-    n = len(group_id)
-    left, right = _pairs_within(group_id)
-    pair = group_answer[left] * len(answers) + group_answer[right]
-    distinct, inverse = np.unique(pair, return_inverse=True)
-    scores = process.cpdist(
-        answers[distinct // len(answers)],
-        answers[distinct % len(answers)],
-        scorer=fuzz.ratio,
-        score_cutoff=threshold,
-        dtype=np.float64,
-        workers=-1,
-    )
-    linked = (scores >= threshold)[inverse]
-    graph = coo_array((np.ones(int(linked.sum())), (left[linked], right[linked])), shape=(n, n))
-    return connected_components(graph, directed=False)[1].astype(np.int64)
-
-
-def _pairs_within(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (i, j), i < j, of positions sharing a value of the sorted array `key`."""
-    start = _starts(key)
-    size = np.diff(np.r_[start, len(key)])
-    partners = np.repeat(start + size, size) - np.arange(len(key)) - 1
-    left = np.repeat(np.arange(len(key)), partners)
-    offset = np.arange(len(left)) - np.repeat(np.cumsum(partners) - partners, partners) + 1
-    return left, left + offset
+    winner, spelling, weight = _decide(b, w)
+    voted = _result(b, winner, spelling[winner], weight)
+    if b.top_k > 1:
+        voted[ANSWER] = _ranked_answers(b, spelling, weight)
+    return voted
 
 
 def _member_weights(b: Ballots, weights: dict[str, float] | None) -> np.ndarray:
@@ -243,7 +97,7 @@ def _member_weights(b: Ballots, weights: dict[str, float] | None) -> np.ndarray:
 
 
 def _decide(b: Ballots, member_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per id: the winning cluster, its best spelling (a group) and its summed weight."""
+    """Per id its winning cluster; per cluster its best spelling (a group) and its summed weight."""
     row_weight = member_weight[b.row_member] * b.row_scale
     group_weight = np.add.reduceat(row_weight, b.group_start)
     if b.support is not None:
@@ -259,7 +113,25 @@ def _decide(b: Ballots, member_weight: np.ndarray) -> tuple[np.ndarray, np.ndarr
     cluster_top = np.zeros(n_clusters)
     np.maximum.at(cluster_top, b.cluster, group_top)
     winner = _best(b.cluster_id, cluster_weight, b.cluster_logprob, cluster_top, b.group_answer[spelling])
-    return winner, spelling[winner], cluster_weight
+    return winner, spelling, cluster_weight
+
+
+def _ranks(b: Ballots, spelling: np.ndarray, cluster_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clusters ordered by id, then most weight, logprob and smallest answer; and each one's rank in its id."""
+    logprob = np.where(np.isnan(b.cluster_logprob), -np.inf, b.cluster_logprob)
+    order = np.lexsort((b.group_answer[spelling], -logprob, -np.round(cluster_weight, 9), b.cluster_id))
+    ids = b.cluster_id[order]
+    return order, np.arange(len(order)) - starts(ids).repeat(np.diff(np.r_[starts(ids), len(ids)]))
+
+
+def _ranked_answers(b: Ballots, spelling: np.ndarray, cluster_weight: np.ndarray) -> list[tuple[str, ...]]:
+    """Per id, its top_k answers best first."""
+    order, rank = _ranks(b, spelling, cluster_weight)
+    keep = order[rank < b.top_k]
+    ranked: list[list[str]] = [[] for _ in b.ids]
+    for cluster in keep:
+        ranked[b.cluster_id[cluster]].append(b.answers[b.group_answer[spelling[cluster]]])
+    return [tuple(r) for r in ranked]
 
 
 def _best(by: np.ndarray, weight: np.ndarray, logprob: np.ndarray, top: np.ndarray, answer: np.ndarray) -> np.ndarray:
@@ -318,7 +190,7 @@ def fit_weights(
     Start from each member's OOF accuracy; then, member by member (sorted), try that start times each
     `grid` factor, keeping a change only if it raises the voted accuracy; stop after `rounds` or a quiet round.
     """
-    b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft", metric=Gold.of(gold).metric)
+    b = make_ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft", metric=Gold.of(gold).metric)
     correct = _group_credit(b, gold)
     start = _member_accuracy(b, correct)
     factors = np.asarray(tuple(grid), float)
@@ -342,7 +214,7 @@ def select_ensemble(oof: pd.DataFrame, gold: Gold | pd.Series, method: Literal["
                     threshold: float = FUZZY_THRESHOLD, rounds: int = SELECTION_ROUNDS) -> dict[str, float]:  # fmt: skip
     """Caruana's ensemble selection: add, with replacement, the member whose extra vote most raises the voted OOF
     accuracy, `rounds` times; the weights are the members' counts in the best bag seen (the earliest on ties)."""
-    b = _ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft", metric=Gold.of(gold).metric)
+    b = make_ballots(oof, threshold if method == "fuzzy" else None, soft=method == "soft", metric=Gold.of(gold).metric)
     correct = _group_credit(b, gold)
     counts, best, best_counts = np.zeros(len(b.members)), -1.0, np.zeros(len(b.members))
     for _ in range(rounds):
@@ -371,8 +243,14 @@ def _member_accuracy(b: Ballots, correct: np.ndarray) -> np.ndarray:
 
 def _accuracy(b: Ballots, member_weight: np.ndarray, correct: np.ndarray) -> float:
     """Voted accuracy for these member weights, from the precomputed ballots."""
-    _, group, _ = _decide(b, member_weight)
-    return float(correct[group].mean()) if len(group) else 0.0
+    winner, spelling, cluster_weight = _decide(b, member_weight)
+    if b.top_k == 1:
+        return float(correct[spelling[winner]].mean()) if len(winner) else 0.0
+    order, rank = _ranks(b, spelling, cluster_weight)  # MAP@k: 1 / rank of the first right answer among the top k
+    hit = (rank < b.top_k) & (correct[spelling[order]] > 0)
+    precision = np.zeros(len(b.ids))
+    np.maximum.at(precision, b.cluster_id[order[hit]], 1.0 / (rank[hit] + 1))
+    return float(precision.mean()) if len(b.ids) else 0.0
 
 
 def _trials(weight: np.ndarray, m: int, values: np.ndarray) -> Iterable[np.ndarray]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from competition.config import Config, DecodingConfig
-from competition.data import ANSWER, QUESTION, Competition
+from competition.data import ANSWER, CHOICES, QUESTION, Competition
 from competition.engine import Answer
 from competition.errors import ConfigError
 from competition.folds import fold_rows
@@ -114,4 +114,7 @@ def fold_engine(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, 
     family = family_for(cfg)
     model, processor = loaded or family.load(cfg.fold_dir(fold) / "model")
     vocabulary = fold_rows(comp, folds, fold, "train")[ANSWER].value_counts().index.tolist()
-    return family.engine(model, processor, family.images(comp, image_split, processor, cache), vocabulary)
+    engine = family.engine(model, processor, family.images(comp, image_split, processor, cache), vocabulary)
+    if CHOICES in comp.test and hasattr(engine, "alternatives"):
+        engine.alternatives = len(vocabulary)  # every scored answer ranked: predict keeps the row's best choice
+    return engine
