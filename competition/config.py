@@ -101,6 +101,10 @@ class TrainConfig(Section):
     max_length: int = Field(128, ge=8, description="text tokens of a training conversation (questions + answers, all "
                             "turns); image tokens on top")  # fmt: skip
     pack_questions: int = Field(1, ge=1, description="questions of one image per training conversation (multi-turn)")
+    answers: Literal["most_frequent", "each"] = Field("most_frequent", description="with several answers a question "
+                                                      "(data.answers_col), what a generative model trains on: the most "
+                                                      "frequent, or each annotator's answer as its own example (the "
+                                                      "classifier learns their soft scores either way)")  # fmt: skip
     mirror: float = Field(0.0, ge=0, le=1, description="share of the training images added mirrored, left and right "
                           "swapped in their questions and answers (question-aware augmentation)")  # fmt: skip
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="mixed precision of the forward/"

@@ -26,7 +26,7 @@ from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, Traine
 
 from competition.augment import mirrored_rows
 from competition.config import Config
-from competition.data import ANSWER, Competition
+from competition.data import ANSWER, ANSWERS, Competition
 from competition.families import Family, family_for
 from competition.folds import fold_rows
 from competition.io import atomic_write_json, atomic_write_yaml
@@ -264,6 +264,8 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         return fit_fold(cfg, family, comp, rows, fold)
     rows, held_out = held_out_rows(cfg, rows, fold_rows(comp, folds, fold, "val"))
     rows = mirrored_rows(rows, cfg.train.mirror, cfg.seed)
+    if cfg.train.answers == "each" and not family.soft_answers:
+        rows = each_answer(rows)
     model, processor = family.build(comp, rows)
     dataset = family.train_set(model, processor, rows)
     plan = make_plan(cfg, model, len(dataset))
@@ -289,6 +291,14 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         atomic_write_json(metrics, fdir / "train_metrics.json")
         plot_curve(read_log(fdir / "train_log.jsonl"), fdir / "train_curve.png")
     return metrics, trainer.model
+
+
+def each_answer(rows: pd.DataFrame) -> pd.DataFrame:
+    """One training example per annotator's answer (repeats kept: a frequent answer weighs more); rows as they are
+    without an answers column."""
+    if ANSWERS not in rows:
+        return rows
+    return rows.explode(ANSWERS).assign(**{ANSWER: lambda df: df[ANSWERS]}).drop(columns=ANSWERS).reset_index(drop=True)
 
 
 def fit_fold(cfg: Config, family: Family, comp: Competition, rows: pd.DataFrame, fold: int) -> tuple[dict[str, Any], Any]:

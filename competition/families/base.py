@@ -51,6 +51,7 @@ class Family(Protocol):
 
     uses_trainer: bool  # False: `fit` trains the model, no Trainer, no checkpoints
     questions_per_example: int  # about how many questions one training example holds (the plan's example count)
+    soft_answers: bool  # learns from every annotator's answer at once (data.answers_col); else from one answer a row
 
     def __init__(self, cfg: Config) -> None: ...
 

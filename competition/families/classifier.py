@@ -94,6 +94,7 @@ class Classifier:
     """AnswerClassifier: a vision backbone + a question encoder + a head over the fold's top training answers."""
 
     uses_trainer = True
+    soft_answers = True
     questions_per_example = 1  # the plan counts questions (a pack shares its image, not its loss)
 
     def __init__(self, cfg: Config) -> None:

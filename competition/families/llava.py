@@ -93,6 +93,7 @@ class Llava:
     """LlavaForConditionalGeneration: tiny, pretrained or from parts; projector / LoRA / full; generated answers."""
 
     uses_trainer = True
+    soft_answers = False
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

@@ -75,6 +75,7 @@ class Vlm:
     """Any AutoModelForImageTextToText checkpoint with its processor's chat template; generated answers."""
 
     uses_trainer = True
+    soft_answers = False
     questions_per_example = 1
 
     def __init__(self, cfg: Config) -> None:
