@@ -56,6 +56,9 @@ class DataConfig(Section):
     choices_col: str | None = Field(None, description="column of each question's answer choices (train and test; a "
                                     "JSON list, or split at list_sep), for metric: choice")  # fmt: skip
     list_sep: str | None = Field(None, description="separator of answers_col and choices_col cells; none: JSON lists")
+    type_col: str | None = Field(None, description="train (and optionally test) column of each question's type for the "
+                                                   "per-type tables (VQA v2: question_type); none: the longest VQA v2 "
+                                                   "question type its first words spell")  # fmt: skip
     submission_format: Literal["csv", "vqa_json"] = Field("csv", description="csv: the sample submission's table (MAP@k: "
                                                           "top k answers space-separated); vqa_json: also VQA results "
                                                           "[{question_id, answer}] as <submission>.vqa.json")  # fmt: skip

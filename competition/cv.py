@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 
 from competition.config import Config
-from competition.data import ANSWER, ID, QUESTION, Competition
+from competition.data import ANSWER, ID, Competition
 from competition.folds import fold_rows
 from competition.io import atomic_open, atomic_write_json, atomic_write_text, markdown_table
-from competition.metrics import credit, gold_cells, majority_baseline, question_types
+from competition.metrics import credit, gold_cells, majority_baseline, types_of
 from competition.normalize import AnswerNormalizer
 from competition.predictions import oof_frame
 
@@ -35,7 +35,7 @@ def baseline_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.Da
     for f in sorted(folds["fold"].unique()):
         train, val = fold_rows(comp, folds, f, "train"), fold_rows(comp, folds, f, "val")
         right = credit(cfg.metric, norm(majority_baseline(train, val).reset_index(drop=True)), gold_cells(val, norm))
-        out.append(pd.DataFrame({ID: val[ID], "qtype": question_types(val[QUESTION]), "correct": right}))
+        out.append(pd.DataFrame({ID: val[ID], "qtype": types_of(val), "correct": right}))
     return pd.concat(out, ignore_index=True)
 
 

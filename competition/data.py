@@ -23,6 +23,7 @@ from competition.prompts import IMAGE_TOKEN
 # The internal names of the competition's columns: load_competition renames the user's columns
 # (data.id_col & co.) to these once; a submission gets the sample's own names back in submit.py.
 ID, IMAGE, QUESTION, ANSWER = "id", "image_id", "question", "answer"
+QTYPE = "qtype"  # optional: each question's type from the table (data.type_col); else derived from its words
 ANSWERS, CHOICES = "answers", "choices"  # optional: every annotator's answer (train), the choices; tuples of text
 
 # Cells read as missing (after strip and lower): empty, and what float NaN, pd.NA and SQL NULL print as.
@@ -168,6 +169,11 @@ def with_choices_listed(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.assign(**{QUESTION: rows[QUESTION].str.cat(listed)})
 
 
+def _types(df: pd.DataFrame, cfg: DataConfig) -> dict[str, list]:
+    """The question type column under its internal name where the config names one and the table has it."""
+    return {QTYPE: df[cfg.type_col].tolist()} if cfg.type_col and cfg.type_col in df else {}
+
+
 def read_answers(path: Path, id_col: str, answer_col: str) -> pd.DataFrame:
     """A table in the submission's format (the user's id and answer columns), checked, as columns ID, ANSWER."""
     df = read_table(path, [id_col, answer_col])
@@ -272,9 +278,11 @@ def load_competition(cfg: DataConfig) -> Competition:
     train_lists, test_lists = _list_columns(train, train_path, c, "train"), _list_columns(test, test_path, c, "test")
     if c.answer_col not in train or c.answers_col == c.answer_col:  # one column of lists: answer is their most frequent
         train[c.answer_col] = [most_frequent(a) for a in train_lists[ANSWERS]]
+    train_raw, test_raw = train, test
     train = train[[c.id_col, c.image_col, c.question_col, c.answer_col]].set_axis([ID, IMAGE, QUESTION, ANSWER], axis=1)
     test = test[[c.id_col, c.image_col, c.question_col]].set_axis([ID, IMAGE, QUESTION], axis=1)
-    train, test = with_choices_listed(train.assign(**train_lists)), with_choices_listed(test.assign(**test_lists))
+    train, test = train.assign(**train_lists, **_types(train_raw, c)), test.assign(**test_lists, **_types(test_raw, c))
+    train, test = with_choices_listed(train), with_choices_listed(test)
     return Competition(train, test, sample, train_paths, test_paths, cfg)
 
 

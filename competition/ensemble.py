@@ -21,10 +21,10 @@ import pandas as pd
 from competition.blend import Blend, apply_blend, choose_blend, nested_cv
 from competition.config import Config, top_k
 from competition.cv import plot_members
-from competition.data import ANSWER, ANSWERS, ID, QUESTION, Competition, parse_lists, read_answers
+from competition.data import ANSWER, ANSWERS, ID, Competition, parse_lists, read_answers
 from competition.errors import ConfigError, DataError
 from competition.external import load_external
-from competition.metrics import Gold, gold_cells, majority_baseline, question_types
+from competition.metrics import Gold, gold_cells, majority_baseline, types_of
 from competition.normalize import AnswerNormalizer, snap_to_vocab
 from competition.predictions import expected_ids, experiment_of, member_rows, oof_frame
 from competition.submit import SAFE_NAME, read_sidecar, write_submission
@@ -59,8 +59,8 @@ def test_frame(cfg: Config, normalizer: AnswerNormalizer, expected: dict[int, se
 
 def question_type_of(comp: Competition) -> pd.Series:
     """The question type of every train and test id."""
-    both = pd.concat([comp.train[[ID, QUESTION]], comp.test[[ID, QUESTION]]], ignore_index=True)
-    return pd.Series(question_types(both[QUESTION]).to_numpy(), index=both[ID].to_numpy())
+    both = pd.concat([comp.train, comp.test], ignore_index=True)
+    return pd.Series(types_of(both).to_numpy(), index=both[ID].to_numpy())
 
 
 def externals(cfg: Config) -> tuple[pd.DataFrame, dict[str, float]]:

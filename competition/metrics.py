@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from competition.config import check_metric, top_k
-from competition.data import ANSWER, ANSWERS, ID, QUESTION
+from competition.data import ANSWER, ANSWERS, ID, QTYPE, QUESTION
 from competition.errors import DataError
 
 # The VQA v2 question types (GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt): a question's type
@@ -75,6 +75,12 @@ def question_types(s: pd.Series, types: Sequence[str] = QUESTION_TYPES) -> pd.Se
     return pd.Series(found[codes], index=s.index, name="qtype")
 
 
+def types_of(rows: pd.DataFrame) -> pd.Series:
+    """Each row's question type: its table's (data.type_col) where given, else `question_type` of its question."""
+    derived = question_types(rows[QUESTION])
+    return rows[QTYPE].fillna(derived).rename("qtype") if QTYPE in rows else derived
+
+
 def _strings(x: Sequence[str] | pd.Series) -> pd.Series:
     """Answers as a 0..n-1 indexed Series of stripped text (missing -> '')."""
     return pd.Series(np.asarray(x, dtype=object)).fillna("").astype(str).str.strip()
@@ -92,12 +98,12 @@ def majority_baseline(train: pd.DataFrame, val: pd.DataFrame) -> pd.Series:
     """Per val row, the most common training answer of its question type (ties: smallest string);
     types unseen in training get the overall most common answer. Indexed like `val`."""
     answers = train[ANSWER].astype(str)
-    counts = pd.DataFrame({"qtype": question_types(train[QUESTION]), ANSWER: answers}).value_counts()
+    counts = pd.DataFrame({"qtype": types_of(train).to_numpy(), ANSWER: answers.to_numpy()}).value_counts()
     ranked = counts.reset_index().sort_values(["count", ANSWER], ascending=[False, True], kind="stable")
     per_type = ranked.drop_duplicates("qtype").set_index("qtype")[ANSWER]
     totals = answers.value_counts()
     overall = min(totals.index[totals == totals.max()])
-    return question_types(val[QUESTION]).map(per_type).fillna(overall).rename(ANSWER)
+    return types_of(val).map(per_type).fillna(overall).rename(ANSWER)
 
 
 # ---- competition metrics: the credit of one prediction against its gold answers, in [0, 1] ----------------------

@@ -21,11 +21,11 @@ from typing import Any
 import pandas as pd
 
 from competition.config import Config
-from competition.data import ANSWER, ID, QUESTION, Competition
+from competition.data import ANSWER, ID, QTYPE, QUESTION, Competition
 from competition.errors import ConfigError, DataError
 from competition.folds import fold_rows
 from competition.io import atomic_write_json, atomic_write_text, is_number, read_jsonl
-from competition.metrics import credit, exact_matches, gold_cells, question_types
+from competition.metrics import credit, exact_matches, gold_cells, types_of
 from competition.normalize import AnswerNormalizer
 
 COLUMNS = [ID, "fold", "split", "prompt", "decoding", "raw", ANSWER, "logprob", "alternatives"]
@@ -302,10 +302,11 @@ def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFra
     metrics.gold_cells), question type and 'correct', their credit under the config's metric."""
     normalizer = AnswerNormalizer.of(cfg, comp)
     rows = member_rows(cfg, normalizer, "oof", expected_ids(comp, folds, "oof"))
-    gold = comp.train[[ID, QUESTION, ANSWER]].rename(columns={ANSWER: "gold_raw"})
+    given = [QTYPE] if QTYPE in comp.train else []
+    gold = comp.train[[ID, QUESTION, ANSWER, *given]].rename(columns={ANSWER: "gold_raw"})
     gold["gold"] = gold_cells(comp.train, normalizer)
     df = rows.merge(gold, on=ID, how="left", validate="many_to_one")
-    df["qtype"] = question_types(df["question"]).to_numpy()
+    df["qtype"] = types_of(df).to_numpy()
     df["member"] = df["prompt"] + "/" + df["decoding"]
     df["correct"] = credit(cfg.metric, df[ANSWER], df["gold"])
     df["exact"] = exact_matches(df["raw"], df["gold_raw"])

@@ -12,7 +12,7 @@ import pandas as pd
 from competition.config import DecodingConfig
 from competition.data import IMAGE, QUESTION
 from competition.families import AnswerEngine
-from competition.metrics import credit, gold_cells, question_types
+from competition.metrics import credit, gold_cells, types_of
 from competition.normalize import AnswerNormalizer
 
 GREEDY = DecodingConfig()  # the decoding the probe answers with: greedy, the config's defaults
@@ -25,7 +25,7 @@ class QuestionSet:
         self.normalizer, self.metric = normalizer, metric
         self.questions, self.image_ids = rows[QUESTION].tolist(), rows[IMAGE].tolist()
         self.gold = gold_cells(rows, normalizer)
-        self.types = question_types(rows[QUESTION]).to_numpy()
+        self.types = types_of(rows).to_numpy()
 
     def __len__(self) -> int:
         return len(self.questions)

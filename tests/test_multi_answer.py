@@ -23,7 +23,7 @@ from competition.config import DataConfig, load_config
 from competition.data import ANSWER, ANSWERS, CHOICES, load_competition, most_frequent
 from competition.dataset import IGNORE
 from competition.errors import DataError
-from competition.metrics import Gold, credit
+from competition.metrics import Gold, credit, majority_baseline, types_of
 from competition.synthetic import ANNOTATORS, DISAGREE, generate
 from competition.vote import fit_weights, score, select_ensemble, vote
 
@@ -144,6 +144,17 @@ def test_answers_col_naming_the_answer_column_gives_the_most_frequent_answer(tmp
     cfg = competition(tmp_path, rows([json.dumps(RED_PINK)], col="answer"), answers_col="answer")
     comp = load_competition(cfg)
     assert comp.train[ANSWER].tolist() == ["pink"]
+
+
+def test_a_type_column_gives_the_per_type_tables_their_types(tmp_path: Path) -> None:
+    train = [{"ID": f"T{i}", "image_id": f"i{i}", "question": "What colour?", "answer": a, "question_type": t}
+             for i, (a, t) in enumerate([("red", "what color"), ("red", "what color"), ("2", "how many")])]  # fmt: skip
+    comp = load_competition(competition(tmp_path, train, type_col="question_type"))
+    assert types_of(comp.train).tolist() == ["what color", "what color", "how many"]
+    assert types_of(comp.test).tolist() == ["what is"]  # test.csv has no such column: derived from its words
+    assert majority_baseline(comp.train, comp.train).tolist() == ["red", "red", "2"]
+    untyped = load_competition(competition(tmp_path / "plain", train))
+    assert majority_baseline(untyped.train, untyped.train).tolist() == ["red", "red", "red"]
 
 
 # ---- 2. soft targets ------------------------------------------------------------------------------------------------
