@@ -130,12 +130,7 @@ def validate_submission(sub: pd.DataFrame, sample: pd.DataFrame, id_col: str = "
 def read_results(path: Path) -> pd.DataFrame:
     """A VQA results file (`[{"question_id": ..., "answer": ...}, ...]`) as a frame of strings, `question_id, answer`;
     a SubmissionError names the first element that is not such an object."""
-    try:
-        results = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError) as e:
-        raise SubmissionError(f"{path}: cannot parse JSON: {e}") from None
-    if not isinstance(results, list):
-        raise SubmissionError(f"{path}: expected a JSON list of {{question_id, answer}} objects")
+    results = read_json(path, list, "VQA results file")
     for i, r in enumerate(results):
         if not isinstance(r, dict) or set(r) != {"question_id", "answer"} or not isinstance(r["answer"], str):
             raise SubmissionError(f"{path}: element {i}: expected {{\"question_id\": ..., \"answer\": \"...\"}}, "
@@ -262,13 +257,18 @@ def write_submission(
 
 def read_sidecar(path: Path) -> dict[str, Any]:
     """The JSON sidecar at `path` as a dict."""
+    return read_json(path, dict, "sidecar")
+
+
+def read_json(path: Path, expected: type, what: str) -> Any:
+    """The JSON value of the file if it is an `expected` (dict or list), else a SubmissionError naming `what`."""
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as e:
-        raise SubmissionError(f"{path}: unreadable sidecar ({e})") from None
-    if not isinstance(info, dict):
-        raise SubmissionError(f"{path}: sidecar is not a JSON object")
-    return info
+        raise SubmissionError(f"{path}: unreadable {what} ({e})") from None
+    if not isinstance(value, expected):
+        raise SubmissionError(f"{path}: {what} is not a JSON {'object' if expected is dict else 'list'}")
+    return value
 
 
 def leaderboard_row(sidecar: Path) -> dict[str, Any]:

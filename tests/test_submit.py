@@ -316,3 +316,38 @@ def test_record_public_needs_a_csv_and_a_number(tmp_path: Path, sample: pd.DataF
             record_public(wrong, 0.5)
     with pytest.raises(SubmissionError, match="public score: must be a finite number, got True"):
         record_public(path, True)  # type: ignore[arg-type]
+
+
+def test_ranked_rows_hold_at_most_k_distinct_answers(sample: pd.DataFrame, tmp_path: Path) -> None:
+    ranked = pd.Series([("red", "blue", "2")] * len(IDS), index=IDS)
+    path = write_submission(ranked, sample, tmp_path, "top3", {"cv": 0.5}, top_k=3)
+    assert read_submission(path)["answer"].tolist() == ["red blue 2"] * len(IDS)
+    with pytest.raises(SubmissionError, match=r"line 2, column 'answer': 'red blue 2' .* 3 answers, at most 2"):
+        validate_file(path, write_sample(sample, tmp_path), top_k=2)
+    twice = pd.DataFrame({"ID": IDS, "answer": ["red red"] * len(IDS)})
+    with pytest.raises(SubmissionError, match="an answer repeated"):
+        validate_submission(twice, sample, top_k=3)
+    with pytest.raises(SubmissionError, match="'fire hydrant' is not one word"):
+        write_submission(pd.Series([("fire hydrant", "dog")] * len(IDS), index=IDS), sample, tmp_path, "bad", {},
+                         top_k=3)  # fmt: skip
+
+
+def write_sample(sample: pd.DataFrame, folder: Path) -> Path:
+    path = folder / "sample.csv"
+    sample.to_csv(path, index=False)
+    return path
+
+
+def test_vqa_results_json_is_written_beside_and_validated(sample: pd.DataFrame, tmp_path: Path) -> None:
+    answers = pd.Series(ANSWERS, index=IDS)
+    path = write_submission(answers, sample, tmp_path / "subs", "res", {"cv": 0.5}, results=True)
+    results = path.with_name(path.stem + ".vqa.json")
+    assert json.loads(results.read_text())[0] == {"question_id": IDS[0], "answer": ANSWERS[0]}
+    assert validate_file(results, write_sample(sample, tmp_path))["answer"].tolist() == ANSWERS
+    assert leaderboard(tmp_path / "subs")["file"].tolist() == [path.name]  # the results file is no leaderboard row
+    for bad, message in [([{"question_id": IDS[0]}], "element 0: expected"), ({"a": 1}, "is not a JSON list"),
+                         ([{"question_id": i, "answer": "x"} for i in [*IDS, "X"]], "'X' is not in the sample")]:  # fmt: skip
+        broken = tmp_path / "broken.vqa.json"
+        broken.write_text(json.dumps(bad))
+        with pytest.raises(SubmissionError, match=re.escape(message)):
+            validate_file(broken, tmp_path / "sample.csv")
