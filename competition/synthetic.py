@@ -174,10 +174,10 @@ def samples(
         yield f"{split}_{i:0{width_digits}d}", make(rng, q_per_image, size)
 
 
-def _write_split(
-    out: Path, split: str, n_images: int, q_per_image: int, size: int, rng: random.Random, kind: str = "grid"
-) -> pd.DataFrame:
-    """Render one split's images and return its question table."""
+def _write_split(out: Path, split: str, n_images: int, q_per_image: int, size: int, rng: random.Random,
+                 kind: str = "grid", annotators: random.Random | None = None) -> pd.DataFrame:  # fmt: skip
+    """Render one split's images and return its question table (`annotators` draws the annotators' answers, apart
+    from the scenes: a kind with annotators shows the pictures of the kind it extends)."""
     folder = out / "image" / split
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -186,7 +186,7 @@ def _write_split(
         for q, a in sample.qa:
             rows.append({"image_id": image_id, "question": q, "answer": a})
             if kind in ANNOTATORS:  # the answer a VQA data set lists first: its annotators' most frequent
-                answers = annotate(a, rng, ANNOTATORS[kind])
+                answers = annotate(a, annotators or random.Random(0), ANNOTATORS[kind])
                 rows[-1] |= {"answer": max(answers, key=answers.count), "answers": json.dumps(answers)}
     df = pd.DataFrame(rows)
     width_digits = 6 if split == "train" else 5
@@ -218,9 +218,9 @@ def _write_all(
     out: Path, train_images: int, test_images: int, q_per_image: int, seed: int, size: int, kind: str = "grid"
 ) -> dict[str, int]:
     """Write every file of the data set into the folder `out`; returns row counts."""
-    rng = random.Random(seed)
-    train = _write_split(out, "train", train_images, q_per_image, size, rng, kind)
-    test = _write_split(out, "test", test_images, q_per_image, size, rng, kind)
+    rng, annotators = random.Random(seed), random.Random(f"{seed}-annotators")
+    train = _write_split(out, "train", train_images, q_per_image, size, rng, kind, annotators)
+    test = _write_split(out, "test", test_images, q_per_image, size, rng, kind, annotators)
     answers = ["answers"] if kind in ANNOTATORS else []
     train[["ID", "image_id", "question", "answer", *answers]].to_csv(out / "train.csv", index=False)
     test[["ID", "image_id", "question"]].to_csv(out / "test.csv", index=False)
