@@ -157,6 +157,7 @@ class Engine:
         self.trie = AnswerTrie(self._answer_ids)
         self.default_max_new_tokens = max(map(len, self._answer_ids), default=FALLBACK_MAX_NEW_TOKENS)
         self.cut_answers = 0  # rows whose generation hit max_new_tokens before EOS, since the engine was made
+        self.choices: list[tuple[str, ...]] | None = None  # per question: its choices (rank decoding scores those)
 
     def encode(self, prompt: str, questions: list[str], image_ids: list[str], rows: list[int]) -> Encoded:
         """Expanded prompts of `rows`, split after the image tokens."""
@@ -279,10 +280,9 @@ class Engine:
         return ids, torch.cat([torch.ones(len(enc.rows), p, dtype=torch.long), suffix_mask], dim=1), cache
 
     def _rank(self, enc: Encoded, pixels: torch.Tensor, top: int) -> list[Answer]:
-        """Score the `top` vocabulary answers by log-likelihood given each prompt; return the best."""
-        if not self._answer_ids:
-            raise ValueError("rank decoding needs the training answer vocabulary")
-        cands = self._answer_ids[:top]
+        """Score the `top` vocabulary answers (multiple choice: every choice of the batch's questions) by
+        log-likelihood given each prompt; return the best, and the rest ranked where alternatives are kept."""
+        texts, cands = self._candidates(enc.rows, top)
         dev = self.model.device
         ids, mask = pad([enc.prefix + s for s in enc.suffixes], self.tok.pad_token_id, "left")
         ids, mask = ids.to(dev), mask.to(dev)
@@ -316,4 +316,15 @@ class Engine:
             target = cand[:, 1:].repeat(n, 1)
             tok_lp = step.gather(-1, target.unsqueeze(-1)).squeeze(-1) * cmask[:, 1:].repeat(n, 1)
             total += tok_lp.sum(-1).view(n, c)
-        return ranked_answers(enc.rows, total, self.vocabulary, self.alternatives)
+        return ranked_answers(enc.rows, total, texts, self.alternatives)
+
+    def _candidates(self, rows: list[int], top: int) -> tuple[list[str], list[list[int]]]:
+        """The answers rank decoding scores for `rows` and their token ids (EOS-terminated): the `top` most common
+        training answers, or with choices every choice of these rows."""
+        if self.choices is None:
+            if not self._answer_ids:
+                raise ValueError("rank decoding needs the training answer vocabulary")
+            return self.vocabulary[:top], self._answer_ids[:top]
+        texts = sorted({c for r in rows for c in self.choices[r]})
+        ids = self.tok(texts, add_special_tokens=False)["input_ids"]
+        return texts, [x + [self.tok.eos_token_id] for x in ids]

@@ -125,6 +125,8 @@ def predict_fold(
         engine = fold_engine(cfg, comp, folds, fold, image_split, loaded=loaded)
         ids, questions, images = rows[ID].tolist(), rows[QUESTION].tolist(), rows[IMAGE].tolist()
         choices = normalized_choices(rows, normalizer)
+        if choices is not None and hasattr(engine, "choices"):  # rank decoding scores each row's own choices
+            engine.choices = rows[CHOICES].tolist()
         jobs = [(pr, d) for pr in p.prompts for d in p.decodings] + ([tuned] if tuned else [])
         todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
         tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None

@@ -38,12 +38,26 @@ def vqa_trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("vqa")
     root, work = base / "data", base / "work"
     generate(root, train_images=45, test_images=12, q_per_image=4, seed=3, kind="vqa")
+    one_word_answers(root)
     cfg = config(root, work)
     comp = load_competition(cfg.data)
     write_folds(cfg, comp.train)
     train_fold(cfg, comp, read_folds(cfg), 0, log=lambda s: None)
     predict_fold(cfg, comp, read_folds(cfg), 0, ("oof", "test"), warn=lambda s: None)
     return root, work
+
+
+def one_word_answers(root: Path) -> None:
+    """Keep the questions whose answers are single words (a MAP@k row separates its answers by spaces)."""
+    tables = {name: pd.read_csv(root / name, dtype=str, keep_default_na=False)
+              for name in ("train.csv", "test.csv", "solution.csv", "sample_submission.csv")}  # fmt: skip
+    def one_word(cell: str) -> bool:
+        return all(" " not in a for a in json.loads(cell))
+
+    keep = {split: set(tables[name].loc[tables[name]["answers"].map(one_word), "ID"])
+            for split, name in (("train", "train.csv"), ("test", "solution.csv"))}  # fmt: skip
+    for name, df in tables.items():
+        df[df["ID"].isin(keep["train" if name == "train.csv" else "test"])].to_csv(root / name, index=False)
 
 
 def own_workdir(vqa_trained: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
@@ -133,3 +147,21 @@ def test_multiple_choice_answers_are_each_rows_choices(vqa_trained: tuple[Path, 
     res = run_ensemble(cfg, comp, folds)
     sub = read_submission(res["submission"]).set_index("ID")["answer"]
     assert all(sub[i] in choices[i] for i in sub.index)
+
+
+def test_rank_decoding_scores_each_rows_own_choices(trained: tuple[list[str], Path], tmp_path: Path) -> None:
+    sets, work = trained
+    shutil.copytree(work, tmp_path / "work")
+    root = Path(next(s for s in sets if s.startswith("data.root=")).partition("=")[2])
+    choice_root = with_choices(root, tmp_path / "choice")
+    sets = [s for s in sets if not s.startswith(("workdir=", "data.root=", "predict."))]
+    cfg = load_config("configs/demo.yaml", [*sets, f"workdir={tmp_path / 'work'}", f"data.root={choice_root}",
+                                            "data.choices_col=choices", "metric=choice",
+                                            "predict.decodings=[{name: rank, rank: 3}]"])  # fmt: skip
+    comp, folds = load_competition(cfg.data), read_folds(cfg)
+    predict_fold(cfg, comp, folds, 0, ("oof",), warn=lambda s: None)
+    rows = pd.read_json(file_for(cfg, 0, "oof"), lines=True, dtype={"id": str})
+    choices = comp.train.set_index(ID)[CHOICES]
+    assert all(a in choices[i] for i, a in zip(rows["id"], rows["answer"], strict=True))
+    ranked = [[a, *(t for t, _ in alts)] for a, alts in zip(rows["answer"], rows["alternatives"], strict=True)]
+    assert all(sorted(r) == sorted(choices[i]) for i, r in zip(rows["id"], ranked, strict=True))  # all four scored
