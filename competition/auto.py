@@ -286,6 +286,7 @@ def blend(cfg: Config, recipes: list[Config], chosen: list[str]) -> dict[str, An
     joining), scored by nested CV and ranked on the leaderboard; done by one worker (None in the others)."""
     from competition.cv import run_cv
     from competition.ensemble import run_ensemble
+    from competition.ensemble import summary_lines as blend_lines
     from competition.pipeline import stage_inputs
 
     folds_study, study = queue(cfg, FOLDS), queue(cfg, BLEND)
@@ -302,6 +303,7 @@ def blend(cfg: Config, recipes: list[Config], chosen: list[str]) -> dict[str, An
         top = by_name[complete[0]].model_copy(deep=True)
         top.ensemble.experiments = complete[1:]
         result.update(run_ensemble(top, *stage_inputs(top, make_folds=False), name="auto"), blended=complete)
+        trial.set_user_attr("lines", blend_lines(result))  # what any worker prints of the blend
         return float(result["cv"])
 
     fill(study, [{"blend": "+".join(complete)}])
@@ -336,7 +338,9 @@ def run_auto(path: Path | None, overrides: list[str], minutes: float, jobs: int 
     result = blend(cfg, recipes, chosen)
     beside_others("")
     wait_for(helpers)
-    return {"search": study, "rows": rows, "chosen": chosen, "blend": result, "search_cfg": cfg}
+    made = [t for t in queue(cfg, BLEND).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    lines = made[-1].user_attrs.get("lines", []) if made else []
+    return {"search": study, "rows": rows, "chosen": chosen, "blend": result, "blend_lines": lines, "search_cfg": cfg}
 
 
 def start_helpers(path: Path | None, overrides: list[str], minutes: float, jobs: int) -> list[Any]:
@@ -368,9 +372,8 @@ def wait_for(helpers: list[Any]) -> None:
 
 
 def summary_lines(res: dict[str, Any]) -> list[str]:
-    """What `auto` tells the user: each recipe's trial, the recipes blended, the blend's lines."""
-    from competition.ensemble import summary_lines as blend_lines
-
+    """What `auto` tells the user: each recipe's trial, the recipes blended, the blend's lines (whichever worker
+    made it)."""
     lines = []
     for t in res["search"].get_trials(deepcopy=False):
         name = unit_of(t).get("recipe")
@@ -378,4 +381,4 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
             how = f"{t.value:.4f}" if t.state == TrialState.COMPLETE else t.user_attrs.get("skipped", "stopped early")
             lines.append(f"{name}: {how} ({t.user_attrs.get('seconds', 0):.0f} s on fold)")
     lines.append(f"trained on every fold: {', '.join(res['chosen'])}")
-    return lines + (blend_lines(res["blend"]) if res["blend"] else ["the blend was made before (by another worker or an earlier run): see the leaderboard"])
+    return lines + (res["blend_lines"] or ["the blend was made before this run: see the leaderboard"])

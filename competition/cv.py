@@ -106,6 +106,25 @@ def plot_members(oof: pd.DataFrame, path: Path) -> None:
                     "oracle": float(oof.groupby(ID)["correct"].max().mean())}, path)  # fmt: skip
 
 
+def plot_added(added: dict[str, float], path: Path) -> None:
+    """blend.png: what each experiment adds to the blend's nested CV, one bar each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(added, key=added.__getitem__)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.4))
+    ax.barh(names, [added[n] for n in names], color=["tab:green" if added[n] > 0 else "tab:red" for n in names])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("blend's nested CV minus the nested CV of the blend chosen without the experiment", fontsize=8)
+    ax.set_title("What each experiment adds to the blend", fontsize=9)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
 def markdown(tables: dict[str, Any]) -> str:
     """cv.md: the three tables as markdown."""
     md = {k: markdown_table(pd.DataFrame(tables[k])) for k in ("members", "per_type", "per_fold")}

@@ -20,7 +20,7 @@ import pandas as pd
 
 from competition.blend import Blend, apply_blend, choose_blend, nested_cv
 from competition.config import Config, top_k
-from competition.cv import plot_members
+from competition.cv import plot_added, plot_members
 from competition.data import ANSWER, ANSWERS, ID, Competition, parse_lists, read_answers
 from competition.errors import ConfigError, DataError
 from competition.external import load_external
@@ -113,6 +113,20 @@ def choose(cfg: Config, oof: pd.DataFrame, gold: Gold, qtype: pd.Series, folds: 
     return blend, in_sample, in_sample
 
 
+def added_by_experiment(cfg: Config, oof: pd.DataFrame, gold: Gold, qtype: pd.Series, folds: pd.DataFrame,
+                        cv: float) -> dict[str, float]:  # fmt: skip
+    """Per experiment whose members the blend holds: its nested CV minus that of the blend chosen and scored again
+    without them (what the experiment adds); empty with one experiment or folds too few to nest."""
+    owners = oof["member"].map(experiment_of)
+    if owners.nunique() < 2:
+        return {}
+    cands, stack = candidates(cfg), cfg.ensemble.stack and not cfg.ensemble.external
+    fold_of = folds.set_index(ID)["fold"]
+    without = {owner or cfg.experiment: nested_cv(oof[owners != owner], gold, qtype, fold_of, cands, stack)
+               for owner in sorted(owners.unique())}  # fmt: skip
+    return {name: round(cv - score, 6) for name, score in without.items() if score is not None}
+
+
 def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str = "ensemble") -> dict[str, Any]:
     """Choose the blend on OOF (scored by nested CV), vote the test set, write the ensemble and best-member
     submissions."""
@@ -124,6 +138,9 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     truth = read_solution(comp, normalizer, cfg.metric)  # a bad solution.csv stops the stage before anything is written
     plot_members(oof, cfg.exp_dir / "members.png")  # every member of the blend, of every experiment
     blend, cv, in_sample = choose(cfg, oof, gold, qtype, folds)
+    added = added_by_experiment(cfg, oof, gold, qtype, folds, cv)
+    if added:
+        plot_added(added, cfg.exp_dir / "blend.png")
     test = test_frame(cfg, normalizer, expected_ids(comp, folds, "test"))
     ext_rows, ext_weights = externals(cfg)
     ext_rows[ANSWER] = normalizer(ext_rows[ANSWER].astype(str)).to_numpy()
@@ -133,13 +150,14 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     if cfg.ensemble.snap_cutoff is not None:
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
     meta = {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": sorted(singles.index) + sorted(ext_weights),
-            "config_hash": cfg.hash(), "experiment": cfg.experiment, "held_out": held_out(voted, truth)}  # fmt: skip
+            "config_hash": cfg.hash(), "experiment": cfg.experiment, "held_out": held_out(voted, truth),
+            "added": added}  # fmt: skip
     path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta,
                             **submission_format(cfg))  # fmt: skip
     best = [write_member(cfg, comp, normalizer, test, m, float(singles[m]), truth) for m in best_per_experiment(singles)]
     holdout = {} if truth is None else {p.name: read_sidecar(p.with_suffix(".json"))["held_out"] for p in (path, *best)}
     return {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": singles.to_dict(), "submission": path,
-            "single": best[0], "holdout": holdout}  # fmt: skip
+            "single": best[0], "holdout": holdout, "added": added}  # fmt: skip
 
 
 def best_per_experiment(singles: pd.Series) -> list[str]:
@@ -197,6 +215,7 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
     lines = [f"vote: {res['method']}{typed} (threshold {res['threshold']}), CV {res['cv']:.4f} (nested; "
              f"{res['cv_in_sample']:.4f} on the OOF it was fitted on); best single member {best:.4f}",
              *(f"held-out accuracy of {file}: {acc:.4f}" for file, acc in res["holdout"].items()),
+             *(f"{name} adds {gain:+.4f} to the blend's nested CV" for name, gain in res["added"].items()),
              f"wrote {res['submission']}"]  # fmt: skip
     if res["cv"] <= best:
         lines.append(f"the vote does not beat its best member on OOF: ship {res['single'].name}")

@@ -128,6 +128,9 @@ def test_auto_stops_the_weak_recipe_trains_the_best_folds_and_ships_their_blend(
     before = board(work)
     again = run_auto(Path("configs/demo.yaml"), auto_sets(demo_root, work), minutes=10)  # a rerun: all done already
     assert again["blend"] is None and board(work) == before
+    assert again["blend_lines"] == res["blend_lines"] and any("t-mlp adds" in line for line in res["blend_lines"])
+    added = res["blend"]["added"]  # each experiment: blend's nested CV minus the blend's without it
+    assert set(added) == {"t-patch", "t-mlp"} and (work / "experiments/t-patch/blend.png").is_file()
     assert [t.state for t in queue(cfg, FOLDS).get_trials()] == [State.COMPLETE] * 6
     assert [t.state for t in queue(cfg, BLEND).get_trials()] == [State.COMPLETE]
 
