@@ -283,7 +283,8 @@ def train_folds(cfg: Config, recipes: list[Config], rows: list[tuple[Config, flo
 
 def blend(cfg: Config, recipes: list[Config], chosen: list[str]) -> dict[str, Any] | None:
     """CV of every chosen recipe with all its folds, and their blend (the best recipe's experiment with the others
-    joining), scored by nested CV and ranked on the leaderboard; done by one worker (None in the others)."""
+    joining, voted as `cfg.ensemble` says), scored by nested CV and ranked on the leaderboard; done by one worker
+    (None in the others)."""
     from competition.cv import run_cv
     from competition.ensemble import run_ensemble
     from competition.ensemble import summary_lines as blend_lines
@@ -300,8 +301,8 @@ def blend(cfg: Config, recipes: list[Config], chosen: list[str]) -> dict[str, An
     def work(trial: optuna.Trial, unit: dict[str, Any]) -> float:
         for name in complete:
             run_cv(by_name[name], *stage_inputs(by_name[name], make_folds=False))
-        top = by_name[complete[0]].model_copy(deep=True)
-        top.ensemble.experiments = complete[1:]
+        top = by_name[complete[0]].model_copy(deep=True)  # the blend's settings: the config auto was given
+        top.ensemble = cfg.ensemble.model_copy(update={"experiments": complete[1:]}, deep=True)
         result.update(run_ensemble(top, *stage_inputs(top, make_folds=False), name="auto"), blended=complete)
         trial.set_user_attr("lines", blend_lines(result))  # what any worker prints of the blend
         return float(result["cv"])

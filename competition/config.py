@@ -325,6 +325,10 @@ class Config(Section):
         """experiments/<experiment>/fold<k>."""
         return self.exp_dir / f"fold{fold}"
 
+    def fold_trained(self, fold: int) -> bool:
+        """Whether the fold's model is complete: train_metrics.json is written after model/."""
+        return (self.fold_dir(fold) / "model").is_dir() and (self.fold_dir(fold) / "train_metrics.json").is_file()
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-safe dict of the resolved config."""
         return json.loads(self.model_dump_json())

@@ -41,7 +41,7 @@ def train_all(cfg: Config, comp: Competition, folds: pd.DataFrame, log: Callable
     from competition.train import train_fold, trained_summary
 
     for k in range(cfg.folds.k) if only is None else only:
-        if (cfg.fold_dir(k) / "train_metrics.json").is_file():
+        if cfg.fold_trained(k):
             log(f"[train] fold {k}: done")
             continue
         log(f"[train] fold {k}")

@@ -210,7 +210,7 @@ def read_split(cfg: Config, split: str, expected: dict[int, set[str]] | None = N
         path = file_for(cfg, f, split)
         if path.is_file():
             parts[f] = finished_rows(path, f, split, None if expected is None else expected[f])
-        elif (cfg.fold_dir(f) / "train_metrics.json").is_file():
+        elif cfg.fold_trained(f):
             raise DataError(f"{path}: not found, though fold {f} is trained; run `predict --fold {f}`")
         else:
             untrained.append(f)

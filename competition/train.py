@@ -209,11 +209,8 @@ FOLD_OUTPUTS = ("trainer", "model", "predictions", "config.yaml", "train_log.jso
 
 
 def finished_metrics(cfg: Config, fold: int) -> dict[str, Any] | None:
-    """The metrics of a fold whose model/ is complete (train_metrics.json is written after it), else None."""
-    fdir = cfg.fold_dir(fold)
-    if not (fdir / "model").is_dir() or not (fdir / "train_metrics.json").is_file():
-        return None
-    return json.loads((fdir / "train_metrics.json").read_text())
+    """The metrics of a fold whose model is complete, else None."""
+    return json.loads((cfg.fold_dir(fold) / "train_metrics.json").read_text()) if cfg.fold_trained(fold) else None
 
 
 def clear_fold(cfg: Config, fold: int) -> list[str]:

@@ -212,6 +212,7 @@ def test_a_damaged_test_file_stops_the_ensemble(damage: Callable, needles: list[
 
 def test_a_trained_fold_without_predictions_is_refused(demo_root: Path, work: Path) -> None:
     oof_file(work, 2).unlink()
+    (work / "experiments" / "demo" / "fold2" / "model").mkdir(parents=True, exist_ok=True)
     (work / "experiments" / "demo" / "fold2" / "train_metrics.json").write_text("{}")
     res = run("cv", demo_root, work)
     assert_one_line_error(res, [f"{oof_file(work, 2)}: not found, though fold 2 is trained", "predict --fold 2"])
