@@ -27,7 +27,7 @@ from competition.external import load_external
 from competition.metrics import Gold, gold_cells, majority_baseline, types_of
 from competition.normalize import AnswerNormalizer, snap_to_vocab
 from competition.predictions import expected_ids, experiment_of, member_rows, oof_frame
-from competition.submit import SAFE_NAME, read_sidecar, write_submission
+from competition.submit import SAFE_NAME, check_one_competition, read_sidecar, write_submission
 from competition.tuned import load_tuned
 from competition.vote import VOTE_COLUMNS, Candidate, score, vote, vote_rows
 
@@ -132,6 +132,7 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     submissions."""
     if not SAFE_NAME.fullmatch(name):
         raise ConfigError(f"--name '{name}': expected a file name of letters, digits, '.', '_', '-' (a letter or digit first)")
+    check_one_competition(cfg.submissions_dir, competition_of(cfg))
     oof, qtype, normalizer = oof_frame(cfg, comp, folds), question_type_of(comp), AnswerNormalizer.of(cfg, comp)
     gold = Gold.of_frame(oof, cfg.metric)
     singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False, kind="stable")
@@ -151,7 +152,7 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
     meta = {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": sorted(singles.index) + sorted(ext_weights),
             "config_hash": cfg.hash(), "experiment": cfg.experiment, "held_out": held_out(voted, truth),
-            "added": added}  # fmt: skip
+            "added": added, "competition": competition_of(cfg)}  # fmt: skip
     path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta,
                             **submission_format(cfg))  # fmt: skip
     best = [write_member(cfg, comp, normalizer, test, m, float(singles[m]), truth) for m in best_per_experiment(singles)]
@@ -172,10 +173,15 @@ def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, t
     single = vote(test[test["base"] == member][VOTE_COLUMNS], "majority").set_index(ID)[ANSWER]
     single = fill_empty(single, comp, normalizer)
     meta = {"method": "majority over folds", "cv": cv, "members": [member], "config_hash": cfg.hash(),
-            "experiment": cfg.experiment, "held_out": held_out(single, truth)}  # fmt: skip
+            "experiment": cfg.experiment, "held_out": held_out(single, truth), "competition": competition_of(cfg)}  # fmt: skip
     own = experiment_of(member) or cfg.experiment  # another experiment's member is named after that experiment
     name = f"{own}-{member.split(':')[-1].replace('/', '-')}"
     return write_submission(single, comp.sample, cfg.submissions_dir, name, meta, **submission_format(cfg))
+
+
+def competition_of(cfg: Config) -> str:
+    """What a submission's local CV is comparable within: the data folder and the metric."""
+    return f"{cfg.data.root} scored by {cfg.metric}"
 
 
 def submission_format(cfg: Config) -> dict[str, Any]:

@@ -271,6 +271,16 @@ def read_json(path: Path, expected: type, what: str) -> Any:
     return value
 
 
+def check_one_competition(out_dir: str | Path, competition: str) -> None:
+    """Refuse to rank beside submissions of another competition (another data folder or metric): their local CVs
+    do not compare."""
+    for sidecar in sorted(Path(out_dir).glob("*.json")):
+        other = read_sidecar(sidecar).get("competition") if sidecar.with_suffix(".csv").is_file() else None
+        if other not in (None, competition):
+            raise SubmissionError(f"{out_dir}: holds submissions of {other} ({sidecar.name}); these are of "
+                                  f"{competition}: give this config a workdir of its own")  # fmt: skip
+
+
 def leaderboard_row(sidecar: Path) -> dict[str, Any]:
     """One leaderboard row from a sidecar; scores as floats (NaN when absent)."""
     info = read_sidecar(sidecar)
