@@ -86,7 +86,7 @@ def leaderboard_table(df: Any) -> Table:
     t = Table(title="leaderboard (ranked by local CV)")
     for col in shown:
         t.add_column(col, justify="left" if col == "name" else "right", overflow="fold")
-    for r in df[shown].replace({"method": {"majority over folds": "member"}}).to_dict("records"):
+    for r in df[shown].replace({"method": {"majority over folds": "member", "soft over folds": "member"}}).to_dict("records"):
         t.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()))
     return t
 

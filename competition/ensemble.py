@@ -169,10 +169,12 @@ def best_per_experiment(singles: pd.Series) -> list[str]:
 
 def write_member(cfg: Config, comp: Competition, normalizer: AnswerNormalizer, test: pd.DataFrame, member: str,
                  cv: float, truth: pd.Series | None) -> Path:  # fmt: skip
-    """One member's test answers (majority over its fold models) as a submission ranked by its OOF accuracy."""
-    single = vote(test[test["base"] == member][VOTE_COLUMNS], "majority").set_index(ID)[ANSWER]
+    """One member's test answers (majority over its fold models; MAP@k: their answers and alternatives ranked by
+    summed probability, as its OOF is scored) as a submission ranked by its OOF accuracy."""
+    method = "soft" if top_k(cfg.metric) > 1 else "majority"
+    single = vote(vote_rows(test[test["base"] == member]), method, metric=cfg.metric).set_index(ID)[ANSWER]
     single = fill_empty(single, comp, normalizer)
-    meta = {"method": "majority over folds", "cv": cv, "members": [member], "config_hash": cfg.hash(),
+    meta = {"method": f"{method} over folds", "cv": cv, "members": [member], "config_hash": cfg.hash(),
             "experiment": cfg.experiment, "held_out": held_out(single, truth), "competition": competition_of(cfg)}  # fmt: skip
     own = experiment_of(member) or cfg.experiment  # another experiment's member is named after that experiment
     name = f"{own}-{member.split(':')[-1].replace('/', '-')}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from competition.config import Config
+from competition.config import Config, top_k
 from competition.data import ANSWER, ID, QTYPE, QUESTION, Competition
 from competition.errors import ConfigError, DataError
 from competition.folds import fold_rows
@@ -297,6 +297,14 @@ def normalized_alternatives(alternatives: pd.Series, normalizer: AnswerNormalize
     return [[(normal[raw], float(lp)) for raw, lp in a] for a in alternatives]
 
 
+def ranked_guesses(rows: pd.DataFrame, k: int) -> list[Any]:
+    """Each row's answer; under MAP@k (k > 1) the tuple of its answer and next alternatives, k distinct at most."""
+    if k == 1:
+        return rows[ANSWER].tolist()
+    ranked = ([a, *(alt for alt, _ in alts)] for a, alts in zip(rows[ANSWER], rows["alternatives"], strict=True))
+    return [tuple(dict.fromkeys(r))[:k] for r in ranked]
+
+
 def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFrame:
     """All folds' OOF rows of every member (ensemble.experiments too) joined to their question, gold (normalized:
     metrics.gold_cells), question type and 'correct', their credit under the config's metric."""
@@ -308,6 +316,6 @@ def oof_frame(cfg: Config, comp: Competition, folds: pd.DataFrame) -> pd.DataFra
     df = rows.merge(gold, on=ID, how="left", validate="many_to_one")
     df["qtype"] = types_of(df).to_numpy()
     df["member"] = df["prompt"] + "/" + df["decoding"]
-    df["correct"] = credit(cfg.metric, df[ANSWER], df["gold"])
+    df["correct"] = credit(cfg.metric, ranked_guesses(df, top_k(cfg.metric)), df["gold"])
     df["exact"] = exact_matches(df["raw"], df["gold_raw"])
     return df

@@ -109,6 +109,8 @@ def test_map_at_3_submissions_rank_three_answers_and_score_by_map(vqa_trained: t
     sub = validate_file(res["submission"], root / "sample_submission.csv", top_k=3)
     guesses = sub["answer"].str.split()
     assert guesses.map(len).max() == 3 and guesses.map(len).min() >= 1
+    single = validate_file(res["single"], root / "sample_submission.csv", top_k=3)["answer"].str.split()
+    assert single.map(len).max() == 3  # a member's submission ranks its guesses as its OOF was scored
     with pytest.raises(Exception, match="holds submissions of .* scored by map@3"):  # CVs of other metrics
         run_ensemble(config(root, work, "metric=exact"), comp, folds)
     shutil.copytree(work, tmp_path / "exact", ignore=shutil.ignore_patterns("submissions"))
