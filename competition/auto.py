@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from scipy.stats import qmc
 
-from competition.config import Config, load_config
+from competition.config import Config, Recipe, load_config
 from competition.console import beside_others, say
 from competition.errors import ConfigError
 from competition.tune import heartbeat, storage_url
@@ -49,14 +51,31 @@ class Budget:
 
 def portfolio(cfg: Config, path: Path | None, overrides: list[str]) -> list[Config]:
     """Each recipe's config (its file, else `path`, this config's, with its overrides, then the command line's) as
-    experiment <experiment>-<name>; [cfg] when the portfolio is empty."""
+    experiment <experiment>-<name>, then the sampled variants of those with `samples`; [cfg] when the portfolio is
+    empty."""
     if not cfg.auto.portfolio:
         return [cfg]
-    names = [r.name for r in cfg.auto.portfolio]
+    fixed = [(r, r.name, []) for r in cfg.auto.portfolio]
+    sampled = [(r, f"{r.name}_v{i}", point) for r in cfg.auto.portfolio for i, point in enumerate(variants(r, cfg.seed))]
+    names = [name for _, name, _ in fixed + sampled]
     if len(set(names)) < len(names):
         raise ConfigError(f"auto.portfolio: two recipes share a name ({', '.join(names)}); give each its own")
-    return [load_config(r.config or path, [*r.set, *overrides, f"experiment={cfg.experiment}-{r.name}"])
-            for r in cfg.auto.portfolio]  # fmt: skip
+    return [load_config(r.config or path, [*r.set, *point, *overrides, f"experiment={cfg.experiment}-{name}"])
+            for r, name, point in fixed + sampled]  # fmt: skip
+
+
+def variants(recipe: Recipe, seed: int) -> list[list[str]]:
+    """The recipe's `samples` variants: each a list of key=value overrides at a scrambled Sobol point of its ranges,
+    log-uniform (the same on every worker and every rerun of one seed)."""
+    if not recipe.samples:
+        return []
+    keys = sorted(recipe.ranges)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Sobol prefers a power of two; any count spreads well enough
+        points = qmc.Sobol(len(keys), scramble=True, seed=seed).random(recipe.samples)
+    logs = np.log([recipe.ranges[k] for k in keys])  # (keys, 2): log low, log high
+    values = np.exp(logs[:, 0] + points * (logs[:, 1] - logs[:, 0]))
+    return [[f"{k}={float(f'{v:.3g}')}" for k, v in zip(keys, row, strict=True)] for row in values]
 
 
 def queue(cfg: Config, name: str, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:

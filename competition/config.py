@@ -252,6 +252,20 @@ class Recipe(Section):
     name: ExperimentName = Field(description="recipe name; it trains as experiment <experiment>-<name>")
     config: Path | None = Field(None, description="the recipe's config file; None: this config")
     set: list[str] = Field([], description="overrides on it, each key=value as with --set")
+    ranges: dict[str, tuple[float, float]] = Field({}, description="float keys sampled for its variants, each "
+                                                   "key: [low, high] on a log scale (e.g. train.learning_rate)")  # fmt: skip
+    samples: int = Field(0, ge=0, description="variants of the recipe tried after the whole portfolio, each with "
+                         "its ranges' keys at a scrambled Sobol point (deterministic by seed), as <name>_v<i>")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _ranges_are_positive(self) -> Recipe:
+        """Refuse a range that is not 0 < low <= high (log-scale sampling), or samples without ranges."""
+        for name, (low, high) in self.ranges.items():
+            if not 0 < low <= high:
+                raise ValueError(f"ranges.{name}: need 0 < low <= high on a log scale, got [{low}, {high}]")
+        if self.samples and not self.ranges:
+            raise ValueError(f"recipe '{self.name}': samples={self.samples} needs ranges to sample")
+        return self
 
 
 class AutoConfig(Section):

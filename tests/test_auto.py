@@ -17,7 +17,19 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState as State
 
-from competition.auto import BLEND, FOLDS, SEARCH, RungPruner, at_rung, drain, fill, queue, run_auto, unit_of
+from competition.auto import (
+    BLEND,
+    FOLDS,
+    SEARCH,
+    RungPruner,
+    at_rung,
+    drain,
+    fill,
+    portfolio,
+    queue,
+    run_auto,
+    unit_of,
+)
 from competition.config import load_config
 from competition.submit import leaderboard
 from tests.postgres import postgres_server
@@ -193,3 +205,31 @@ def test_two_workers_on_one_postgres_train_each_fold_once_to_the_same_leaderboar
     units = [tuple(sorted(unit_of(t).items())) for t in folds if t.state == State.COMPLETE]
     assert len(units) == len(set(units)) == 6  # two recipes x three folds, each done once
     assert board(shared) == board(alone)
+
+
+SAMPLED = ("auto.portfolio=[{name: a, samples: 4, ranges: {train.learning_rate: [1.0e-4, 1.0e-2]}}, "
+           "{name: b, set: [train.epochs=2]}]")  # fmt: skip
+
+
+def test_sampled_variants_follow_the_portfolio_at_sobol_points_of_their_ranges() -> None:
+    cfg = load_config("configs/demo.yaml", [SAMPLED])
+    recipes = portfolio(cfg, Path("configs/demo.yaml"), [])
+    assert [r.experiment for r in recipes] == ["demo-a", "demo-b", *(f"demo-a_v{i}" for i in range(4))]
+    rates = [r.train.learning_rate for r in recipes[2:]]
+    assert all(1e-4 <= x <= 1e-2 for x in rates) and len(set(rates)) == 4
+    assert min(rates) < 1e-3 < max(rates)  # log scale: spread across both decades
+    again = portfolio(load_config("configs/demo.yaml", [SAMPLED]), Path("configs/demo.yaml"), [])
+    assert [r.train.learning_rate for r in again[2:]] == rates  # every worker and rerun draws the same
+    other_seed = portfolio(load_config("configs/demo.yaml", [SAMPLED, "seed=7"]), Path("configs/demo.yaml"), [])
+    assert [r.train.learning_rate for r in other_seed[2:]] != rates
+
+
+@pytest.mark.parametrize(("recipe", "message"), [
+    ("{name: a, samples: 2, ranges: {train.learning_rate: [0, 1.0e-2]}}", "need 0 < low <= high"),
+    ("{name: a, samples: 2}", "needs ranges to sample"),
+    ("{name: a_v0}, {name: a, samples: 1, ranges: {train.learning_rate: [1.0e-4, 1.0e-3]}}", "share a name"),
+])  # fmt: skip
+def test_bad_sampled_recipes_are_refused(recipe: str, message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        cfg = load_config("configs/demo.yaml", [f"auto.portfolio=[{recipe}]"])
+        portfolio(cfg, Path("configs/demo.yaml"), [])
