@@ -20,7 +20,8 @@ from competition.errors import ConfigError, DataError
 from competition.folds import fold_rows, make_folds, read_folds, strata, write_folds
 
 # The items a bound inside a list of sections is tried on (the other keys an item needs).
-LIST_ITEMS: dict[str, dict[str, Any]] = {"predict.decodings": {"name": "x"}, "ensemble.external": {"path": "x.csv", "name": "e"}}
+LIST_ITEMS: dict[str, dict[str, Any]] = {"predict.decodings": {"name": "x"}, "ensemble.external": {"path": "x.csv", "name": "e"},
+                                         "auto.portfolio": {"name": "r", "ranges": {"train.learning_rate": [1e-4, 1e-3]}}}
 
 
 def section_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
