@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -28,7 +30,7 @@ from scipy.stats import qmc
 
 from competition.config import Config, Recipe, load_config
 from competition.console import beside_others, say
-from competition.errors import ConfigError
+from competition.errors import ConfigError, WorkerError
 from competition.tune import heartbeat, storage_url
 
 SEARCH, FOLDS, BLEND = "auto-search", "auto-folds", "auto-blend"  # the three queues, after the experiment's name
@@ -365,9 +367,6 @@ def run_auto(path: Path | None, overrides: list[str], minutes: float, jobs: int 
 
 def start_helpers(path: Path | None, overrides: list[str], minutes: float, jobs: int) -> list[Any]:
     """`jobs`-1 more worker processes of this `auto` run on this machine."""
-    import subprocess
-    import sys
-
     cmd = [sys.executable, "-m", "competition", "auto", *(["-c", str(path)] if path else []), "--minutes", str(minutes),
            "--jobs", str(jobs), "--worker", *(f"--set={o}" for o in overrides)]  # fmt: skip
     return [subprocess.Popen(cmd) for _ in range(jobs - 1)]
@@ -375,17 +374,13 @@ def start_helpers(path: Path | None, overrides: list[str], minutes: float, jobs:
 
 def share_cores(jobs: int) -> None:
     """This worker's share of the CPU cores, when `jobs` workers run on this machine."""
-    import os
-
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
 
 
 def wait_for(helpers: list[Any]) -> None:
-    """Wait for the helper workers; a ConfigError when one failed (its error is printed above)."""
-    from competition.errors import WorkerError
-
+    """Wait for the helper workers; a WorkerError when one failed (its error is printed above)."""
     failed = [h for h in helpers if h.wait()]
     if failed:
         raise WorkerError(f"{len(failed)} of {len(helpers)} auto workers failed; their errors are printed above")
