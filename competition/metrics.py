@@ -20,6 +20,7 @@ import pandas as pd
 from competition.config import check_metric, top_k
 from competition.data import ANSWER, ANSWERS, ID, QTYPE, QUESTION
 from competition.errors import DataError
+from competition.normalize import normalize_lists
 
 # The VQA v2 question types (GT-Vision-Lab/VQA, QuestionTypes/mscoco_question_types.txt): a question's type
 # is the longest of these that its first words spell out; UNMATCHED (VQA's 65th type) when none does.
@@ -251,9 +252,6 @@ def gold_cells(rows: pd.DataFrame, normalizer: Callable[[pd.Series], pd.Series])
     """Each row's normalized gold: the tuple of its annotators' answers where the table has them, else its answer."""
     if ANSWERS not in rows:
         return normalizer(rows[ANSWER].astype(str)).to_numpy(object)
-    lists = rows[ANSWERS].tolist()
-    flat = normalizer(pd.Series([a for answers in lists for a in answers], dtype=str)).tolist()
-    ends = np.cumsum([len(a) for a in lists])
-    cells = np.empty(len(lists), dtype=object)
-    cells[:] = [tuple(flat[end - len(a) : end]) for a, end in zip(lists, ends, strict=True)]
+    cells = np.empty(len(rows), dtype=object)
+    cells[:] = normalize_lists(rows[ANSWERS], normalizer)
     return cells

@@ -245,6 +245,15 @@ def normalize_series(s: pd.Series, rules: Sequence[str] = DEFAULT_RULES, keep: C
     return pd.Series(forms[codes], index=s.index, name=s.name)
 
 
+def normalize_lists(lists: Iterable[Sequence[str]], normalizer: Callable[[pd.Series], pd.Series]
+                    ) -> list[tuple[str, ...]]:  # fmt: skip
+    """Each list of texts normalized, as a tuple; every text of every list through one call of `normalizer`."""
+    lists = [list(texts) for texts in lists]
+    flat = normalizer(pd.Series([t for texts in lists for t in texts], dtype=str)).tolist()
+    ends = np.cumsum([len(texts) for texts in lists])
+    return [tuple(flat[end - len(texts) : end]) for texts, end in zip(lists, ends, strict=True)]
+
+
 def _groups(answers: Iterable[str], rules: Sequence[str], keep: Collection[str]) -> dict[str, set[str]]:
     """Normalized form -> the distinct raw answers that reach it."""
     groups: dict[str, set[str]] = defaultdict(set)

@@ -13,15 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
-from rapidfuzz import fuzz, process
 
 from competition.config import Config
 from competition.data import ANSWER, CHOICES, ID, IMAGE, QUESTION, Competition
 from competition.errors import ConfigError
 from competition.folds import fold_rows
-from competition.normalize import AnswerNormalizer
+from competition.normalize import AnswerNormalizer, normalize_lists, snap_to_vocab
 from competition.predictions import LOGPROB_DIGITS, PredictionLog, file_for, merge_shards
 
 if TYPE_CHECKING:
@@ -70,8 +68,7 @@ def within_choices(a: Answer, answer: str, ranked: list[str], choices: tuple[str
     kept = dict((text, lp) for text, lp in reversed(list(zip(ranked, logprobs, strict=True))) if text in choices)
     kept = sorted(kept.items(), key=lambda item: ranked.index(item[0]))
     if not kept:
-        nearest = process.extractOne(answer, choices, scorer=fuzz.ratio)
-        return a._replace(alternatives=()), nearest[0] if nearest else answer
+        return a._replace(alternatives=()), snap_to_vocab([answer], choices, cutoff=0)[0]
     return a._replace(logprob=kept[0][1], alternatives=tuple(kept[1:])), kept[0][0]
 
 
@@ -79,9 +76,7 @@ def normalized_choices(rows: pd.DataFrame, normalizer: AnswerNormalizer) -> list
     """Each row's choices, normalized as the answers are; None without a choices column."""
     if CHOICES not in rows:
         return None
-    flat = normalizer(pd.Series([c for cs in rows[CHOICES] for c in cs], dtype=str)).tolist()
-    ends = np.cumsum([len(cs) for cs in rows[CHOICES]])
-    return [tuple(flat[end - len(cs) : end]) for cs, end in zip(rows[CHOICES], ends, strict=True)]
+    return normalize_lists(rows[CHOICES], normalizer)
 
 
 def answered_rows(batch: list[Answer], normalizer: AnswerNormalizer, choices: list[tuple[str, ...]] | None
@@ -90,11 +85,9 @@ def answered_rows(batch: list[Answer], normalizer: AnswerNormalizer, choices: li
     answers = normalizer(pd.Series([a.text for a in batch], dtype=str)).tolist()
     if choices is None:
         return list(zip(batch, answers, strict=True))
-    texts = [[a.text, *(t for t, _ in a.alternatives)] for a in batch]
-    flat = normalizer(pd.Series([t for ts in texts for t in ts], dtype=str)).tolist()
-    ends = np.cumsum([len(ts) for ts in texts])
-    return [within_choices(a, ans, flat[end - len(ts) : end], choices[a.row])
-            for a, ans, ts, end in zip(batch, answers, texts, ends, strict=True)]  # fmt: skip
+    ranked = normalize_lists(([a.text, *(t for t, _ in a.alternatives)] for a in batch), normalizer)
+    return [within_choices(a, ans, list(texts), choices[a.row])
+            for a, ans, texts in zip(batch, answers, ranked, strict=True)]  # fmt: skip
 
 
 def predict_fold(
