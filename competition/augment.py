@@ -1,8 +1,10 @@
-"""Question-aware augmentation of training rows: a mirrored picture keeps its answer true only if left and right
-swap in the question and the answer too. Every family trains on the same augmented rows; the picture's mirroring
-happens where images load (a marked image id), so no family's collator knows of it.
+"""Question-aware augmentation of training rows: a flipped picture keeps its answer true only if left and right
+(a mirror) or top and bottom (upside down) swap in the question and the answer too; a question about text (a word
+to read) keeps its picture as it is. Every family trains on the same views; the picture is flipped where images
+load (a marked image id), so no family's collator knows of it, and `dataset.Views` draws one view of each example
+per epoch.
 
-    python -c "from competition.augment import swap_sides; print(swap_sides('Is the cat left of the dog?'))"
+    python -c "from competition.augment import swap_sides; print(swap_sides('Is the cat top left?', 'hv'))"
 """
 
 from __future__ import annotations
@@ -14,45 +16,66 @@ from PIL import Image, ImageOps
 
 from competition.data import ANSWER, ANSWERS, IMAGE, QUESTION
 
-MIRROR_MARK = "@mirrored"  # appended to an image id: load the picture mirrored left to right
-SIDES = {"left": "right", "right": "left", "leftmost": "rightmost", "rightmost": "leftmost",
-         "lefthand": "righthand", "righthand": "lefthand"}  # fmt: skip
-_SIDE_WORD = re.compile(r"\b(" + "|".join(sorted(SIDES, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+FLIPS = {"none": (), "horizontal": ("h",), "both": ("h", "v", "hv")}  # train.flips: the views besides the picture
+VIEW_MARK = "@flip-"  # an image id + VIEW_MARK + view: load the picture flipped
+SWAPS = {
+    "h": {"left": "right", "leftmost": "rightmost", "lefthand": "righthand"},
+    "v": {"top": "bottom", "topmost": "bottommost", "above": "below", "upper": "lower"},
+}  # fmt: skip
 
 
-def swap_sides(text: str) -> str:
-    """Left and right swapped in a text, each word keeping its case ('Left' -> 'Right', 'LEFT' -> 'RIGHT')."""
-
-    def swap(m: re.Match[str]) -> str:
-        word, other = m.group(0), SIDES[m.group(0).lower()]
-        return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
-
-    return _SIDE_WORD.sub(swap, text)
+def _pattern(pairs: dict[str, str]) -> tuple[re.Pattern[str], dict[str, str]]:
+    both = {**pairs, **{b: a for a, b in pairs.items()}}
+    return re.compile(r"\b(" + "|".join(sorted(both, key=len, reverse=True)) + r")\b", re.IGNORECASE), both
 
 
-def mirrored_rows(rows: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
-    """`rows` and, for a seeded `share` of their images (every question of a chosen image), mirrored copies: the
-    image id marked, left and right swapped in question and answer."""
-    if share <= 0:
+_SWAPS = {axis: _pattern(pairs) for axis, pairs in SWAPS.items()}
+
+
+def swap_sides(text: str, view: str = "h") -> str:
+    """The text as it reads of the picture flipped by `view` ('h' mirrored: left <-> right; 'v' upside down: top <->
+    bottom, above <-> below; 'hv' both), each word keeping its case ('Left' -> 'Right', 'LEFT' -> 'RIGHT')."""
+    for axis in view:
+        pattern, words = _SWAPS[axis]
+
+        def swap(m: re.Match[str], words: dict[str, str] = words) -> str:
+            word, other = m.group(0), words[m.group(0).lower()]
+            return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
+
+        text = pattern.sub(swap, text)
+    return text
+
+
+def flipped_rows(rows: pd.DataFrame, flips: str, keep: str) -> pd.DataFrame:
+    """`rows` and, for each view of `flips`, a copy of the rows whose question does not match `keep` (a regex of
+    questions whose picture must not flip: reading text): the image id marked, the question and answer swapped."""
+    views = FLIPS[flips]
+    movable = rows[~rows[QUESTION].str.contains(keep, case=False, regex=True)] if keep else rows
+    if not views or movable.empty:
         return rows
-    images = pd.Series(rows[IMAGE].unique())
-    chosen = set(images.sample(frac=min(share, 1.0), random_state=seed))
-    copies = rows[rows[IMAGE].isin(chosen)].copy()
-    copies[IMAGE] = copies[IMAGE] + MIRROR_MARK
-    copies[QUESTION] = copies[QUESTION].map(swap_sides)
-    copies[ANSWER] = copies[ANSWER].map(swap_sides)
-    if ANSWERS in copies:
-        copies[ANSWERS] = [tuple(map(swap_sides, answers)) for answers in copies[ANSWERS]]
-    return pd.concat([rows, copies], ignore_index=True)
+    copies = [flipped_copy(movable, view) for view in views]
+    return pd.concat([rows, *copies], ignore_index=True)
 
 
-def split_mark(image_id: str) -> tuple[str, bool]:
-    """(the image id without the mirror mark, whether it was marked)."""
-    if image_id.endswith(MIRROR_MARK):
-        return image_id[: -len(MIRROR_MARK)], True
-    return image_id, False
+def flipped_copy(rows: pd.DataFrame, view: str) -> pd.DataFrame:
+    """The rows as they read of their pictures flipped by `view`."""
+    copy = rows.copy()
+    copy[IMAGE] = copy[IMAGE] + VIEW_MARK + view
+    copy[QUESTION] = copy[QUESTION].map(lambda t: swap_sides(t, view))
+    copy[ANSWER] = copy[ANSWER].map(lambda t: swap_sides(t, view))
+    if ANSWERS in copy:
+        copy[ANSWERS] = [tuple(swap_sides(a, view) for a in answers) for answers in copy[ANSWERS]]
+    return copy
 
 
-def as_marked(image: Image.Image, mirrored: bool) -> Image.Image:
-    """The picture, mirrored left to right when its id was marked."""
-    return ImageOps.mirror(image) if mirrored else image
+def split_mark(image_id: str) -> tuple[str, str]:
+    """(the image id without its view mark, the view: '' for the picture as it is)."""
+    base, mark, view = image_id.rpartition(VIEW_MARK)
+    return (base, view) if mark and view in FLIPS["both"] else (image_id, "")
+
+
+def as_marked(image: Image.Image, view: str) -> Image.Image:
+    """The picture flipped by its view ('' as it is)."""
+    if "h" in view:
+        image = ImageOps.mirror(image)
+    return ImageOps.flip(image) if "v" in view else image

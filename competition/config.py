@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -20,6 +21,9 @@ from competition.overrides import apply_overrides, bad_value, check_keys, read_y
 from competition.section import ExperimentName, Section
 
 VoteMethod = Literal["majority", "weighted", "fuzzy", "soft"]  # the ensemble's vote methods (competition.vote)
+
+FLIP_KEEP = (r"\b(word|words|letters?|text|written|writing|reads?|says?|signs?|spell\w*|numbers?|digits?|title|"
+             r"brand|logo|label|name)\b")  # questions about text to read: a mirrored text is not the same text
 
 METRICS: tuple[str, ...] = ("exact", "vqa", "anls", "relaxed", "choice", "map@k")  # competition.metrics scores them
 
@@ -108,8 +112,11 @@ class TrainConfig(Section):
                                                       "(data.answers_col), what a generative model trains on: the most "
                                                       "frequent, or each annotator's answer as its own example (the "
                                                       "classifier learns their soft scores either way)")  # fmt: skip
-    mirror: float = Field(0.0, ge=0, le=1, description="share of the training images added mirrored, left and right "
-                          "swapped in their questions and answers (question-aware augmentation)")  # fmt: skip
+    flips: Literal["none", "horizontal", "both"] = Field("none", description="question-aware augmentation: each "
+        "epoch trains on one view of each example drawn at random, the picture as it is or flipped (horizontal: "
+        "mirrored; both: mirrored, upside down or both), left/right and top/bottom swapped in its question and answer")
+    flip_keep: str = Field(FLIP_KEEP, description="regex of questions whose picture never flips (case-insensitive): "
+                           "text to read is no longer the same text mirrored")  # fmt: skip
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="mixed precision of the forward/"
         "backward pass (weights that train stay float32); auto: bf16 on a CUDA card that has it, fp16 on older CUDA "
         "cards, fp32 on CPU. TF32 matmuls are on wherever the card has them")  # fmt: skip
@@ -136,6 +143,16 @@ class TrainConfig(Section):
     deepspeed: str | None = Field(None, description="DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json)")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes (0: the main process)")
     lora: LoraSettings = LoraSettings()
+
+    @field_validator("flip_keep")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        """A regex that does not compile is refused at load, not when training starts."""
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        return v
 
     @field_validator("max_steps")
     @classmethod

@@ -8,11 +8,13 @@ when a batch is built, once per image when `cache` is on.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from competition.augment import split_mark
 from competition.data import ANSWER, IMAGE, QUESTION
 from competition.errors import DataError
 from competition.images import Images
@@ -62,6 +64,28 @@ class Examples(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.items[i]
+
+
+class Views(Examples):
+    """One example per item of `dataset` as it was built from unflipped rows: each time it is read, that item or
+    one of its flipped views (augment.flipped_rows' copies, the same image's k-th item), drawn at random; an epoch
+    is as long as without views."""
+
+    def __init__(self, dataset: Examples) -> None:
+        self.items, seen, groups = dataset.items, Counter(), {}
+        for i, item in enumerate(self.items):
+            base, _ = split_mark(item["image_id"])
+            key = (base, seen[item["image_id"]])
+            seen[item["image_id"]] += 1
+            groups.setdefault(key, []).append(i)
+        self.groups = list(groups.values())
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, g: int) -> dict[str, Any]:
+        views = self.groups[g]
+        return self.items[views[int(torch.randint(len(views), ()))] if len(views) > 1 else views[0]]
 
 
 def image_groups(images: Sequence[str], pack: int) -> list[tuple[str, list[int]]]:

@@ -83,9 +83,9 @@ class ImageTransform:
 
 
 def load_marked(comp: Competition, split: str, image_id: str) -> Image.Image:
-    """The RGB picture of an image id, mirrored when the id carries augment's mirror mark."""
-    base, mirrored = split_mark(image_id)
-    return as_marked(comp.load_image(split, base), mirrored)
+    """The RGB picture of an image id, flipped when the id carries augment's view mark."""
+    base, view = split_mark(image_id)
+    return as_marked(comp.load_image(split, base), view)
 
 
 class Images:

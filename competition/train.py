@@ -24,9 +24,10 @@ import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from competition.augment import mirrored_rows
+from competition.augment import flipped_rows
 from competition.config import Config
 from competition.data import ANSWER, ANSWERS, Competition
+from competition.dataset import Views
 from competition.families import Family, family_for
 from competition.folds import fold_rows
 from competition.io import atomic_write_json, atomic_write_yaml
@@ -260,11 +261,11 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     if not family.uses_trainer:
         return fit_fold(cfg, family, comp, rows, fold)
     rows, held_out = held_out_rows(cfg, rows, fold_rows(comp, folds, fold, "val"))
-    rows = mirrored_rows(rows, cfg.train.mirror, cfg.seed)
+    rows = flipped_rows(rows, cfg.train.flips, cfg.train.flip_keep)
     if cfg.train.answers == "each" and not family.soft_answers:
         rows = each_answer(rows)
     model, processor = family.build(comp, rows)
-    dataset = family.train_set(model, processor, rows)
+    dataset = Views(family.train_set(model, processor, rows))
     plan = make_plan(cfg, model, len(dataset))
     for line in plan.lines():
         log(line)
