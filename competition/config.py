@@ -244,6 +244,8 @@ class EnsembleConfig(Section):
     stack: bool = Field(True, description="also try logistic stackers over the members' answers and log-probabilities: "
                         "one for all questions, one with coefficients per question type")
     experiments: list[ExperimentName] = Field([], description="other experiments (same folds.csv) whose members join the blend")
+    drop_subtracting: bool = Field(True, description="leave out, worst first, an experiment whose members take away from "
+                                   "the blend's nested CV (the blend chosen and nested-scored again without them)")
     external: list[ExternalMember] = Field([], description="prediction sets from outside that join the test vote")
     snap_cutoff: float | None = Field(None, ge=0, le=100, description="snap only the submission's voted answers to "
                                       "the training answers (members stay as predicted)")

@@ -127,6 +127,22 @@ def added_by_experiment(cfg: Config, oof: pd.DataFrame, gold: Gold, qtype: pd.Se
     return {name: round(cv - score, 6) for name, score in without.items() if score is not None}
 
 
+def lean_blend(cfg: Config, oof: pd.DataFrame, gold: Gold, qtype: pd.Series, folds: pd.DataFrame
+               ) -> tuple[pd.DataFrame, tuple[Blend, float, float], dict[str, float], list[str]]:  # fmt: skip
+    """(the OOF rows kept, choose()'s blend of them, what each kept experiment adds, the experiments dropped): while
+    `ensemble.drop_subtracting` and an experiment takes away from the blend's nested CV, the worst one's members
+    leave and the blend is chosen again."""
+    chosen = choose(cfg, oof, gold, qtype, folds)
+    added, dropped = added_by_experiment(cfg, oof, gold, qtype, folds, chosen[1]), []
+    while cfg.ensemble.drop_subtracting and added and min(added.values()) < 0:
+        worst = min(added, key=added.get)
+        dropped.append(worst)
+        oof = oof[oof["member"].map(experiment_of).replace("", cfg.experiment) != worst]
+        chosen = choose(cfg, oof, gold, qtype, folds)
+        added = added_by_experiment(cfg, oof, gold, qtype, folds, chosen[1])
+    return oof, chosen, added, dropped
+
+
 def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str = "ensemble") -> dict[str, Any]:
     """Choose the blend on OOF (scored by nested CV), vote the test set, write the ensemble and best-member
     submissions."""
@@ -138,11 +154,11 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     singles = oof.groupby("member")["correct"].mean().sort_values(ascending=False, kind="stable")
     truth = read_solution(comp, normalizer, cfg.metric)  # a bad solution.csv stops the stage before anything is written
     plot_members(oof, cfg.exp_dir / "members.png")  # every member of the blend, of every experiment
-    blend, cv, in_sample = choose(cfg, oof, gold, qtype, folds)
-    added = added_by_experiment(cfg, oof, gold, qtype, folds, cv)
+    oof, (blend, cv, in_sample), added, dropped = lean_blend(cfg, oof, gold, qtype, folds)
+    test = test_frame(cfg, normalizer, expected_ids(comp, folds, "test"))
+    test = test[test["base"].isin(set(oof["member"]))]  # the dropped experiments' members do not vote
     if added:
         plot_added(added, cfg.exp_dir / "blend.png")
-    test = test_frame(cfg, normalizer, expected_ids(comp, folds, "test"))
     ext_rows, ext_weights = externals(cfg)
     ext_rows[ANSWER] = normalizer(ext_rows[ANSWER].astype(str)).to_numpy()
     final = with_externals(blend, ext_weights, sorted(test["base"].unique()))
@@ -152,13 +168,13 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
     meta = {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": sorted(singles.index) + sorted(ext_weights),
             "config_hash": cfg.hash(), "experiment": cfg.experiment, "held_out": held_out(voted, truth),
-            "added": added, "competition": competition_of(cfg)}  # fmt: skip
+            "added": added, "dropped": dropped, "competition": competition_of(cfg)}  # fmt: skip
     path = write_submission(voted, comp.sample, cfg.submissions_dir, f"{cfg.experiment}-{name}", meta,
                             **submission_format(cfg))  # fmt: skip
     best = [write_member(cfg, comp, normalizer, test, m, float(singles[m]), truth) for m in best_per_experiment(singles)]
     holdout = {} if truth is None else {p.name: read_sidecar(p.with_suffix(".json"))["held_out"] for p in (path, *best)}
     return {**final.params(), "cv": cv, "cv_in_sample": in_sample, "members": singles.to_dict(), "submission": path,
-            "single": best[0], "holdout": holdout, "added": added}  # fmt: skip
+            "single": best[0], "holdout": holdout, "added": added, "dropped": dropped}  # fmt: skip
 
 
 def best_per_experiment(singles: pd.Series) -> list[str]:
@@ -224,6 +240,7 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
              f"{res['cv_in_sample']:.4f} on the OOF it was fitted on); best single member {best:.4f}",
              *(f"held-out accuracy of {file}: {acc:.4f}" for file, acc in res["holdout"].items()),
              *(f"{name} adds {gain:+.4f} to the blend's nested CV" for name, gain in res["added"].items()),
+             *(f"{name} took away from the blend's nested CV: left out" for name in res["dropped"]),
              f"wrote {res['submission']}"]  # fmt: skip
     if res["cv"] <= best:
         lines.append(f"the vote does not beat its best member on OOF: ship {res['single'].name}")

@@ -168,3 +168,20 @@ def test_a_stacker_by_question_type_trusts_each_member_where_it_is_strong() -> N
     assert single < 0.65 < 0.85 < stacked  # the global stacker cannot tell them apart; by type, 0.9 + agreement
     blend, _ = choose_blend(oof, gold, qtype, [], stack=True)
     assert blend.types == ("colour", "count") and blend.params()["method"] == "stack by type"
+
+
+def test_an_experiment_that_takes_away_from_the_blend_is_left_out() -> None:
+    from competition.ensemble import lean_blend
+    from competition.metrics import Gold
+
+    oof, gold, qtype, fold = noisy_oof(seed=1, noise=6)
+    oof["member"] = oof["member"].where(oof["member"] == "good", "noise:" + oof["member"])  # the noise: another experiment
+    folds = fold.rename("fold").rename_axis("id").reset_index()
+    for drop in (True, False):
+        cfg = load_config(None, ["experiment=main", "ensemble.stack=false", f"ensemble.drop_subtracting={drop}"])
+        kept, (_, cv, _), added, dropped = lean_blend(cfg, oof, Gold.of(gold), qtype, folds)
+        if drop:
+            assert dropped == ["noise"] and set(kept["member"]) == {"good"} and added == {}
+            assert cv == pytest.approx(score(kept[["id", "answer"]], gold))
+        else:
+            assert dropped == [] and added["noise"] < 0 and len(kept) == len(oof)
