@@ -110,10 +110,11 @@ class AnswerClassifier(nn.Module):
     def fused(self, img: torch.Tensor, words: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(questions, hidden) read by the head: the fusion transformer's first token, or (fusion_layers=0) the
         hidden layer over the mean image token and the mean of the question's words."""
+        mask = attention_mask.unsqueeze(-1).to(words.dtype)
+        mean_word = (words * mask).sum(1) / mask.sum(1).clamp_min(1)
         if not self.settings.fusion_layers:
-            mask = attention_mask.unsqueeze(-1).to(words.dtype)
-            return self.fusion(torch.cat([img.mean(1), (words * mask).sum(1) / mask.sum(1).clamp_min(1)], 1))
-        first = torch.zeros_like(img[:, :1])
+            return self.fusion(torch.cat([img.mean(1), mean_word], 1))
+        first = (img.mean(1) + mean_word)[:, None] if self.settings.summary_token else torch.zeros_like(img[:, :1])
         seen = torch.cat([first, img], 1) + self.positions[:, : 1 + img.shape[1]]
         tokens = torch.cat([seen, words + self.text_type], 1)
         ignore = torch.cat([attention_mask.new_ones(len(words), seen.shape[1]), attention_mask], 1) == 0

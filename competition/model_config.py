@@ -56,6 +56,8 @@ class ClassifierConfig(Section):
     image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
     position_std: float = Field(0.02, ge=0, description="initial spread of the image tokens' learned positions: a stem "
                                 "without padding (patch stem) learns where things are only from these (0.3 there)")
+    summary_token: bool = Field(False, description="the fusion's first token (the head reads it) starts as the mean "
+                                "image token plus the question's mean word, as the notebook head's inputs, not as zeros")
     pooled_token: bool = Field(False, description="one more image token: the last map's maximum over its cells (whole objects)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the answer layer")
     loss: Literal["ce", "bce"] = Field("ce", description="ce: cross-entropy over the answers; bce: VQA's sigmoid per answer")

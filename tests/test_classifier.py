@@ -137,3 +137,18 @@ def test_a_pooled_token_is_the_maximum_of_the_map_over_its_cells_and_survives_a_
     save_classifier(model, processor, tmp_path / "out")
     loaded, _ = load_classifier(tmp_path / "out")
     assert loaded.settings.pooled_token and loaded.image_tokens(px).shape == tokens.shape
+
+
+def test_a_summary_token_starts_the_fusion_from_the_mean_image_token_and_word() -> None:
+    from competition.classifier import build_classifier
+    from competition.model_config import ClassifierConfig
+
+    stem = {"model_type": "conv_stem", "hidden_sizes": [8, 16], "strides": [2, 2]}
+    c = ClassifierConfig(vision_config=stem, image_size=16, hidden=32, summary_token=True)
+    model, _ = build_classifier(c, ["what shape is it"], ["circle", "square"], 0)
+    img, words, mask = torch.randn(2, 4, 32), torch.randn(2, 3, 32), torch.tensor([[1, 1, 1], [1, 1, 0]])
+    seen = []
+    model.fusion.register_forward_pre_hook(lambda m, args: seen.append(args[0][:, 0]))
+    model.fused(img, words, mask)
+    expected = img.mean(1) + torch.stack([words[0].mean(0), words[1, :2].mean(0)]) + model.positions[0, 0]
+    assert torch.allclose(seen[0], expected, atol=1e-6)
