@@ -156,13 +156,13 @@ def run_ensemble(cfg: Config, comp: Competition, folds: pd.DataFrame, name: str 
     plot_members(oof, cfg.exp_dir / "members.png")  # every member of the blend, of every experiment
     oof, (blend, cv, in_sample), added, dropped = lean_blend(cfg, oof, gold, qtype, folds)
     test = test_frame(cfg, normalizer, expected_ids(comp, folds, "test"))
-    test = test[test["base"].isin(set(oof["member"]))]  # the dropped experiments' members do not vote
     if added:
         plot_added(added, cfg.exp_dir / "blend.png")
     ext_rows, ext_weights = externals(cfg)
     ext_rows[ANSWER] = normalizer(ext_rows[ANSWER].astype(str)).to_numpy()
-    final = with_externals(blend, ext_weights, sorted(test["base"].unique()))
-    votes = pd.concat([vote_rows(test.assign(member=test["base"])), ext_rows[VOTE_COLUMNS]], ignore_index=True)
+    voters = test[test["base"].isin(set(oof["member"]))]  # the dropped experiments' members do not vote
+    final = with_externals(blend, ext_weights, sorted(voters["base"].unique()))
+    votes = pd.concat([vote_rows(voters.assign(member=voters["base"])), ext_rows[VOTE_COLUMNS]], ignore_index=True)
     voted = fill_empty(apply_blend(final, votes, qtype).set_index(ID)[ANSWER], comp, normalizer)
     if cfg.ensemble.snap_cutoff is not None:
         voted[:] = snap_to_vocab(voted.tolist(), normalizer.vocab, cfg.ensemble.snap_cutoff)
