@@ -84,7 +84,7 @@ class Views(Examples):
         return len(self.groups)
 
     def __getitem__(self, g: int) -> dict[str, Any]:
-        views = self.groups[g]
+        views = self.groups[g]  # one view draws nothing: a run without flips keeps torch's random stream as before
         return self.items[views[int(torch.randint(len(views), ()))] if len(views) > 1 else views[0]]
 
 
