@@ -122,7 +122,8 @@ def test_auto_stops_the_weak_recipe_trains_the_best_folds_and_ships_their_blend(
     strength = {"t-patch": 0.8, "t-mlp": 0.6, "t-pooled": 0.3}  # held-out accuracy, scripted by recipe
     scripted_accuracy(monkeypatch, lambda cfg, step: strength[cfg.experiment] * min(1.0, 0.5 + step / 20))
     work = tmp_path / "w"
-    res = run_auto(Path("configs/demo.yaml"), auto_sets(demo_root, work), minutes=10)
+    sets = auto_sets(demo_root, work, "ensemble.drop_subtracting=false")  # both recipes stay, each with what it adds
+    res = run_auto(Path("configs/demo.yaml"), sets, minutes=10)
     cfg = res["search_cfg"]
     search = {unit_of(t)["recipe"]: t for t in queue(cfg, SEARCH).get_trials()}
     assert [search[r].state for r in ("t-patch", "t-mlp", "t-pooled")] == [State.COMPLETE, State.COMPLETE, State.PRUNED]
@@ -138,7 +139,7 @@ def test_auto_stops_the_weak_recipe_trains_the_best_folds_and_ships_their_blend(
     top = leaderboard(work / "submissions").iloc[0]
     assert top["cv"] == pytest.approx(max(res["blend"]["cv"], *res["blend"]["members"].values()))
     before = board(work)
-    again = run_auto(Path("configs/demo.yaml"), auto_sets(demo_root, work), minutes=10)  # a rerun: all done already
+    again = run_auto(Path("configs/demo.yaml"), sets, minutes=10)  # a rerun: all done already
     assert again["blend"] is None and board(work) == before
     assert again["blend_lines"] == res["blend_lines"] and any("t-mlp adds" in line for line in res["blend_lines"])
     added = res["blend"]["added"]  # each experiment: blend's nested CV minus the blend's without it
