@@ -84,8 +84,10 @@ class AnswerClassifier(nn.Module):
             self.text_type = nn.Parameter(torch.zeros(1, 1, h))
             layer = nn.TransformerEncoderLayer(h, c.fusion_heads, 2 * h, dropout=0.0, batch_first=True, norm_first=True)
             self.fusion: nn.Module = nn.TransformerEncoder(layer, c.fusion_layers, enable_nested_tensor=False)
-        else:  # a notebook's model: the image's mean cell beside the question's mean word, through one hidden layer
-            self.fusion = nn.Sequential(nn.Linear(2 * h, h), nn.ReLU())
+        else:  # a notebook's model: the image's mean cell (or glimpses) beside the question's mean word, one hidden layer
+            if c.glimpses:  # each glimpse weighs the cells by how well they fit the question
+                self.attend = nn.Sequential(nn.Linear(2 * h, h), nn.ReLU(), nn.Linear(h, c.glimpses))
+            self.fusion = nn.Sequential(nn.Linear((1 + max(1, c.glimpses)) * h, h), nn.ReLU())
         self.head = nn.Sequential(nn.LayerNorm(h), nn.Dropout(c.dropout), nn.Linear(h, len(answers)))
 
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -113,12 +115,20 @@ class AnswerClassifier(nn.Module):
         mask = attention_mask.unsqueeze(-1).to(words.dtype)
         mean_word = (words * mask).sum(1) / mask.sum(1).clamp_min(1)
         if not self.settings.fusion_layers:
-            return self.fusion(torch.cat([img.mean(1), mean_word], 1))
+            seen = self.glimpsed(img, mean_word) if self.settings.glimpses else img.mean(1)
+            return self.fusion(torch.cat([seen, mean_word], 1))
         first = (img.mean(1) + mean_word)[:, None] if self.settings.summary_token else torch.zeros_like(img[:, :1])
         seen = torch.cat([first, img], 1) + self.positions[:, : 1 + img.shape[1]]
         tokens = torch.cat([seen, words + self.text_type], 1)
         ignore = torch.cat([attention_mask.new_ones(len(words), seen.shape[1]), attention_mask], 1) == 0
         return self.fusion(tokens, src_key_padding_mask=ignore)[:, 0]
+
+    def glimpsed(self, img: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
+        """(questions, glimpses * hidden): the image's cells averaged with weights the question gives them, once per
+        glimpse."""
+        pairs = torch.cat([img, question[:, None].expand(-1, img.shape[1], -1)], -1)
+        weights = self.attend(pairs).softmax(1)  # (questions, cells, glimpses)
+        return torch.einsum("bng,bnh->bgh", weights, img).flatten(1)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Each answer's log-probability: over all answers (ce), or of each answer on its own (bce)."""

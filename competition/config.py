@@ -22,7 +22,7 @@ from competition.section import ExperimentName, Section
 
 VoteMethod = Literal["majority", "weighted", "fuzzy", "soft"]  # the ensemble's vote methods (competition.vote)
 
-FLIP_KEEP = (r"\b(word|words|letters?|text|written|writing|reads?|says?|signs?|spell\w*|numbers?|digits?|title|"
+FLIP_KEEP = (r"\b(?:word|words|letters?|text|written|writing|reads?|says?|signs?|spell\w*|numbers?|digits?|title|"
              r"brand|logo|label|name)\b")  # questions about text to read: a mirrored text is not the same text
 
 METRICS: tuple[str, ...] = ("exact", "vqa", "anls", "relaxed", "choice", "map@k")  # competition.metrics scores them

@@ -3,6 +3,7 @@ and answer, nothing else; questions about text keep their picture."""
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def test_flipped_rows_add_a_marked_copy_per_view_except_questions_about_text() -
     assert mirrored[ANSWER].tolist() == ["top right", "2", "circle"]
     assert out[out[IMAGE] == "a" + VIEW_MARK + "hv"][ANSWER].tolist() == ["bottom right", "2"]
     assert len(flipped_rows(rows, "horizontal", "")) == 2 * len(rows)  # nothing kept: every question flips
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a user's pattern with a group is not a pandas warning
+        assert len(flipped_rows(rows, "horizontal", r"(WORD|dogs)")) == len(rows) + 2
 
 
 def test_a_marked_image_id_loads_the_mirrored_picture(demo_root: Path) -> None:

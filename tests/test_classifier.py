@@ -152,3 +152,24 @@ def test_a_summary_token_starts_the_fusion_from_the_mean_image_token_and_word() 
     model.fused(img, words, mask)
     expected = img.mean(1) + torch.stack([words[0].mean(0), words[1, :2].mean(0)]) + model.positions[0, 0]
     assert torch.allclose(seen[0], expected, atol=1e-6)
+
+
+def test_glimpses_weigh_the_image_cells_by_the_question(tmp_path: Path) -> None:
+    from competition.classifier import build_classifier, load_classifier, save_classifier
+    from competition.model_config import ClassifierConfig
+
+    stem = {"model_type": "conv_stem", "hidden_sizes": [8, 16], "strides": [2, 2]}
+    c = ClassifierConfig(vision_config=stem, image_size=16, hidden=32, fusion_layers=0, glimpses=2)
+    model, processor = build_classifier(c, ["what shape is it"], ["circle", "square"], 0)
+    img, mask = torch.randn(2, 4, 32), torch.ones(2, 3, dtype=torch.long)
+    words = torch.randn(1, 3, 32).expand(2, -1, -1)
+    seen = model.glimpsed(img, words.mean(1))
+    assert seen.shape == (2, 2 * 32)
+    weights = model.attend(torch.cat([img, words.mean(1)[:, None].expand(-1, 4, -1)], -1)).softmax(1)
+    assert torch.allclose(seen[:, :32], (weights[..., :1] * img).sum(1), atol=1e-6)  # a weighted mean of the cells
+    other = model.glimpsed(img, torch.randn(2, 32))
+    assert not torch.allclose(seen, other)  # another question weighs them otherwise
+    assert model.fused(img, words, mask).shape == (2, 32)
+    save_classifier(model, processor, tmp_path / "out")
+    loaded, _ = load_classifier(tmp_path / "out")
+    assert torch.allclose(loaded.glimpsed(img, words.mean(1)), seen, atol=1e-6)
