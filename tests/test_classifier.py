@@ -173,3 +173,11 @@ def test_glimpses_weigh_the_image_cells_by_the_question(tmp_path: Path) -> None:
     save_classifier(model, processor, tmp_path / "out")
     loaded, _ = load_classifier(tmp_path / "out")
     assert torch.allclose(loaded.glimpsed(img, words.mean(1)), seen, atol=1e-6)
+
+
+def test_glimpses_under_the_fusion_transformer_are_refused() -> None:
+    from competition.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"glimpses \(2\) reads the image only under fusion_layers 0"):
+        load_config(None, ["model.classifier.glimpses=2"])
+    assert load_config(None, ["model.classifier.glimpses=2", "model.classifier.fusion_layers=0"]).model.classifier.glimpses == 2
