@@ -1,6 +1,6 @@
 """One recipe on every synthetic competition kind: held-out accuracy per kind and per question type.
 
-    python bench/generalize.py [-c configs/demo_classifier_pooled.yaml] [--with OTHER.yaml ...] [--set key=value ...]
+    python bench/generalize.py [-c configs/demo_classifier_glimpses.yaml] [--with OTHER.yaml ...] [--set key=value ...]
         [--kinds object,count] [--train-images 3000] [--test-images 300] [--jobs 1] [--work /tmp/generalize]
 
 For each kind, from scratch: writes its data to <work>/<kind>/data, then runs folds, train-all, predict-all and cv
@@ -38,7 +38,7 @@ MEMBER_STAGES = ("train-all", "predict-all", "cv")  # each recipe's, after the m
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-c", "--config", type=Path, default=REPO / "configs" / "demo_classifier_pooled.yaml")
+    p.add_argument("-c", "--config", type=Path, default=REPO / "configs" / "demo_classifier_glimpses.yaml")
     p.add_argument("--with", dest="others", type=Path, action="append", default=[],
                    help="another recipe trained on the same folds and blended (repeatable)")
     p.add_argument("--set", dest="sets", action="append", default=[], help="config override key=value (repeatable)")

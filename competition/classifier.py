@@ -86,8 +86,9 @@ class AnswerClassifier(nn.Module):
             self.fusion: nn.Module = nn.TransformerEncoder(layer, c.fusion_layers, enable_nested_tensor=False)
         else:  # a notebook's model: the image's mean cell (or glimpses) beside the question's mean word, one hidden layer
             if c.glimpses:  # each glimpse weighs the cells by how well they fit the question
-                self.attend = nn.Sequential(nn.Linear(2 * h, h), nn.ReLU(), nn.Linear(h, c.glimpses))
-            self.fusion = nn.Sequential(nn.Linear((1 + max(1, c.glimpses)) * h, h), nn.ReLU())
+                self.attend = nn.Sequential(nn.Linear(3 * h, h), nn.ReLU(), nn.Linear(h, c.glimpses))
+            seen = 2 * c.glimpses if c.glimpses else 1  # glimpses come with their product with the question
+            self.fusion = nn.Sequential(nn.Linear((1 + seen) * h, h), nn.ReLU())
         self.head = nn.Sequential(nn.LayerNorm(h), nn.Dropout(c.dropout), nn.Linear(h, len(answers)))
 
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -124,11 +125,12 @@ class AnswerClassifier(nn.Module):
         return self.fusion(tokens, src_key_padding_mask=ignore)[:, 0]
 
     def glimpsed(self, img: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
-        """(questions, glimpses * hidden): the image's cells averaged with weights the question gives them, once per
-        glimpse."""
-        pairs = torch.cat([img, question[:, None].expand(-1, img.shape[1], -1)], -1)
-        weights = self.attend(pairs).softmax(1)  # (questions, cells, glimpses)
-        return torch.einsum("bng,bnh->bgh", weights, img).flatten(1)
+        """(questions, 2 * glimpses * hidden): the image's cells averaged with weights the question gives them (from
+        each cell, the question and their product), once per glimpse, each beside its product with the question."""
+        asked = question[:, None].expand(-1, img.shape[1], -1)
+        weights = self.attend(torch.cat([img, asked, img * asked], -1)).softmax(1)  # (questions, cells, glimpses)
+        seen = torch.einsum("bng,bnh->bgh", weights, img)
+        return torch.cat([seen, seen * question[:, None]], 1).flatten(1)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Each answer's log-probability: over all answers (ce), or of each answer on its own (bce)."""

@@ -55,7 +55,8 @@ class ClassifierConfig(Section):
     hidden: int = Field(128, ge=8, description="width of the fusion transformer and the head")
     fusion_layers: int = Field(2, ge=0, description="layers of the fusion transformer over image and question tokens; 0: their means through an MLP")
     glimpses: int = Field(0, ge=0, description="fusion_layers=0: the image seen as this many question-guided attention "
-                          "averages over its cells (a stacked-attention VQA baseline) instead of their plain mean; 0: the mean")
+                          "averages over its cells (a stacked-attention VQA baseline), each beside its product with the "
+                          "question, instead of their plain mean; 0: the mean")
     fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
     image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
     position_std: float = Field(0.02, ge=0, description="initial spread of the image tokens' learned positions: a stem "

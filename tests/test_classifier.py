@@ -27,9 +27,9 @@ def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
 
 
 @pytest.mark.train(minutes=0.2)
-@pytest.mark.parametrize("setting", ["loss=ce", "loss=bce", "fusion_layers=0"])
-def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, setting: str) -> None:
-    cfg, comp, folds = classifier_run(demo_root, tmp_path, f"model.classifier.{setting}")
+@pytest.mark.parametrize("settings", ["loss=ce", "loss=bce", "fusion_layers=0", "fusion_layers=0 glimpses=2"])
+def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, settings: str) -> None:
+    cfg, comp, folds = classifier_run(demo_root, tmp_path, *(f"model.classifier.{s}" for s in settings.split()))
     metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
     log = [json.loads(x) for x in (cfg.fold_dir(0) / "train_log.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in log if "loss" in x]
@@ -164,9 +164,12 @@ def test_glimpses_weigh_the_image_cells_by_the_question(tmp_path: Path) -> None:
     img, mask = torch.randn(2, 4, 32), torch.ones(2, 3, dtype=torch.long)
     words = torch.randn(1, 3, 32).expand(2, -1, -1)
     seen = model.glimpsed(img, words.mean(1))
-    assert seen.shape == (2, 2 * 32)
-    weights = model.attend(torch.cat([img, words.mean(1)[:, None].expand(-1, 4, -1)], -1)).softmax(1)
-    assert torch.allclose(seen[:, :32], (weights[..., :1] * img).sum(1), atol=1e-6)  # a weighted mean of the cells
+    assert seen.shape == (2, 2 * 2 * 32)  # two glimpses, then each one's product with the question
+    asked = words.mean(1)[:, None].expand(-1, 4, -1)
+    weights = model.attend(torch.cat([img, asked, img * asked], -1)).softmax(1)
+    first = (weights[..., :1] * img).sum(1)
+    assert torch.allclose(seen[:, :32], first, atol=1e-6)  # a weighted mean of the cells
+    assert torch.allclose(seen[:, 64:96], first * words.mean(1), atol=1e-6)
     other = model.glimpsed(img, torch.randn(2, 32))
     assert not torch.allclose(seen, other)  # another question weighs them otherwise
     assert model.fused(img, words, mask).shape == (2, 32)

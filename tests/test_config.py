@@ -131,3 +131,9 @@ def test_set_inside_a_dict_field_changes_one_entry_of_its_default() -> None:
     assert load_config("configs/demo.yaml", ["model.processor_kwargs.max_pixels=1024"]).model.processor_kwargs == {
         "max_pixels": 1024
     }
+
+
+def test_every_shipped_config_loads_under_its_own_experiment_name() -> None:
+    configs = sorted(Path("configs").glob("*.yaml"))
+    names = [load_config(path).experiment for path in configs]
+    assert len(configs) > 10 and len(set(names)) == len(names), names
