@@ -87,8 +87,8 @@ class AnswerClassifier(nn.Module):
         else:  # a notebook's model: the image's mean cell (or glimpses) beside the question's mean word, one hidden layer
             if c.glimpses:  # each glimpse weighs the cells by how well they fit the question
                 self.attend = nn.Sequential(nn.Linear(3 * h, h), nn.ReLU(), nn.Linear(h, c.glimpses))
-            seen = 2 * c.glimpses if c.glimpses else 1  # glimpses come with their product with the question
-            self.fusion = nn.Sequential(nn.Linear((1 + seen) * h, h), nn.ReLU())
+            image_parts = 2 * c.glimpses if c.glimpses else 1  # each glimpse comes with its product with the question
+            self.fusion = nn.Sequential(nn.Linear((1 + image_parts) * h, h), nn.ReLU())
         self.head = nn.Sequential(nn.LayerNorm(h), nn.Dropout(c.dropout), nn.Linear(h, len(answers)))
 
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
