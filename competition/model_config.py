@@ -38,6 +38,10 @@ class ClassifierConfig(Section):
     def _heads_divide_hidden(self) -> ClassifierConfig:
         if self.hidden % self.fusion_heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of fusion_heads ({self.fusion_heads})")
+        return self
+
+    @model_validator(mode="after")
+    def _glimpses_under_the_notebook_head(self) -> ClassifierConfig:
         if self.glimpses and self.fusion_layers:
             raise ValueError(f"glimpses ({self.glimpses}) reads the image only under fusion_layers 0 (not {self.fusion_layers})")
         return self
