@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from competition.backbones import coordinates  # importing backbones registers conv_stem with the Auto classes
+from competition.backbones import ConvStemConfig  # noqa: F401  (registers conv_stem with the Auto classes)
 from competition.config import DecodingConfig
 from competition.data import ANSWER, ANSWERS, IMAGE, QUESTION
 from competition.dataset import IGNORE, Examples, image_groups, pad
@@ -90,7 +89,6 @@ class AnswerClassifier(nn.Module):
                 self.attend = nn.Sequential(nn.Linear(3 * h, h), nn.ReLU(), nn.Linear(h, c.glimpses))
             image_parts = 2 * c.glimpses if c.glimpses else 1  # each glimpse comes with its product with the question
             self.fusion = nn.Sequential(nn.Linear((1 + image_parts) * h, h), nn.ReLU())
-        self.modulated = nn.ModuleList(ModulatedBlock(h) for _ in range(c.modulated_blocks))
         self.head = nn.Sequential(nn.LayerNorm(h), nn.Dropout(c.dropout), nn.Linear(h, len(answers)))
 
     def image_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -108,8 +106,6 @@ class AnswerClassifier(nn.Module):
         img = self.image_tokens(pixel_values)
         img = img if image_index is None else img[image_index]
         words = self.text_proj(self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
-        if self.modulated:
-            img = self.modulated_cells(img, masked_mean(words, attention_mask))
         logits = self.head(self.fused(img, words, attention_mask))
         loss = None if labels is None else answer_loss(logits.float(), labels, self.settings.loss)
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -117,7 +113,8 @@ class AnswerClassifier(nn.Module):
     def fused(self, img: torch.Tensor, words: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(questions, hidden) read by the head: the fusion transformer's first token, or (fusion_layers=0) the
         hidden layer over the mean image token and the mean of the question's words."""
-        mean_word = masked_mean(words, attention_mask)
+        mask = attention_mask.unsqueeze(-1).to(words.dtype)
+        mean_word = (words * mask).sum(1) / mask.sum(1).clamp_min(1)
         if not self.settings.fusion_layers:
             seen = self.glimpsed(img, mean_word) if self.settings.glimpses else img.mean(1)
             return self.fusion(torch.cat([seen, mean_word], 1))
@@ -127,51 +124,17 @@ class AnswerClassifier(nn.Module):
         ignore = torch.cat([attention_mask.new_ones(len(words), seen.shape[1]), attention_mask], 1) == 0
         return self.fusion(tokens, src_key_padding_mask=ignore)[:, 0]
 
-    def modulated_cells(self, img: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
-        """(questions, cells, hidden): the square map of cells through the question-modulated blocks."""
-        b, n, h = img.shape
-        side = math.isqrt(n)
-        if side * side != n:
-            raise ValueError(f"modulated_blocks reads a square map of cells, not {n} image tokens")
-        grid = img.transpose(1, 2).reshape(b, h, side, side)
-        for block in self.modulated:
-            grid = block(grid, question)
-        return grid.flatten(2).transpose(1, 2)
-
     def glimpsed(self, img: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
         """(questions, 2 * glimpses * hidden): the image's cells averaged with weights the question gives them (from
         each cell, the question and their product), once per glimpse, each beside its product with the question."""
         asked = question[:, None].expand(-1, img.shape[1], -1)
-        scores = self.attend(torch.cat([img, asked, img * asked], -1))  # (questions, cells, glimpses)
-        weights = scores.softmax(1) if self.settings.glimpse_weights == "softmax" else scores.sigmoid() / img.shape[1]
+        weights = self.attend(torch.cat([img, asked, img * asked], -1)).softmax(1)  # (questions, cells, glimpses)
         seen = torch.einsum("bng,bnh->bgh", weights, img)
         return torch.cat([seen, seen * question[:, None]], 1).flatten(1)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Each answer's log-probability: over all answers (ce), or of each answer on its own (bce)."""
         return F.logsigmoid(logits.float()) if self.settings.loss == "bce" else logits.float().log_softmax(-1)
-
-
-class ModulatedBlock(nn.Module):
-    """FiLM's residual block (Perez et al., 2018): the cells and their x, y through a 1x1 conv, then a 3x3 conv
-    whose normalised output the question scales and shifts; no running statistics (GroupNorm), so a question's
-    answer never depends on the others in its batch."""
-
-    def __init__(self, h: int) -> None:
-        super().__init__()
-        self.inp, self.conv = nn.Conv2d(h + 2, h, 1), nn.Conv2d(h, h, 3, padding=1)
-        self.norm, self.film = nn.GroupNorm(1, h, affine=False), nn.Linear(h, 2 * h)
-
-    def forward(self, grid: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.inp(torch.cat([grid, coordinates(grid)], 1)))
-        scale, shift = self.film(question)[..., None, None].chunk(2, 1)
-        return x + F.relu(self.norm(self.conv(x)) * (1 + scale) + shift)
-
-
-def masked_mean(words: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(questions, hidden): the mean of each question's words, padding left out."""
-    mask = attention_mask.unsqueeze(-1).to(words.dtype)
-    return (words * mask).sum(1) / mask.sum(1).clamp_min(1)
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
@@ -262,9 +225,6 @@ def check_backbones(model: AnswerClassifier, keys: tuple[str, str], size: tuple[
     if not 0 < n <= MAX_IMAGE_TOKENS:
         raise ConfigError(f"{keys[0]}: {n:,} image tokens from {size[0]} x {size[1]} images; the fusion has positions "
                           f"for 1 to {MAX_IMAGE_TOKENS:,} (classifier.MAX_IMAGE_TOKENS): change the patch, strides or image size")  # fmt: skip
-    if model.modulated and math.isqrt(n) ** 2 != n:
-        raise ConfigError(f"model.classifier.modulated_blocks: reads a square map of cells, but {keys[0]} gives {n:,} "
-                          "image tokens (a ViT's class token?): use a convolutional backbone")  # fmt: skip
     return n
 
 

@@ -46,12 +46,6 @@ class ClassifierConfig(Section):
             raise ValueError(f"glimpses ({self.glimpses}) reads the image only under fusion_layers 0 (not {self.fusion_layers})")
         return self
 
-    @model_validator(mode="after")
-    def _modulated_blocks_over_the_map_alone(self) -> ClassifierConfig:
-        if self.modulated_blocks and self.pooled_token:
-            raise ValueError(f"modulated_blocks ({self.modulated_blocks}) reads a square map of cells: pooled_token must be false")
-        return self
-
     vision: str | None = Field(None, description="pretrained vision backbone (AutoModel): hub id or folder; None: vision_config")
     text: str | None = Field(None, description="pretrained question encoder (AutoModel + AutoTokenizer); None: text_config")
     vision_config: dict[str, Any] = Field(
@@ -67,13 +61,6 @@ class ClassifierConfig(Section):
     glimpses: int = Field(0, ge=0, description="fusion_layers=0: the image seen as this many question-guided attention "
                           "averages over its cells (a stacked-attention VQA baseline), each beside its product with the "
                           "question, instead of their plain mean; 0: the mean")
-    glimpse_weights: Literal["softmax", "sigmoid"] = Field("softmax", description="glimpses: softmax: each glimpse "
-                                                           "a weighted mean of the cells, the weights summing to one (where "
-                                                           "to look); sigmoid: each cell gated on its own, then the mean, so "
-                                                           "how many cells fit the question survives (counting)")  # fmt: skip
-    modulated_blocks: int = Field(0, ge=0, description="residual 3x3 conv blocks over the image's last map whose "
-                                  "normalised features the question scales and shifts (FiLM), so the map is read for "
-                                  "what is asked before it is pooled; needs a square map of cells (a conv backbone)")
     fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
     image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
     position_std: float = Field(0.02, ge=0, description="initial spread of the image tokens' learned positions: a stem "

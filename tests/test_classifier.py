@@ -27,8 +27,7 @@ def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
 
 
 @pytest.mark.train(minutes=0.2)
-@pytest.mark.parametrize("settings", ["loss=ce", "loss=bce", "fusion_layers=0", "fusion_layers=0 glimpses=2",
-                                      "fusion_layers=0 glimpses=2 modulated_blocks=1"])
+@pytest.mark.parametrize("settings", ["loss=ce", "loss=bce", "fusion_layers=0", "fusion_layers=0 glimpses=2"])
 def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, settings: str) -> None:
     cfg, comp, folds = classifier_run(demo_root, tmp_path, *(f"model.classifier.{s}" for s in settings.split()))
     metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
@@ -177,50 +176,6 @@ def test_glimpses_weigh_the_image_cells_by_the_question(tmp_path: Path) -> None:
     save_classifier(model, processor, tmp_path / "out")
     loaded, _ = load_classifier(tmp_path / "out")
     assert torch.allclose(loaded.glimpsed(img, words.mean(1)), seen, atol=1e-6)
-
-
-def test_sigmoid_glimpses_gate_each_cell_so_how_many_fit_survives() -> None:
-    from competition.classifier import build_classifier
-    from competition.model_config import ClassifierConfig
-
-    stem = {"model_type": "conv_stem", "hidden_sizes": [8, 16], "strides": [2, 2]}
-    c = ClassifierConfig(vision_config=stem, image_size=16, hidden=32, fusion_layers=0, glimpses=1, glimpse_weights="sigmoid")
-    model, _ = build_classifier(c, ["how many circles"], ["1", "2"], 0)
-    question, cell = torch.randn(1, 32), torch.randn(32)
-    seen = [model.glimpsed(torch.stack([cell] * k + [torch.zeros(32)] * (8 - k))[None], question)[0, :32] for k in (1, 2, 4)]
-    gate = model.attend(torch.cat([cell, question[0], cell * question[0]]))[0].sigmoid()
-    for k, glimpse in zip((1, 2, 4), seen, strict=True):  # each matching cell adds its gated self, whatever the others
-        assert torch.allclose(glimpse, gate * cell * k / 8, atol=1e-6)
-
-
-def test_modulated_blocks_read_the_map_for_the_question() -> None:
-    from competition.classifier import build_classifier
-    from competition.model_config import ClassifierConfig
-
-    stem = {"model_type": "conv_stem", "hidden_sizes": [8, 16], "strides": [2, 2]}
-    c = ClassifierConfig(vision_config=stem, image_size=16, hidden=32, fusion_layers=0, modulated_blocks=2)
-    model, _ = build_classifier(c, ["what shape is it"], ["circle", "square"], 0)
-    img, question = torch.randn(1, 16, 32).expand(2, -1, -1), torch.randn(2, 32)
-    cells = model.modulated_cells(img, question)
-    assert cells.shape == (2, 16, 32)  # a 4 x 4 map in, a 4 x 4 map out
-    assert not torch.allclose(cells[0], cells[1])  # one picture, two questions: two readings of it
-    assert torch.allclose(model.modulated_cells(img[:1], question[:1]), cells[:1], atol=1e-6)  # the batch never matters
-    flipped = model.modulated_cells(img.reshape(2, 4, 4, 32).flip(2).reshape(2, 16, 32), question)
-    assert not torch.allclose(flipped.reshape(2, 4, 4, 32).flip(2).reshape(2, 16, 32), cells)  # cells know where they lie
-
-
-def test_modulated_blocks_need_a_square_map() -> None:
-    from competition.classifier import build_classifier, check_backbones
-    from competition.errors import ConfigError
-    from competition.model_config import ClassifierConfig
-
-    with pytest.raises(ConfigError, match=r"modulated_blocks \(1\) reads a square map of cells: pooled_token must be false"):
-        load_config(None, ["model.classifier.modulated_blocks=1", "model.classifier.pooled_token=true"])
-    vit = {"model_type": "vit", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-           "intermediate_size": 64, "image_size": 16, "patch_size": 8}  # fmt: skip
-    model, _ = build_classifier(ClassifierConfig(vision_config=vit, image_size=16, hidden=32, modulated_blocks=1), ["a"], ["b", "c"], 0)
-    with pytest.raises(ConfigError, match=r"modulated_blocks: reads a square map of cells, but vision gives 5 image tokens"):
-        check_backbones(model, ("vision", "text"), (16, 16))
 
 
 def test_glimpses_under_the_fusion_transformer_are_refused() -> None:
