@@ -14,8 +14,7 @@ import torch
 from PIL import Image
 
 from competition.augment import VIEW_MARK, flipped_rows, swap_sides
-from competition.config import FLIP_KEEP
-from competition.config import load_config
+from competition.config import FLIP_KEEP, load_config
 from competition.data import ANSWER, IMAGE, QUESTION, load_competition
 from competition.images import load_marked
 
