@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
@@ -215,9 +215,20 @@ def with_minutes(cfg: Config, seconds: float) -> Config:
     return with_train(cfg, {"max_minutes": minutes})
 
 
+class Tried(NamedTuple):
+    """A recipe's finished trial: held-out accuracy on the search fold, the seconds its whole training takes (estimated
+    from its steps when the search's minutes cut it) and the seconds it trained."""
+
+    recipe: Config
+    accuracy: float
+    seconds: float
+    spent: float
+
+
 def search(cfg: Config, recipes: list[Config], budget: Budget) -> optuna.Study:
     """Every recipe trained on fold tune.fold in its own experiment, in portfolio order, each stopped early when
-    `auto.top` others did better at a rung; none started after the search's share of the minutes."""
+    `auto.top` others did better at a rung; none started after the search's share of the minutes, and each cut at
+    its end (it goes on from there if chosen)."""
     from competition.monitor import PruneOnEvaluate
     from competition.pipeline import stage_inputs
     from competition.train import clear_fold, train_fold
@@ -235,8 +246,10 @@ def search(cfg: Config, recipes: list[Config], budget: Budget) -> optuna.Study:
         beside_others(r.experiment)  # workers share the terminal: each line names its recipe, no progress bars
         say(f"[auto] trying {r.experiment} on fold {fold}")
         report, start = PruneOnEvaluate(trial, percent=True), time.monotonic()
-        metrics, _ = train_fold(with_minutes(r, budget.left()), *stage_inputs(r), fold, log=say, callbacks=[report])
-        trial.set_user_attr("seconds", metrics.get("train_seconds") or time.monotonic() - start)
+        metrics, _ = train_fold(with_minutes(r, left), *stage_inputs(r), fold, log=say, callbacks=[report])
+        spent = metrics.get("train_seconds") or time.monotonic() - start
+        trial.set_user_attr("seconds", spent)
+        trial.set_user_attr("whole_seconds", whole_seconds(metrics, spent))
         if report.pruned:
             clear_fold(r, fold)
             say(f"[auto] {r.experiment}: stopped, {cfg.auto.top} recipes did better at the same share of training")
@@ -247,43 +260,51 @@ def search(cfg: Config, recipes: list[Config], budget: Budget) -> optuna.Study:
     return study
 
 
-def scored(study: optuna.Study, recipes: list[Config]) -> list[tuple[Config, float, float]]:
-    """(recipe, held-out accuracy on the search fold, training seconds) of every finished recipe, best first (ties:
-    portfolio order)."""
+def whole_seconds(metrics: dict[str, Any], spent: float) -> float:
+    """The seconds a whole training run of the recipe takes: `spent`, scaled to all its steps when the time cut it."""
+    if metrics.get("stopped_by_time") and metrics.get("steps"):
+        return spent * metrics["max_steps"] / metrics["steps"]
+    return spent
+
+
+def scored(study: optuna.Study, recipes: list[Config]) -> list[Tried]:
+    """Every finished recipe's trial, best first (ties: portfolio order)."""
     done = {unit_of(t)["recipe"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    rows = [(r, done[r.experiment].value, done[r.experiment].user_attrs.get("seconds", 0.0))
-            for r in recipes if r.experiment in done]  # fmt: skip
-    return sorted(rows, key=lambda row: -row[1])
+    rows = []
+    for r in (r for r in recipes if r.experiment in done):
+        attrs = done[r.experiment].user_attrs
+        spent = attrs.get("seconds", 0.0)
+        rows.append(Tried(r, done[r.experiment].value, attrs.get("whole_seconds", spent), spent))
+    return sorted(rows, key=lambda row: -row.accuracy)
 
 
-def choose(cfg: Config, study: optuna.Study, rows: list[tuple[Config, float, float]], budget: Budget, workers: int
-           ) -> list[str]:  # fmt: skip
+def choose(cfg: Config, study: optuna.Study, rows: list[Tried], budget: Budget, workers: int) -> list[str]:
     """The recipes whose other folds are trained: the best first, then each next best while the estimate of all their
-    folds fits the minutes left (`workers` side by side), at most auto.top. Decided once and kept in the queue, so
-    every worker (and a rerun) trains the same ones."""
+    folds (and the rest of a search fold the minutes cut) fits the minutes left (`workers` side by side), at most
+    auto.top. Decided once and kept in the queue, so every worker (and a rerun) trains the same ones."""
     if (kept := study.user_attrs.get("chosen")) is not None:
         return kept
     chosen, cost, per_recipe = [], 0.0, cfg.folds.k - 1 + PREDICT_SHARE * cfg.folds.k
-    for r, _, seconds in rows[: cfg.auto.top]:
-        cost += seconds * per_recipe / workers
+    for row in rows[: cfg.auto.top]:
+        cost += (row.seconds * per_recipe + row.seconds - row.spent) / workers
         if chosen and cost > budget.left():
             break
-        chosen.append(r.experiment)
+        chosen.append(row.recipe.experiment)
     study.set_user_attr("chosen", chosen)
     return chosen
 
 
-def train_folds(cfg: Config, recipes: list[Config], rows: list[tuple[Config, float, float]], budget: Budget,
-                workers: int) -> list[str]:  # fmt: skip
-    """Every fold of the chosen recipes trained (the search fold is already) and predicted, OOF and test; the chosen
-    recipes, best first. A fold whose estimate no longer fits the minutes is not started, but for the best recipe's."""
+def train_folds(cfg: Config, recipes: list[Config], rows: list[Tried], budget: Budget, workers: int) -> list[str]:
+    """Every fold of the chosen recipes trained (the search fold is, unless the search's minutes cut it: then it goes
+    on from its last checkpoint) and predicted, OOF and test; the chosen recipes, best first. A fold whose estimate no
+    longer fits the minutes is not started, but for the best recipe's."""
     from competition.pipeline import stage_inputs
     from competition.predict import predict_fold
-    from competition.train import train_fold
+    from competition.train import reopen_fold, train_fold
 
     study = queue(cfg, FOLDS)
     chosen = choose(cfg, study, rows, budget, workers)
-    by_name, seconds = {r.experiment: r for r in recipes}, {r.experiment: s for r, _, s in rows}
+    by_name, seconds = {r.experiment: r for r in recipes}, {row.recipe.experiment: row.seconds for row in rows}
     fill(study, [{"experiment": name, "fold": k} for name in chosen for k in range(cfg.folds.k)])
 
     def work(trial: optuna.Trial, unit: dict[str, Any]) -> float:
@@ -293,7 +314,7 @@ def train_folds(cfg: Config, recipes: list[Config], rows: list[tuple[Config, flo
             raise optuna.TrialPruned()
         comp, folds = stage_inputs(r)
         beside_others(r.experiment)
-        say(f"[auto] fold {k}")
+        say(f"[auto] fold {k}" + (" (on from where the search stopped it)" if reopen_fold(r, k) else ""))
         metrics, _ = train_fold(with_minutes(r, budget.left()), comp, folds, k, log=say)
         predict_fold(r, comp, folds, k, ("oof", "test"))
         return float(metrics.get("best_accuracy") or 0.0)
@@ -394,6 +415,8 @@ def summary_lines(res: dict[str, Any]) -> list[str]:
         name = unit_of(t).get("recipe")
         if name:
             how = f"{t.value:.4f}" if t.state == TrialState.COMPLETE else t.user_attrs.get("skipped", "stopped early")
-            lines.append(f"{name}: {how} ({t.user_attrs.get('seconds', 0):.0f} s on fold)")
+            spent = t.user_attrs.get("seconds", 0)
+            cut = f" of {whole:.0f}: the search's minutes ran out" if (whole := t.user_attrs.get("whole_seconds", 0)) > spent else ""
+            lines.append(f"{name}: {how} ({spent:.0f} s on fold{cut})")
     lines.append(f"trained on every fold: {', '.join(res['chosen'])}")
     return lines + (res["blend_lines"] or ["the blend was made before this run: see the leaderboard"])

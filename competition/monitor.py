@@ -83,14 +83,14 @@ class TimeBudget(TrainerCallback):
     """Stop after train.max_minutes of this run's training, evaluating and saving the step it stops at."""
 
     def __init__(self, minutes: float) -> None:
-        self.seconds, self.start = minutes * 60, 0.0
+        self.seconds, self.start, self.stopped = minutes * 60, 0.0, False
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.start = time.monotonic()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if time.monotonic() - self.start > self.seconds and not control.should_training_stop:
-            control.should_training_stop = True
+            control.should_training_stop = self.stopped = True
             control.should_evaluate = args.eval_strategy != "no"
             control.should_save = True
 

@@ -229,6 +229,18 @@ def clear_fold(cfg: Config, fold: int) -> list[str]:
     return removed
 
 
+def reopen_fold(cfg: Config, fold: int) -> bool:
+    """A fold that train.max_minutes stopped made unfinished again (its model, metrics and predictions removed, its
+    checkpoints kept), so that the next `train_fold` continues it to the end; whether it was such a fold."""
+    done = finished_metrics(cfg, fold)
+    if not done or not done.get("stopped_by_time"):
+        return False
+    (cfg.fold_dir(fold) / "train_metrics.json").unlink()  # first: killed here, the fold is unfinished and resumes
+    for name in ("model", "predictions"):
+        shutil.rmtree(cfg.fold_dir(fold) / name, ignore_errors=True)
+    return True
+
+
 def already_trained(cfg: Config, fold: int, force: bool, log: Any) -> dict[str, Any] | None:
     """The metrics of a finished fold, said in one line (None: train it); with `force`, clear the fold instead."""
     if force:
@@ -315,8 +327,10 @@ def run_metrics(trainer: Trainer, result: Any, fdir: Path) -> dict[str, Any]:
     """What a finished run measured: the whole run's loss, its steps, the best held-out accuracy and its step, speed
     and peak memory."""
     state = trainer.state
+    timed_out = any(isinstance(c, TimeBudget) and c.stopped for c in trainer.callback_handler.callbacks)
     return {"loss": run_loss(read_log(fdir / "train_log.jsonl"), result.training_loss), "steps": state.global_step,
-            "max_steps": state.max_steps, f"best_{METRIC}": state.best_metric, "best_step": state.best_global_step,
+            "max_steps": state.max_steps, "stopped_by_time": timed_out,
+            f"best_{METRIC}": state.best_metric, "best_step": state.best_global_step,
             "samples_per_second": result.metrics.get("train_samples_per_second"), "peak_memory_mb": peak_memory_mb()}  # fmt: skip
 
 

@@ -21,14 +21,18 @@ from competition.auto import (
     BLEND,
     FOLDS,
     SEARCH,
+    Budget,
     RungPruner,
+    Tried,
     at_rung,
+    choose,
     drain,
     fill,
     portfolio,
     queue,
     run_auto,
     unit_of,
+    whole_seconds,
 )
 from competition.config import load_config
 from competition.submit import leaderboard
@@ -97,6 +101,18 @@ def test_the_rung_pruner_stops_a_recipe_only_when_top_others_did_better_at_the_s
     assert not RungPruner([0.25, 0.5], keep=3).prune(study, t)  # three must
     assert not RungPruner([0.25, 0.5], keep=2).prune(study, frozen({25: 0.45}))  # only 0.5 beats it
     assert not RungPruner([0.25], keep=1).prune(study, frozen({20: 0.9}))  # no rung reached yet
+
+
+def test_a_trial_the_search_cut_counts_its_whole_training_and_the_rest_of_its_fold() -> None:
+    assert whole_seconds({"stopped_by_time": True, "steps": 20, "max_steps": 80}, 50.0) == 200.0
+    assert whole_seconds({"stopped_by_time": False, "steps": 20, "max_steps": 80}, 50.0) == 50.0  # early stopping
+    cfg = load_config("configs/demo.yaml", ["folds.k=3", "auto.top=3"])
+    a, b, c = (load_config("configs/demo.yaml", [f"experiment={n}"]) for n in "abc")
+    rows = [Tried(a, 0.9, 100.0, 50.0), Tried(b, 0.8, 100.0, 100.0), Tried(c, 0.7, 10.0, 10.0)]
+    # a: 2.75 x 100 for its other folds and predictions, plus the 50 s left of its search fold; b: 275
+    assert choose(cfg, optuna.create_study(), rows, Budget(550 / 60), workers=1) == ["a"]
+    assert choose(cfg, optuna.create_study(), rows, Budget(640 / 60), workers=1) == ["a", "b", "c"]
+    assert choose(cfg, optuna.create_study(), rows, Budget(310 / 60), workers=2) == ["a", "b"]  # c: 13.75 more
 
 
 RECIPE = ["train.epochs=2", "train.patience=null", "train.logging_steps=5", "predict.batch_size=64"]

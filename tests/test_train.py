@@ -260,6 +260,24 @@ def test_a_time_budget_stops_after_the_step_it_runs_out_in_and_keeps_the_best(
     assert (cfg.fold_dir(0) / "trainer" / "checkpoint-1").is_dir() and (cfg.fold_dir(0) / "model").is_dir()
 
 
+def test_a_fold_the_time_budget_stopped_reopens_and_goes_on_to_its_last_step(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from competition.train import reopen_fold
+    from competition.tuned import with_train
+
+    scripted_accuracy(monkeypatch)
+    cfg, comp, folds = setup(demo_root, tmp_path, "train.max_steps=6", "train.eval_steps=2", "train.patience=null",
+                             "train.eval_questions=8", "train.max_minutes=0.0001")  # fmt: skip
+    cut, _ = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    assert cut["stopped_by_time"] and cut["steps"] == 1 and cut["max_steps"] == 6
+    assert reopen_fold(cfg, 0) and not cfg.fold_trained(0)
+    cfg = with_train(cfg, {"max_minutes": None})
+    whole, _ = train_fold(cfg, comp, folds, 0, log=lambda s: None)
+    assert whole["resumed_from"] and whole["steps"] == 6 and not whole["stopped_by_time"]
+    assert not reopen_fold(cfg, 0) and cfg.fold_trained(0)  # finished: nothing to reopen
+
+
 def test_the_inner_split_holds_out_whole_training_images(demo_root: Path, tmp_path: Path) -> None:
     from competition.folds import fold_rows
     from competition.monitor import held_out_rows
