@@ -292,8 +292,7 @@ class AutoConfig(Section):
     blended, within --minutes."""
 
     portfolio: list[Recipe] = Field([], description="recipes in the order they are tried; empty: this config alone")
-    search_share: float = Field(0.5, gt=0, le=1, description="share of the minutes the portfolio's trials run in; "
-                                "one still running then is cut there (it goes on if chosen)")
+    search_share: float = Field(0.5, gt=0, le=1, description="share of the minutes the trials run in (one running then is cut)")
     top: int = Field(4, ge=1, description="recipes trained on every fold and blended at most (fewer when the minutes "
                      "run short); the search never stops a recipe while fewer than this many beat it")  # fmt: skip
     rungs: list[float] = Field([0.25, 0.5], description="shares of its training at which a recipe's held-out accuracy "

@@ -26,16 +26,13 @@ from competition.auto import (
     Tried,
     at_rung,
     choose,
-    drain,
-    fill,
     portfolio,
-    queue,
     run_auto,
-    unit_of,
     whole_seconds,
 )
 from competition.config import load_config
 from competition.submit import leaderboard
+from competition.units import drain, fill, queue, unit_of
 from tests.postgres import postgres_server
 from tests.test_train import scripted_accuracy
 
