@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,10 +14,31 @@ from PIL import Image
 
 from competition.augment import as_marked, split_mark
 from competition.data import Competition
-from competition.errors import ConfigError
+from competition.errors import ConfigError, DataError
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's normalisation, also the random-init towers'
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+DATA_SIDE_CAP = 128  # image_size: data goes no higher: a from-scratch stem's step grows with the side's square
+DATA_SIDE_SAMPLE = 256  # pictures whose sizes decide image_size: data (headers only, evenly spread over the ids)
+
+
+def data_side(comp: Competition, reduction: int) -> int:
+    """The training pictures' median longer side (a sample of their headers), rounded up to a multiple of
+    `reduction`, at most DATA_SIDE_CAP (rounded down to that multiple)."""
+    paths = [comp.train_image_paths[i] for i in sorted(comp.train_image_paths)]
+    sample = paths[:: max(1, len(paths) // DATA_SIDE_SAMPLE)]
+    sides = sorted(max(picture_size(path)) for path in sample)
+    side = -(-sides[len(sides) // 2] // reduction) * reduction
+    return max(reduction, min(side, DATA_SIDE_CAP // reduction * reduction))
+
+
+def picture_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding; an unreadable file is a DataError naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable image ({e})") from None
 
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:

@@ -6,7 +6,7 @@ python -m competition train -c configs/demo_classifier.yaml --fold 0 --set model
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -62,7 +62,9 @@ class ClassifierConfig(Section):
                           "averages over its cells (a stacked-attention VQA baseline), each beside its product with the "
                           "question, instead of their plain mean; 0: the mean")
     fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
-    image_size: int = Field(96, ge=8, description="random-init backbone: square input size in pixels")
+    image_size: Annotated[int, Field(ge=8)] | Literal["data"] = Field(96, description="random-init backbone: square "
+        "input side in pixels; data: the training pictures' median longer side, rounded up to the stem's reduction, at "
+        "most images.DATA_SIDE_CAP (the run's plan says which)")  # fmt: skip
     position_std: float = Field(0.02, ge=0, description="initial spread of the image tokens' learned positions: a stem "
                                 "without padding (patch stem) learns where things are only from these (0.3 there)")
     summary_token: bool = Field(False, description="the fusion's first token (the head reads it) starts as the mean "

@@ -102,7 +102,13 @@ def check_keys(raw: dict[str, Any], model: type[BaseModel], prefix: str, source:
 
 def bad_value(e: ValidationError, source: str, section: str = "") -> ConfigError:
     """A validation's first error as one line naming `source` and the dotted key (under `section`)."""
-    err = e.errors()[0]
-    key = ".".join(str(p) for p in (section, *err["loc"]) if p != "")
-    msg = err["msg"].removeprefix("Value error, ")
-    return ConfigError(f"{source}: bad value for '{key}': {msg} (got {err.get('input')!r})")
+    errors = e.errors()
+    key = dotted_key(section, errors[0]["loc"])
+    msgs = dict.fromkeys(x["msg"].removeprefix("Value error, ") for x in errors if dotted_key(section, x["loc"]) == key)
+    return ConfigError(f"{source}: bad value for '{key}': {' or '.join(msgs)} (got {errors[0].get('input')!r})")
+
+
+def dotted_key(section: str, loc: tuple[Any, ...]) -> str:
+    """The config key of a validation error's location, without the union branches pydantic names in it
+    ('constrained-int', "literal['data']"), which are not keys."""
+    return ".".join(str(p) for p in (section, *loc) if p != "" and not (isinstance(p, str) and not p.isidentifier()))

@@ -15,7 +15,7 @@ import torch
 from competition.config import Config
 from competition.data import load_competition
 from competition.errors import ConfigError, DataError
-from competition.families import family_for
+from competition.families import Family, family_for
 from competition.modeling import count_parameters, resolve_precision, tf32_available, torch_dtype
 
 DACON_TRAIN_QUESTIONS = 359_521  # the planned data size when the competition folder is not there
@@ -109,8 +109,9 @@ def describe_evaluation(t: Any) -> str:
     return f"evaluation: {every}, {t.eval_questions:,} questions of {where}; keeps the best; {stop}{budget}"
 
 
-def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
-    """The run's plan from the config, the (possibly meta-device) model and the example count."""
+def make_plan(cfg: Config, model: torch.nn.Module, examples: int, family: Family | None = None) -> Plan:
+    """The run's plan from the config, the (possibly meta-device) model and the example count; `family`: the one
+    that built the model (it knows what the data decided)."""
     trainable, total = count_parameters(model)
     ga = grad_accum(cfg)
     t = cfg.train
@@ -119,7 +120,7 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int) -> Plan:
     save_steps = t.eval_steps or steps_per_epoch if t.evaluates else t.save_steps
     save_key = "train.eval_steps" if t.evaluates else "train.save_steps"
     return Plan(
-        *family_for(cfg).describe(),
+        *(family or family_for(cfg)).describe(),
         cfg.train.mode,
         trainable,
         total,

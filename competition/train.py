@@ -278,7 +278,7 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
         rows = each_answer(rows)
     model, processor = family.build(comp, rows)
     dataset = Views(family.train_set(model, processor, rows))
-    plan = make_plan(cfg, model, len(dataset))
+    plan = make_plan(cfg, model, len(dataset), family)
     for line in plan.lines():
         log(line)
     trainer_dir = fdir / "trainer"

@@ -184,3 +184,35 @@ def test_glimpses_under_the_fusion_transformer_are_refused() -> None:
     with pytest.raises(ConfigError, match=r"glimpses \(2\) reads the image only under fusion_layers 0"):
         load_config(None, ["model.classifier.glimpses=2"])
     assert load_config(None, ["model.classifier.glimpses=2", "model.classifier.fusion_layers=0"]).model.classifier.glimpses == 2
+
+
+def test_image_size_data_is_the_pictures_median_longer_side_rounded_up_to_the_stem_and_capped(tmp_path: Path) -> None:
+    """Longer sides 30, 70 and 200 px: the median 70 rounded up to the stem's 16 px cells is 80; all at 300 px: the
+    cap, 128 (DATA_SIDE_CAP); the model, its processor and the plan's model line carry the number."""
+    from PIL import Image
+
+    from competition.data import load_competition
+    from competition.images import DATA_SIDE_CAP
+
+    def folder(sizes: dict[str, tuple[int, int]], root: Path) -> Path:
+        (root / "image" / "train").mkdir(parents=True)
+        (root / "image" / "test").mkdir(parents=True)
+        for image, size in sizes.items():
+            Image.new("RGB", size, "white").save(root / "image" / "train" / f"{image}.png")
+        Image.new("RGB", (8, 8)).save(root / "image" / "test" / "x.png")
+        rows = "".join(f"T{i},{image},What color is it?,white\n" for i, image in enumerate(sizes))
+        (root / "train.csv").write_text("ID,image_id,question,answer\n" + rows)
+        (root / "test.csv").write_text("ID,image_id,question\nQ0,x,What color is it?\n")
+        (root / "sample_submission.csv").write_text("ID,answer\nQ0,white\n")
+        return root
+
+    for sizes, side in (({"a": (30, 10), "b": (50, 70), "c": (200, 90)}, 80), ({"a": (300, 300)}, DATA_SIDE_CAP)):
+        cfg = load_config("configs/demo_classifier.yaml", [f"data.root={folder(sizes, tmp_path / str(side))}",
+                                                           "model.classifier.image_size=data"])  # fmt: skip
+        comp = load_competition(cfg.data)
+        family = family_for(cfg)
+        model, processor = family.build(comp, comp.train)
+        assert model.settings.image_size == side
+        assert processor.image_processor.crop_size == {"height": side, "width": side}
+        assert f"@ {side}px" in family.describe()[1]
+    assert "image_size: data" in family_for(cfg).describe()[1]  # planned before the data is read

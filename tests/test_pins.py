@@ -105,6 +105,12 @@ def test_an_empty_list_or_a_value_that_does_nothing_is_refused(setting: str, key
         load_config(None, [setting])
 
 
+def test_a_bad_value_for_a_key_of_two_kinds_names_the_key_and_both_kinds() -> None:
+    with pytest.raises(ConfigError, match=r"^config with --set: bad value for 'model.classifier.image_size': Input "
+                       r"should be a valid integer.* or Input should be 'data' \(got 'foo'\)$"):  # fmt: skip
+        load_config(None, ["model.classifier.image_size=foo"])
+
+
 def test_the_prompts_default_to_the_training_prompt() -> None:
     assert load_config(None, ["train.prompt=plain"]).predict.prompts == ["plain"]
     assert load_config(None, ["train.prompt=plain", "predict.prompts=[one_word]"]).predict.prompts == ["one_word"]

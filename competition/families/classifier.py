@@ -32,7 +32,7 @@ from competition.data import ANSWER, Competition
 from competition.errors import ConfigError
 from competition.families.base import Blueprint, register, tokenizer_texts
 from competition.families.hub import local_config
-from competition.images import Images, ImageTransform, output_size
+from competition.images import DATA_SIDE_CAP, Images, ImageTransform, data_side, output_size
 from competition.model_config import ClassifierConfig
 from competition.modeling import local_device
 
@@ -69,7 +69,8 @@ def classifier_image_size(c: ClassifierConfig, vision_config: Any) -> tuple[int,
     """(width, height) the classifier's images reach the vision tower at: its image processor's output (a named
     backbone's, when on disk), else the tower's image_size, else model.classifier.image_size."""
     if not c.vision:
-        return c.image_size, c.image_size
+        side = DATA_SIDE_CAP if c.image_size == "data" else c.image_size  # data: planned at its largest
+        return side, side
     try:
         return output_size(AutoImageProcessor.from_pretrained(c.vision, local_files_only=True))
     except (OSError, ValueError):
@@ -87,6 +88,16 @@ def plan_classifier(c: ClassifierConfig) -> tuple[Any, list[str]]:
         model = AnswerClassifier(getattr(vision, "vision_model", vision), text, ["?"] * c.max_answers, c)
     check_backbones(model, (vkey, tkey), classifier_image_size(c, vc))
     return model, [name for name, absent in ((c.vision, v_absent), (c.text, t_absent)) if absent]
+
+
+def sized_to_data(c: ClassifierConfig, comp: Competition) -> ClassifierConfig:
+    """The settings with image_size: data replaced by the training pictures' side (images.data_side), a multiple of
+    what one cell of the random-init tower spans."""
+    if c.image_size != "data" or c.vision:
+        return c
+    vision = backbone_config("model.classifier.vision_config", c.vision_config)
+    reduction = getattr(vision, "reduction", None) or getattr(vision, "patch_size", 1)
+    return c.model_copy(update={"image_size": data_side(comp, reduction)})
 
 
 @register("classifier")
@@ -108,7 +119,8 @@ class Classifier:
 
     def describe(self) -> tuple[str, str]:
         c = self.cfg.model.classifier
-        vision = c.vision or f"random-init {c.vision_config.get('model_type')} @ {c.image_size}px"
+        side = "the training pictures' side (image_size: data)" if c.image_size == "data" else f"{c.image_size}px"
+        vision = c.vision or f"random-init {c.vision_config.get('model_type')} @ {side}"
         text = c.text or f"random-init {c.text_config.get('model_type')}"
         return "classifier", f"{vision} + {text} -> {c.max_answers:,} answers at most"
 
@@ -122,7 +134,8 @@ class Classifier:
         return Blueprint(model, *self.describe(), tokenizer, notes)
 
     def build(self, comp: Competition, rows: pd.DataFrame) -> tuple[Any, Any]:
-        cfg = self.cfg
+        settings = sized_to_data(self.cfg.model.classifier, comp)
+        self.cfg = cfg = self.cfg.model_copy(update={"model": self.cfg.model.model_copy(update={"classifier": settings})})
         self.check()
         answers = rows[ANSWER].value_counts().index.tolist()
         model, processor = build_classifier(cfg.model.classifier, tokenizer_texts(comp), answers, cfg.seed)
