@@ -15,9 +15,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from sklearn.utils.class_weight import compute_sample_weight
 from torch import nn
 from transformers import (
     CONFIG_MAPPING,
@@ -38,7 +41,7 @@ from competition.engine import Answer, batches, ranked_answers
 from competition.errors import ConfigError
 from competition.images import CLIP_MEAN, CLIP_STD, Images
 from competition.io import atomic_dir
-from competition.metrics import VQA_AGREEING
+from competition.metrics import VQA_AGREEING, types_of
 from competition.model_config import ClassifierConfig
 from competition.tokenizer import train_word_tokenizer
 
@@ -102,12 +105,13 @@ class AnswerClassifier(nn.Module):
         return self.image_proj(img)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                image_index: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> SequenceClassifierOutput:  # fmt: skip
+                image_index: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                answer_weights: torch.Tensor | None = None) -> SequenceClassifierOutput:  # fmt: skip
         img = self.image_tokens(pixel_values)
         img = img if image_index is None else img[image_index]
         words = self.text_proj(self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
         logits = self.head(self.fused(img, words, attention_mask))
-        loss = None if labels is None else answer_loss(logits.float(), labels, self.settings.loss)
+        loss = None if labels is None else answer_loss(logits.float(), labels, self.settings.loss, answer_weights)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def fused(self, img: torch.Tensor, words: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -137,28 +141,49 @@ class AnswerClassifier(nn.Module):
         return F.logsigmoid(logits.float()) if self.settings.loss == "bce" else logits.float().log_softmax(-1)
 
 
-def answer_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy over the answers, or VQA's per-answer sigmoid (bce): a question whose answer is outside the
     head's list has an all-zero target there, and is skipped by ce. Labels are answer indices, or (several
-    annotators' answers) a soft score per answer: ce learns their normalized share, bce the scores themselves."""
+    annotators' answers) a soft score per answer: ce learns their normalized share, bce the scores themselves.
+    `weights`: one per question (answer_weights), a weighted mean instead of the plain one."""
     if labels.dim() == 2:
-        return soft_answer_loss(logits, labels, kind)
+        return soft_answer_loss(logits, labels, kind, weights)
     if kind == "ce":
-        return F.cross_entropy(logits, labels, ignore_index=IGNORE)
+        known = labels != IGNORE
+        per_question = F.cross_entropy(logits, labels.clamp_min(0), reduction="none")
+        return weighted_mean(per_question, known, weights)
     known = (labels != IGNORE).unsqueeze(1)
     target = F.one_hot(labels.clamp_min(0), logits.shape[1]).to(logits.dtype) * known
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(logits)
+    per_question = F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
+    return weighted_mean(per_question, torch.ones_like(per_question, dtype=torch.bool), weights)
 
 
-def soft_answer_loss(logits: torch.Tensor, scores: torch.Tensor, kind: str) -> torch.Tensor:
+def weighted_mean(per_question: torch.Tensor, counted: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean of the counted questions' losses, each by its weight when given (0 when none is counted)."""
+    w = counted.to(per_question.dtype) * (1.0 if weights is None else weights.to(per_question.dtype))
+    return (per_question * w).sum() / w.sum().clamp_min(torch.finfo(per_question.dtype).tiny)
+
+
+def balanced_weights(rows: pd.DataFrame) -> list[float]:
+    """Each question's weight: its answer's 'balanced' class weight (sklearn) among its question type's questions,
+    n / (answers x count), so every answer of a type weighs the same in all and the weights' mean is 1."""
+    weights, answers = np.ones(len(rows)), rows[ANSWER].to_numpy()
+    for idx in pd.Series(range(len(rows))).groupby(types_of(rows).to_numpy()).indices.values():
+        weights[idx] = compute_sample_weight("balanced", answers[idx])
+    return weights.tolist()
+
+
+def soft_answer_loss(logits: torch.Tensor, scores: torch.Tensor, kind: str, weights: torch.Tensor | None = None) -> torch.Tensor:
     """answer_loss with a (questions, answers) target of soft scores (soft_scores)."""
     if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, scores, reduction="sum") / len(logits)
+        per_question = F.binary_cross_entropy_with_logits(logits, scores, reduction="none").sum(1)
+        return weighted_mean(per_question, torch.ones_like(per_question, dtype=torch.bool), weights)
     total = scores.sum(1)
     known = total > 0
     if not known.any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[known], scores[known] / total[known, None])
+    per_question = F.cross_entropy(logits, scores / total.clamp_min(1e-9)[:, None], reduction="none")
+    return weighted_mean(per_question, known, weights)
 
 
 def soft_scores(answers: tuple[str, ...], index: dict[str, int]) -> list[tuple[int, float]]:
@@ -264,14 +289,16 @@ class ClassifierSet(Examples):
     """Up to `pack` questions of one image per example: their tokenized questions and answer indices (IGNORE when
     the answer is not among the classifier's); the image is encoded once for all of them."""
 
-    def __init__(self, processor: ClassifierProcessor, rows: Any, answers: list[str], max_length: int, pack: int = 1) -> None:
+    def __init__(self, processor: ClassifierProcessor, rows: Any, answers: list[str], max_length: int, pack: int = 1,
+                 weights: list[float] | None = None) -> None:  # fmt: skip
         index = {a: i for i, a in enumerate(answers)}
         ids = processor.tokenizer(rows[QUESTION].tolist(), truncation=True, max_length=max_length)["input_ids"]
         if ANSWERS in rows:  # several annotators: soft scores (answer index, score) instead of one index
             labels = [soft_scores(tuple(a), index) for a in rows[ANSWERS]]
         else:
             labels = [index.get(a, IGNORE) for a in rows[ANSWER]]
-        self.items = [{"image_id": image, "input_ids": [ids[i] for i in idx], "labels": [labels[i] for i in idx]}
+        self.items = [{"image_id": image, "input_ids": [ids[i] for i in idx], "labels": [labels[i] for i in idx],
+                       **({} if weights is None else {"answer_weights": [weights[i] for i in idx]})}
                       for image, idx in image_groups(rows[IMAGE].tolist(), pack)]  # fmt: skip
 
 
@@ -295,7 +322,9 @@ class ClassifierCollator:
         image_ids = [b["image_id"] for b in batch for _ in b["input_ids"]]
         inputs = question_batch(self.tok, self.images, image_ids, [q for b in batch for q in b["input_ids"]])
         labels = [y for b in batch for y in b["labels"]]
-        return {**inputs, "labels": soft_targets(labels, self.n_answers) if labels and isinstance(labels[0], list)
+        weights = {"answer_weights": torch.tensor([w for b in batch for w in b["answer_weights"]])} if (
+            batch and "answer_weights" in batch[0]) else {}  # fmt: skip
+        return {**inputs, **weights, "labels": soft_targets(labels, self.n_answers) if labels and isinstance(labels[0], list)
                 else torch.tensor(labels)}  # fmt: skip
 
 

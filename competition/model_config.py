@@ -72,6 +72,9 @@ class ClassifierConfig(Section):
     pooled_token: bool = Field(False, description="one more image token: the last map's maximum over its cells (whole objects)")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the answer layer")
     loss: Literal["ce", "bce"] = Field("ce", description="ce: cross-entropy over the answers; bce: VQA's sigmoid per answer")
+    answer_weights: Literal["none", "balanced"] = Field("none", description="balanced: each training question weighs "
+        "as its answer's balanced class weight within its question type (n / (answers x count), sklearn's), so a "
+        "75/25 yes/no type counts its two answers alike and its prior is no longer a minimum of the loss")  # fmt: skip
     max_answers: int = Field(3129, ge=2, description="answers the head scores: the fold's most common (VQA's 3,129)")
 
 

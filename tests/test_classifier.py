@@ -27,7 +27,8 @@ def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
 
 
 @pytest.mark.train(minutes=0.2)
-@pytest.mark.parametrize("settings", ["loss=ce", "loss=bce", "fusion_layers=0", "fusion_layers=0 glimpses=2"])
+@pytest.mark.parametrize("settings", ["loss=ce", "loss=bce", "fusion_layers=0", "fusion_layers=0 glimpses=2",
+                                      "answer_weights=balanced"])
 def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, settings: str) -> None:
     cfg, comp, folds = classifier_run(demo_root, tmp_path, *(f"model.classifier.{s}" for s in settings.split()))
     metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
@@ -216,3 +217,24 @@ def test_image_size_data_is_the_pictures_median_longer_side_rounded_up_to_the_st
         assert processor.image_processor.crop_size == {"height": side, "width": side}
         assert f"@ {side}px" in family.describe()[1]
     assert "image_size: data" in family_for(cfg).describe()[1]  # planned before the data is read
+
+
+def test_balanced_answer_weights_make_the_even_guess_beat_the_prior_on_a_skewed_yes_no_type() -> None:
+    """Three 'no' and one 'yes' to 'is there a': the weights are 4/6 and 2 (colour's even answers 1), and the
+    loss of answering 'yes' at 0.5 falls below that of the prior (0.25) once weighted, where unweighted it is above."""
+    import pandas as pd
+
+    from competition.classifier import answer_loss, balanced_weights
+
+    rows = pd.DataFrame({"question": ["Is there a cube?"] * 4 + ["What color is the cube?"] * 2,
+                         "answer": ["no", "no", "no", "yes", "red", "blue"]})  # fmt: skip
+    weights = balanced_weights(rows)
+    assert weights == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0, 1.0, 1.0])
+    labels, w = torch.tensor([0, 0, 0, 1]), torch.tensor(weights[:4])
+
+    def loss(p_yes: float, weights: torch.Tensor | None) -> float:
+        logits = torch.log(torch.tensor([[1 - p_yes, p_yes]] * 4))
+        return float(answer_loss(logits, labels, "ce", weights))
+
+    assert loss(0.25, None) < loss(0.5, None)
+    assert loss(0.5, w) < loss(0.25, w)

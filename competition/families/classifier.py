@@ -19,6 +19,7 @@ from competition.classifier import (
     ClassifierCollator,
     ClassifierEngine,
     ClassifierSet,
+    balanced_weights,
     backbone_config,
     build_backbone,
     build_classifier,
@@ -145,8 +146,9 @@ class Classifier:
         return model, processor
 
     def train_set(self, model: Any, processor: Any, rows: pd.DataFrame) -> ClassifierSet:
-        t = self.cfg.train
-        return ClassifierSet(processor, rows, model.answers, t.max_length, t.pack_questions)
+        t, balanced = self.cfg.train, self.cfg.model.classifier.answer_weights == "balanced"
+        weights = balanced_weights(rows) if balanced else None
+        return ClassifierSet(processor, rows, model.answers, t.max_length, t.pack_questions, weights)
 
     def images(self, comp: Competition, split: str, processor: Any, cache: bool) -> Images:
         """The split's images as the backbone reads them."""
