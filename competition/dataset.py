@@ -8,6 +8,7 @@ when a batch is built, once per image when `cache` is on.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -68,10 +69,12 @@ class Examples(torch.utils.data.Dataset):
 
 class Views(Examples):
     """One example per item of `dataset` as it was built from unflipped rows: each time it is read, that item or
-    one of its flipped views (augment.flipped_rows' copies, the same image's k-th item), drawn at random; an epoch
-    is as long as without views."""
+    one of its flipped views (augment.flipped_rows' copies, the same image's k-th item), drawn from (seed, epoch,
+    example) alone, so a resumed run reads the views an uninterrupted one would; an epoch is as long as without
+    views."""
 
-    def __init__(self, dataset: Examples) -> None:
+    def __init__(self, dataset: Examples, seed: int = 0) -> None:
+        self.seed, self.epoch = seed, 0
         self.items, seen, groups = dataset.items, Counter(), {}
         for i, item in enumerate(self.items):
             base, _ = split_mark(item["image_id"])
@@ -83,9 +86,13 @@ class Views(Examples):
     def __len__(self) -> int:
         return len(self.groups)
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next reads belong to (train.PartsTrainer tells it at each epoch's start)."""
+        self.epoch = epoch
+
     def __getitem__(self, g: int) -> dict[str, Any]:
-        views = self.groups[g]  # one view draws nothing: a run without flips keeps torch's random stream as before
-        return self.items[views[int(torch.randint(len(views), ()))] if len(views) > 1 else views[0]]
+        views = self.groups[g]
+        return self.items[views[zlib.crc32(f"{self.seed}\0{self.epoch}\0{g}".encode()) % len(views)]]
 
 
 def image_groups(images: Sequence[str], pack: int) -> list[tuple[str, list[int]]]:

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from competition.augment import flipped_rows
 from competition.config import Config
@@ -43,12 +44,41 @@ from competition.tuned import tuned_train
 from competition.weights import TRAINABLE_FILE, load_trainable, save_trainable
 
 
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """Length-grouped batches in an order drawn from (seed, epoch) alone (the Trainer's draws from torch's global
+    stream, which a mid-epoch resume cannot restore to the epoch's start)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Order the next pass as epoch `epoch` (the dataloader calls it at each epoch's start)."""
+        self.generator = torch.Generator().manual_seed(self.seed + epoch)
+
+
 class PartsTrainer(Trainer):
     """Trainer with one learning rate per model part (vision tower, projector, language model)."""
 
     def __init__(self, *args: Any, part_lrs: dict[str, float], probe: AccuracyProbe | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.part_lrs, self.probe = part_lrs, probe
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """The Trainer's sampler; length-grouped, ordered by (data seed, epoch) so that a resumed run reads the
+        batches an uninterrupted one would."""
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is LengthGroupedSampler:
+            return EpochSeededLengthSampler(sampler.batch_size, sampler.lengths, self.args.data_seed)
+        return sampler
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        """One epoch, its number told to the training set first (accelerate does not reach the set through the
+        dataloader a mid-epoch resume builds), so its flipped views are the uninterrupted run's."""
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.train_dataset.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: Any = None, metric_key_prefix: str = "eval") -> dict:
         """Held-out accuracy of the model as it is now (the engine's greedy answers), logged and handed to callbacks."""
@@ -83,7 +113,6 @@ class PartsTrainer(Trainer):
                 eps=self.args.adam_epsilon,
             )
         return self.optimizer
-
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """A checkpoint's weights are its trained tensors under their own names (resume loads them strictly)."""
@@ -277,7 +306,7 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     if cfg.train.answers == "each" and not family.soft_answers:
         rows = each_answer(rows)
     model, processor = family.build(comp, rows)
-    dataset = Views(family.train_set(model, processor, rows))
+    dataset = Views(family.train_set(model, processor, rows), cfg.seed)
     plan = make_plan(cfg, model, len(dataset), family)
     for line in plan.lines():
         log(line)

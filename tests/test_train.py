@@ -89,6 +89,10 @@ RESUMED = {  # (config, overrides, whether a BatchNorm trains: a frozen stem kee
     "llava projector": ("configs/demo.yaml", ["train.mode=projector"], False),
     "llava lora": ("configs/demo.yaml", ["train.mode=lora", "train.lora.r=4"], False),
     "classifier": ("configs/demo_classifier.yaml", ["model.classifier.hidden=32", "train.pack_questions=2"], True),
+    # two steps an epoch: checkpoint-3 falls inside the second epoch, whose batch order and flipped views the resumed
+    # run must draw as the uninterrupted one did
+    "classifier mid-epoch, flips": ("configs/demo_classifier_mlp.yaml", ["train.per_device_batch_size=32",
+                                    "train.flips=horizontal", "model.classifier.image_size=32"], True),  # fmt: skip
 }
 
 
