@@ -51,7 +51,7 @@ class ClassifierConfig(Section):
     vision_config: dict[str, Any] = Field(
         {"model_type": "conv_stem", "hidden_sizes": [32, 64, 128, 128], "strides": [2, 2, 2, 2]},
         description="random-init vision backbone: any transformers vision config (model_type + its fields), or "
-        "conv_stem (3x3 conv + BatchNorm + ReLU per hidden size, with its stride)",
+        "conv_stem (3x3 conv, its max pooling with downsample: max, BatchNorm and ReLU per hidden size, with its stride)",
     )  # fmt: skip
     text_config: dict[str, Any] = Field(
         {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 256},
