@@ -61,6 +61,8 @@ class ClassifierConfig(Section):
     glimpses: int = Field(0, ge=0, description="fusion_layers=0: the image seen as this many question-guided attention "
                           "averages over its cells (a stacked-attention VQA baseline), each beside its product with the "
                           "question, instead of their plain mean; 0: the mean")
+    glimpse_fit: bool = Field(False, description="glimpses: each also hands the head how well its best cell fits the "
+                              "question (its attention score's maximum over the cells), whether the asked thing is there")
     fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
     image_size: Annotated[int, Field(ge=8)] | Literal["data"] = Field(96, description="random-init backbone: square "
         "input side in pixels; data: the training pictures' median longer side, rounded up to the stem's reduction, at "

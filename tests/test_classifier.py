@@ -28,7 +28,7 @@ def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
 
 @pytest.mark.train(minutes=0.2)
 @pytest.mark.parametrize("settings", ["loss=ce", "loss=bce", "fusion_layers=0", "fusion_layers=0 glimpses=2",
-                                      "answer_weights=balanced"])
+                                      "fusion_layers=0 glimpses=2 glimpse_fit=true", "answer_weights=balanced"])
 def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, settings: str) -> None:
     cfg, comp, folds = classifier_run(demo_root, tmp_path, *(f"model.classifier.{s}" for s in settings.split()))
     metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
@@ -177,6 +177,11 @@ def test_glimpses_weigh_the_image_cells_by_the_question(tmp_path: Path) -> None:
     save_classifier(model, processor, tmp_path / "out")
     loaded, _ = load_classifier(tmp_path / "out")
     assert torch.allclose(loaded.glimpsed(img, words.mean(1)), seen, atol=1e-6)
+    model.settings.glimpse_fit = True  # each glimpse's best cell score comes last
+    fit = model.glimpsed(img, words.mean(1))
+    scores = model.attend(torch.cat([img, asked, img * asked], -1))
+    assert fit.shape == (2, 2 * 2 * 32 + 2) and torch.equal(fit[:, :-2], seen)
+    assert torch.allclose(fit[:, -2:], scores.amax(1), atol=1e-6)
 
 
 def test_glimpses_under_the_fusion_transformer_are_refused() -> None:
