@@ -61,7 +61,7 @@ class ClassifierConfig(Section):
     glimpses: int = Field(0, ge=0, description="fusion_layers=0: the image seen as this many question-guided attention "
                           "averages over its cells (a stacked-attention VQA baseline), each beside its product with the "
                           "question, instead of their plain mean; 0: the mean")
-    glimpse_fit: bool = Field(False, description="glimpses: each also hands the head how well its best cell fits the "
+    glimpse_fit: bool = Field(True, description="glimpses: each also hands the head how well its best cell fits the "
                               "question (its attention score's maximum over the cells), whether the asked thing is there")
     glimpse_count: bool = Field(False, description="glimpses: each also hands the head how many cells fit the question, "
                                 "log(1 + the sum of the cells' sigmoid scores), for counting (a softmax average cannot count)")
