@@ -91,7 +91,7 @@ class AnswerClassifier(nn.Module):
             if c.glimpses:  # each glimpse weighs the cells by how well they fit the question
                 self.attend = nn.Sequential(nn.Linear(3 * h, h), nn.ReLU(), nn.Linear(h, c.glimpses))
             image_parts = 2 * c.glimpses if c.glimpses else 1  # each glimpse comes with its product with the question
-            fits = c.glimpses * (c.glimpse_fit + c.glimpse_count)  # one number a glimpse for each: best cell, how many
+            fits = c.glimpses if c.glimpse_fit else 0  # one number a glimpse: its best cell's score
             self.fusion = nn.Sequential(nn.Linear((1 + image_parts) * h + fits, h), nn.ReLU())
         self.head = nn.Sequential(nn.LayerNorm(h), nn.Dropout(c.dropout), nn.Linear(h, len(answers)))
 
@@ -132,17 +132,12 @@ class AnswerClassifier(nn.Module):
     def glimpsed(self, img: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
         """(questions, 2 * glimpses * hidden): the image's cells averaged with weights the question gives them (from
         each cell, the question and their product), once per glimpse, each beside its product with the question;
-        then with glimpse_fit each glimpse's best score over the cells, with glimpse_count log(1 + its cells' summed
-        sigmoid scores)."""
+        with glimpse_fit, then each glimpse's best score over the cells."""
         asked = question[:, None].expand(-1, img.shape[1], -1)
         scores = self.attend(torch.cat([img, asked, img * asked], -1))  # (questions, cells, glimpses)
         seen = torch.einsum("bng,bnh->bgh", scores.softmax(1), img)
-        seen = [torch.cat([seen, seen * question[:, None]], 1).flatten(1)]
-        if self.settings.glimpse_fit:
-            seen.append(scores.amax(1))
-        if self.settings.glimpse_count:
-            seen.append(scores.sigmoid().sum(1).log1p())
-        return torch.cat(seen, 1)
+        seen = torch.cat([seen, seen * question[:, None]], 1).flatten(1)
+        return torch.cat([seen, scores.amax(1)], 1) if self.settings.glimpse_fit else seen
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Each answer's log-probability: over all answers (ce), or of each answer on its own (bce)."""

@@ -63,8 +63,6 @@ class ClassifierConfig(Section):
                           "question, instead of their plain mean; 0: the mean")
     glimpse_fit: bool = Field(True, description="glimpses: each also hands the head how well its best cell fits the "
                               "question (its attention score's maximum over the cells), whether the asked thing is there")
-    glimpse_count: bool = Field(False, description="glimpses: each also hands the head how many cells fit the question, "
-                                "log(1 + the sum of the cells' sigmoid scores), for counting (a softmax average cannot count)")
     fusion_heads: int = Field(4, ge=1, description="attention heads of the fusion transformer (hidden must divide by it)")
     image_size: Annotated[int, Field(ge=8)] | Literal["data"] = Field(96, description="random-init backbone: square "
         "input side in pixels; data: the training pictures' median longer side, rounded up to the stem's reduction, at "

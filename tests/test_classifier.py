@@ -27,8 +27,8 @@ def classifier_run(demo_root: Path, work: Path, *sets: str) -> tuple:
 
 
 @pytest.mark.train(minutes=0.2)
-@pytest.mark.parametrize("settings", ["loss=ce", "loss=bce", "fusion_layers=0", "fusion_layers=0 glimpses=2 glimpse_fit=false",
-                                      "fusion_layers=0 glimpses=2 glimpse_count=true", "answer_weights=balanced"])
+@pytest.mark.parametrize("settings", ["loss=ce", "loss=bce", "fusion_layers=0", "fusion_layers=0 glimpses=2",
+                                      "fusion_layers=0 glimpses=2 glimpse_fit=false", "answer_weights=balanced"])
 def test_the_classifier_learns_and_reloads_to_the_same_answers(demo_root: Path, tmp_path: Path, settings: str) -> None:
     cfg, comp, folds = classifier_run(demo_root, tmp_path, *(f"model.classifier.{s}" for s in settings.split()))
     metrics, model = train_fold(cfg, comp, folds, 0, log=lambda s: None)
@@ -182,12 +182,6 @@ def test_glimpses_weigh_the_image_cells_by_the_question(tmp_path: Path) -> None:
     scores = model.attend(torch.cat([img, asked, img * asked], -1))
     assert fit.shape == (2, 2 * 2 * 32 + 2) and torch.equal(fit[:, :-2], seen)
     assert torch.allclose(fit[:, -2:], scores.amax(1), atol=1e-6)
-    model.settings.glimpse_count = True  # then how many cells fit: log(1 + the cells' summed sigmoid scores)
-    counted = model.glimpsed(img, words.mean(1))
-    assert counted.shape == (2, 2 * 2 * 32 + 4) and torch.equal(counted[:, :-2], fit)
-    assert torch.allclose(counted[:, -2:], torch.log1p(scores.sigmoid().sum(1)), atol=1e-6)
-    assert torch.allclose(model.glimpsed(torch.cat([img, img], 1), words.mean(1))[:, -2:],
-                          torch.log1p(2 * scores.sigmoid().sum(1)), atol=1e-5)  # twice the cells that fit count twice
 
 
 def test_glimpses_under_the_fusion_transformer_are_refused() -> None:
