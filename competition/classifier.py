@@ -130,9 +130,9 @@ class AnswerClassifier(nn.Module):
         return self.fusion(tokens, src_key_padding_mask=ignore)[:, 0]
 
     def glimpsed(self, img: torch.Tensor, question: torch.Tensor) -> torch.Tensor:
-        """(questions, 2 * glimpses * hidden): the image's cells averaged with weights the question gives them (from
-        each cell, the question and their product), once per glimpse, each beside its product with the question;
-        with glimpse_fit, then each glimpse's best score over the cells."""
+        """(questions, 2 * glimpses * hidden, + glimpses with glimpse_fit): the image's cells averaged with weights
+        the question gives them (from each cell, the question and their product), once per glimpse, each beside its
+        product with the question; with glimpse_fit, then each glimpse's best score over the cells."""
         asked = question[:, None].expand(-1, img.shape[1], -1)
         scores = self.attend(torch.cat([img, asked, img * asked], -1))  # (questions, cells, glimpses)
         seen = torch.einsum("bng,bnh->bgh", scores.softmax(1), img)
