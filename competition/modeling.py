@@ -56,14 +56,22 @@ def best_precision() -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def resolve_precision(name: str) -> str:
-    """train.precision with 'auto' resolved; a precision the machine lacks is a ConfigError."""
-    precision = best_precision() if name == "auto" else name
-    if precision == "fp16" and not torch.cuda.is_available():
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where autocast to it is faster."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(name: str, deepspeed: str | None = None) -> str:
+    """train.precision with 'auto' resolved (on CPU: bf16 autocast where the CPU computes it, unless DeepSpeed runs,
+    which casts the weights themselves; else fp32); a precision the machine lacks is a ConfigError."""
+    if name == "auto":
+        cpu_bf16 = not torch.cuda.is_available() and not deepspeed and cpu_computes_bf16()
+        return "bf16" if cpu_bf16 else best_precision()
+    if name == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.precision=fp16 needs a CUDA card; use auto, bf16 or fp32 on CPU")
-    if precision == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+    if name == "bf16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"train.precision=bf16: {torch.cuda.get_device_name()} has no bfloat16; use auto or fp16")
-    return precision
+    return name
 
 
 def local_device() -> torch.device:

@@ -133,7 +133,7 @@ def make_plan(cfg: Config, model: torch.nn.Module, examples: int, family: Family
         t.max_steps,
         save_steps,
         save_key,
-        resolve_precision(t.precision),
+        resolve_precision(t.precision, t.deepspeed),
         str(torch_dtype(cfg.model.dtype)).removeprefix("torch."),
         describe_evaluation(t),
     )

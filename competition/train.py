@@ -143,7 +143,7 @@ class JsonlLog(TrainerCallback):
 def training_arguments(cfg: Config, out: Path) -> TrainingArguments:
     """TrainingArguments from the config's train section."""
     t = cfg.train
-    precision = resolve_precision(t.precision)
+    precision = resolve_precision(t.precision, t.deepspeed)
     every = eval_strategy(t)
     return TrainingArguments(
         output_dir=str(out),
@@ -329,7 +329,7 @@ def train_fold(cfg: Config, comp: Competition, folds: pd.DataFrame, fold: int, l
     if trainer.is_world_process_zero():
         atomic_write_json(metrics, fdir / "train_metrics.json")
         plot_curve(read_log(fdir / "train_log.jsonl"), fdir / "train_curve.png")
-    return metrics, trainer.model
+    return metrics, trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)  # no autocast left on it
 
 
 def each_answer(rows: pd.DataFrame) -> pd.DataFrame:

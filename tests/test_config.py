@@ -50,12 +50,17 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 def test_the_gpu_configs_run_on_a_machine_without_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
+    from competition import modeling
     from competition.modeling import resolve_precision, tf32_available, torch_dtype
     from competition.train import training_arguments
 
-    for config in ("configs/seed_llava_vicuna7b.yaml", "configs/llava15_7b_lora.yaml"):
-        args = training_arguments(load_config(config, ["data.root=/nonexistent"]), tmp_path)  # CPU: no traceback
-        assert not args.bf16 and not args.fp16
+    for cpu_bf16 in (False, True):  # a CPU without bfloat16 arithmetic trains in fp32, one with it autocasts to bf16
+        monkeypatch.setattr(modeling, "cpu_computes_bf16", lambda cpu_bf16=cpu_bf16: cpu_bf16)
+        for config in ("configs/seed_llava_vicuna7b.yaml", "configs/llava15_7b_lora.yaml"):
+            args = training_arguments(load_config(config, ["data.root=/nonexistent"]), tmp_path)  # no traceback
+            assert args.bf16 == args.use_cpu == cpu_bf16 and not args.fp16
+        assert torch_dtype("auto") == torch.float32  # frozen weights stay float32 on any CPU
+        assert resolve_precision("auto", "configs/deepspeed/zero3.json") == "fp32"  # DeepSpeed casts weights instead
     with pytest.raises(ConfigError, match="train.precision=fp16 needs a CUDA card"):
         resolve_precision("fp16")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a T4: CUDA, no bf16, no TF32
