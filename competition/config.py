@@ -118,9 +118,8 @@ class TrainConfig(Section):
     flip_keep: str = Field(FLIP_KEEP, description="regex of questions whose picture never flips (case-insensitive): "
                            "text to read is no longer the same text mirrored")  # fmt: skip
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="mixed precision of the forward/"
-        "backward pass (weights that train stay float32); auto: bf16 on a CUDA card that has it, fp16 on older CUDA "
-        "cards; on CPU bf16 where the CPU computes it (AVX512-BF16 or AMX: about 1.5x faster), else fp32. TF32 "
-        "matmuls are on wherever the card has them")  # fmt: skip
+        "backward pass (trained weights stay float32); auto: bf16 on a CUDA card or CPU (AVX512-BF16, AMX) that has "
+        "it, fp16 on older CUDA cards, else fp32. TF32 matmuls are on wherever the card has them")  # fmt: skip
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward: less memory, slower")
     group_by_length: bool = Field(True, description="batch examples of similar length (less padding)")
     cache_images: bool = Field(False, description="keep preprocessed images in memory (small data sets)")
