@@ -137,6 +137,7 @@ bench: install
 	$(PY) bench/load_400k.py
 	$(PY) bench/vote_speed.py
 	$(PY) bench/predict_throughput.py
+	$(PY) bench/cpu_precision.py
 
 clean:
 	rm -rf experiments/* submissions/* $(DEMO_DATA)
