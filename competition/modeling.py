@@ -57,8 +57,10 @@ def best_precision() -> str:
 
 
 def cpu_computes_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where autocast to it is faster."""
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX), where autocast to it is faster; asked
+    through torch's own (private) CPU probes, so a torch without them answers no."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def resolve_precision(name: str, deepspeed: str | None = None) -> str:
