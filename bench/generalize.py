@@ -29,10 +29,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from competition.ballots import vote_rows
 from competition.config import load_config
-from competition.metrics import exact_matches, majority_baseline, question_types
+from competition.data import ANSWER, ID
+from competition.metrics import credit, exact_matches, majority_baseline, question_types
+from competition.pipeline import stage_inputs
+from competition.predictions import oof_frame
 from competition.submit import leaderboard
 from competition.synthetic import KINDS, generate
+from competition.vote import vote
 
 REPO = Path(__file__).resolve().parents[1]
 MEMBER_STAGES = ("train-all", "predict-all", "cv")  # each recipe's, after the main recipe's folds
@@ -146,12 +151,24 @@ def score(args: argparse.Namespace, kind: str) -> pd.DataFrame:
 
 
 def fold_score(args: argparse.Namespace, kind: str) -> pd.DataFrame:
-    """--fold: per question type (and 'all'): the fold's validation questions, the majority baseline and the best
-    member's accuracy over the recipes (their cv.json, written from that fold alone)."""
-    cv = json.loads((load_config(args.config, overrides(args, kind)).exp_dir / "cv.json").read_text())
+    """--fold: per question type (and 'all'): the fold's validation questions, the majority baseline, the best
+    member's accuracy over the recipes (their cv.json, written from that fold alone) and, with several members
+    (views, recipes), their soft vote at equal weights (nothing fitted)."""
+    cfg = load_config(args.config, overrides(args, kind))
+    cv = json.loads((cfg.exp_dir / "cv.json").read_text())
     table = pd.DataFrame(cv["per_type"]).set_index("qtype")[["n", "baseline"]]
     table.loc["all"] = [cv["best"]["n"], cv["baseline"]]
     table["oof"] = oof_by_type(args, kind).reindex(table.index)
+    frames = [oof_frame(load_config(c, overrides(args, kind)), *stage_inputs(cfg, make_folds=False))
+              for c in (args.config, *args.others)]  # fmt: skip
+    oof = pd.concat([f.assign(member=f"{i}/" + f["member"]) for i, f in enumerate(frames)], ignore_index=True)
+    if oof["member"].nunique() > 1:
+        right = oof.drop_duplicates(ID).set_index(ID)["gold"]
+        voted = vote(vote_rows(oof), "soft").set_index(ID)[ANSWER]
+        correct = pd.Series(credit(cfg.metric, voted.to_list(), right.reindex(voted.index).to_list()), voted.index)
+        qtype = oof.drop_duplicates(ID).set_index(ID)["qtype"].reindex(voted.index)
+        table["voted"] = correct.groupby(qtype).mean().reindex(table.index)
+        table.loc["all", "voted"] = correct.mean()
     return table
 
 
@@ -175,10 +192,11 @@ def report(result: dict) -> str:
     if "error" in result:
         return f"{head}\n{result['error']}"
     t = result["table"]
-    lines = [head, f"{'question type':<22}{'n':>6}{'held-out':>10}{'majority':>10}{'oof':>8}"]
+    lines = [head, f"{'question type':<22}{'n':>6}{'held-out':>10}{'majority':>10}{'oof':>8}{'voted':>8}"]
     for qtype, row in t.iterrows():
-        held_out, oof = (f"{row[k]:.3f}" if k in row and not pd.isna(row[k]) else "" for k in ("held_out", "oof"))
-        lines.append(f"{qtype:<22}{int(row['n']):>6}{held_out:>10}{row['baseline']:>10.3f}{oof:>8}")
+        held_out, oof, voted = (f"{row[k]:.3f}" if k in row and not pd.isna(row[k]) else ""
+                                for k in ("held_out", "oof", "voted"))  # fmt: skip
+        lines.append(f"{qtype:<22}{int(row['n']):>6}{held_out:>10}{row['baseline']:>10.3f}{oof:>8}{voted:>8}")
     return "\n".join(lines)
 
 
@@ -186,13 +204,15 @@ def summary(results: list[dict]) -> str:
     """Every kind on one line: held-out accuracy, majority baseline, minutes."""
     tables = [r["table"] for r in results if "table" in r]
     scored = "oof" if tables and "held_out" not in tables[0] else "held_out"  # --fold: the fold's validation questions
-    lines = [f"{'kind':<10}{scored.replace('_', '-'):>10}{'majority':>10}{'minutes':>9}"]
+    voted = scored == "oof" and any("voted" in t for t in tables)  # --fold with several members: their soft vote too
+    lines = [f"{'kind':<10}{scored.replace('_', '-'):>10}{'voted' if voted else '':>8}{'majority':>10}{'minutes':>9}"]
     for r in results:
         if "error" in r:
-            lines.append(f"{r['kind']:<10}{'failed':>10}{'':>10}{r['minutes']:>9.1f}")
+            lines.append(f"{r['kind']:<10}{'failed':>10}{'':>8}{'':>10}{r['minutes']:>9.1f}")
         else:
             row = r["table"].loc["all"]
-            lines.append(f"{r['kind']:<10}{row[scored]:>10.3f}{row['baseline']:>10.3f}{r['minutes']:>9.1f}")
+            vote_text = f"{row['voted']:.3f}" if voted and "voted" in row else ""
+            lines.append(f"{r['kind']:<10}{row[scored]:>10.3f}{vote_text:>8}{row['baseline']:>10.3f}{r['minutes']:>9.1f}")
     return "\n".join(lines)
 
 

@@ -80,3 +80,15 @@ def as_marked(image: Image.Image, view: str) -> Image.Image:
     if "h" in view:
         image = ImageOps.mirror(image)
     return ImageOps.flip(image) if "v" in view else image
+
+
+def row_views(questions: list[str], view: str, keep: str) -> list[str]:
+    """Each question's view at test time: `view`, or '' (the picture as it is) where the question matches `keep`."""
+    kept = re.compile(keep, re.IGNORECASE) if keep and view else None
+    return ["" if kept and kept.search(q) else view for q in questions]
+
+
+def viewed(questions: list[str], images: list[str], views: list[str]) -> tuple[list[str], list[str]]:
+    """The questions as they read of their pictures flipped by each row's view, and the image ids marked to load so."""
+    return ([swap_sides(q, v) for q, v in zip(questions, views, strict=True)],
+            [i + VIEW_MARK + v if v else i for i, v in zip(images, views, strict=True)])  # fmt: skip

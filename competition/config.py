@@ -176,12 +176,13 @@ class DecodingConfig(Section):
     do_sample: bool = Field(False, description="sample each row's answer (seeded by the row and `seed`)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="sampling nucleus: the smallest token set of this probability")
-    max_new_tokens: int | None = Field(None, ge=1, description="generated tokens at most; default: the longest "
-                                       "tokenized training answer + EOS")  # fmt: skip
+    max_new_tokens: int | None = Field(None, ge=1, description="tokens at most; default: the longest training answer's + EOS")
     length_penalty: float = Field(1.0, description="beam search: exponent of the length normalisation")
     constrained: bool = Field(False, description="generate only answers of the fold's training vocabulary")
     rank: int = Field(0, ge=0, description="> 0: score the N most common training answers by likelihood, take the best")
     seed: int = Field(0, description="sampling seed")
+    view: Literal["", "h", "v", "hv"] = Field("", description="test-time augmentation: the picture mirrored (h), upside "
+                                              "down (v) or both, sides swapped in question and answer (not train.flip_keep's)")
 
     @property
     def search(self) -> Literal["rank", "beam", "sample", "greedy"]:
@@ -218,8 +219,7 @@ class PredictConfig(Section):
                                       "the one the model learned")  # fmt: skip
     decodings: list[DecodingConfig] = Field([DecodingConfig()], min_length=1, description="decodings, each with every prompt")
     batch_size: int = Field(32, ge=1, description="questions per batch (halved and retried on out-of-memory)")
-    prefix_cache: bool | Literal["auto"] = Field("auto", description="encode each image's shared prefix once and reuse "
-                                                 "its KV cache; auto: when the prefix is long")  # fmt: skip
+    prefix_cache: bool | Literal["auto"] = Field("auto", description="reuse each image's prefix KV cache; auto: if long")
     max_length: int = Field(128, ge=8, description="text tokens of one inference prompt (a single question, no answer); "
                             "image tokens on top")  # fmt: skip
     alternatives: int = Field(4, ge=0, description="next most likely answers kept with their log-probabilities where the "

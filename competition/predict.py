@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from competition.augment import row_views, swap_sides, viewed
 from competition.config import Config
 from competition.data import ANSWER, CHOICES, ID, IMAGE, QUESTION, Competition
 from competition.errors import ConfigError
@@ -90,6 +91,13 @@ def answered_rows(batch: list[Answer], normalizer: AnswerNormalizer, choices: li
             for a, ans, texts in zip(batch, answers, ranked, strict=True)]  # fmt: skip
 
 
+def seen_as_is(a: Answer, view: str) -> Answer:
+    """An answer given of a flipped picture as it reads of the picture itself (a flip undoes itself)."""
+    if not view:
+        return a
+    return a._replace(text=swap_sides(a.text, view), alternatives=tuple((swap_sides(t, view), lp) for t, lp in a.alternatives))
+
+
 def predict_fold(
     cfg: Config,
     comp: Competition,
@@ -125,7 +133,9 @@ def predict_fold(
         tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None
         for prompt, d in jobs:
             cut_before = engine.cut_answers
-            for batch in engine.answer(prompt, d, questions, images, todo[(prompt, d.name)], tick):
+            views = row_views(questions, d.view, cfg.train.flip_keep)
+            for batch in engine.answer(prompt, d, *viewed(questions, images, views), todo[(prompt, d.name)], tick):
+                batch = [seen_as_is(a, views[a.row]) for a in batch]
                 log.append([prediction_row(ids[a.row], fold, split, prompt, d.name, a, ans)
                             for a, ans in answered_rows(batch, normalizer, choices)])  # fmt: skip
             if engine.cut_answers > cut_before:

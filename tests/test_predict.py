@@ -249,3 +249,41 @@ def test_two_shard_processes_merge_to_the_one_process_result(trained: tuple[list
     assert max(abs(r["logprob"] - w["logprob"]) for r, w in zip(rows, want, strict=True)) < 1e-3
     assert {r["prompt"] for r in rows} == {"short_answer", "plain"}
     assert {r["decoding"] for r in rows} == {"greedy", "beam2", "vocab"}
+
+
+def test_a_flipped_view_asks_of_the_flipped_picture_and_its_answers_read_as_of_the_picture(
+    trained: tuple[list[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import competition.families
+    from competition.augment import VIEW_MARK, split_mark, swap_sides
+    from competition.predict import predict_fold
+
+    sets, work = trained
+    sets = copy_workdir(sets, work, tmp_path / "views")
+    asked: list[tuple[tuple[str, str], str, str]] = []
+
+    class Echo:  # sees the thing at the top left of the picture: where the view's flip moved it
+        cut_answers = 0
+
+        def answer(self, prompt: str, d: DecodingConfig, questions: list[str], images: list[str], todo: list[int],
+                   tick: Any = None) -> Any:  # fmt: skip
+            asked.extend(((prompt, d.name), questions[i], images[i]) for i in todo)
+            view = [split_mark(images[i])[1] for i in todo]
+            yield [Answer(i, swap_sides("top left", v), -0.1, ((swap_sides("bottom right", v), -3.0),))
+                   for i, v in zip(todo, view, strict=True)]  # fmt: skip
+
+    monkeypatch.setattr(competition.families, "fold_engine", lambda *a, **k: Echo())
+    decodings = "predict.decodings=[{name: greedy}, {name: hv, view: hv}]"
+    cfg = load_config("configs/demo.yaml", [*sets, "train.flip_keep=color", decodings])
+    comp = load_competition(cfg.data)
+    [path] = predict_fold(cfg, comp, read_folds(cfg), 0, ("oof",))
+    rows = read_predictions(path)
+    assert set(rows["decoding"]) == {"greedy", "hv"} and set(rows["answer"]) == {"top left"}
+    assert {alt[0][0] for alt in rows["alternatives"]} == {"bottom right"}
+    val = fold_rows(comp, read_folds(cfg), 0, "val")
+    kept = val["question"].str.contains("color", case=False)
+    marked = [i if k else i + VIEW_MARK + "hv" for i, k in zip(val["image_id"], kept, strict=True)]
+    assert sorted((q, i) for job, q, i in asked if job == ("short_answer", "hv")) == sorted(
+        (swap_sides(q, "hv") if VIEW_MARK in i else q, i) for q, i in zip(val["question"], marked, strict=True)
+    )
+    assert kept.any() and not kept.all()
