@@ -126,14 +126,14 @@ def predict_fold(
         engine = fold_engine(cfg, comp, folds, fold, image_split, loaded=loaded)
         ids, questions, images = rows[ID].tolist(), rows[QUESTION].tolist(), rows[IMAGE].tolist()
         choices = normalized_choices(rows, normalizer)
-        if choices is not None and hasattr(engine, "choices"):  # rank decoding scores each row's own choices
-            engine.choices = rows[CHOICES].tolist()
         jobs = [(pr, d) for pr in p.prompts for d in p.decodings] + ([tuned] if tuned else [])
         todo = {(pr, d.name): [i for i in range(len(ids)) if (ids[i], pr, d.name) not in done] for pr, d in jobs}
         tick = progress(f"fold {fold} {split}", sum(map(len, todo.values()))) if progress else None
         for prompt, d in jobs:
             cut_before = engine.cut_answers
             views = row_views(questions, d.view, cfg.train.flip_keep)
+            if choices is not None and hasattr(engine, "choices"):  # rank decoding scores each row's choices as seen
+                engine.choices = [[swap_sides(c, v) for c in row] for row, v in zip(rows[CHOICES], views, strict=True)]
             for batch in engine.answer(prompt, d, *viewed(questions, images, views), todo[(prompt, d.name)], tick):
                 batch = [seen_as_is(a, views[a.row]) for a in batch]
                 log.append([prediction_row(ids[a.row], fold, split, prompt, d.name, a, ans)
