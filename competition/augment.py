@@ -61,8 +61,7 @@ def flipped_rows(rows: pd.DataFrame, flips: str, keep: str) -> pd.DataFrame:
 def flipped_copy(rows: pd.DataFrame, view: str) -> pd.DataFrame:
     """The rows as they read of their pictures flipped by `view`."""
     copy = rows.copy()
-    copy[IMAGE] = copy[IMAGE] + VIEW_MARK + view
-    copy[QUESTION] = copy[QUESTION].map(lambda t: swap_sides(t, view))
+    copy[QUESTION], copy[IMAGE] = viewed(copy[QUESTION].tolist(), copy[IMAGE].tolist(), [view] * len(copy))
     copy[ANSWER] = copy[ANSWER].map(lambda t: swap_sides(t, view))
     if ANSWERS in copy:
         copy[ANSWERS] = [tuple(swap_sides(a, view) for a in answers) for answers in copy[ANSWERS]]
