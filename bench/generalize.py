@@ -159,15 +159,14 @@ def fold_score(args: argparse.Namespace, kind: str) -> pd.DataFrame:
     table = pd.DataFrame(cv["per_type"]).set_index("qtype")[["n", "baseline"]]
     table.loc["all"] = [cv["best"]["n"], cv["baseline"]]
     table["oof"] = oof_by_type(args, kind).reindex(table.index)
-    frames = [oof_frame(load_config(c, overrides(args, kind)), *stage_inputs(cfg, make_folds=False))
-              for c in (args.config, *args.others)]  # fmt: skip
+    comp, folds = stage_inputs(cfg, make_folds=False)
+    frames = [oof_frame(load_config(c, overrides(args, kind)), comp, folds) for c in (args.config, *args.others)]
     oof = pd.concat([f.assign(member=f"{i}/" + f["member"]) for i, f in enumerate(frames)], ignore_index=True)
     if oof["member"].nunique() > 1:
-        right = oof.drop_duplicates(ID).set_index(ID)["gold"]
         voted = vote(vote_rows(oof), "soft").set_index(ID)[ANSWER]
-        correct = pd.Series(credit(cfg.metric, voted.to_list(), right.reindex(voted.index).to_list()), voted.index)
-        qtype = oof.drop_duplicates(ID).set_index(ID)["qtype"].reindex(voted.index)
-        table["voted"] = correct.groupby(qtype).mean().reindex(table.index)
+        asked = oof.drop_duplicates(ID).set_index(ID).reindex(voted.index)  # each question's gold and type
+        correct = pd.Series(credit(cfg.metric, voted.to_list(), asked["gold"].to_list()), voted.index)
+        table["voted"] = correct.groupby(asked["qtype"]).mean().reindex(table.index)
         table.loc["all", "voted"] = correct.mean()
     return table
 
